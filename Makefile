@@ -1,0 +1,78 @@
+# oidc_federation.azure developer workflow. Every target bootstraps what it needs on a fresh machine.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+COLL_ROOT := .build/collections
+COLL_LINK := $(COLL_ROOT)/ansible_collections/oidc_federation/azure
+SANITY_ROOT := .build/sanity
+export ANSIBLE_COLLECTIONS_PATH := $(CURDIR)/$(COLL_ROOT)
+export PYTHONPATH := $(CURDIR)/$(COLL_ROOT):$(CURDIR)/sandbox
+export ANSIBLE_NOCOLOR := 1
+export AZCLI_VENV ?= $(HOME)/.cache/oidc_federation_azure/azcli-venv
+
+.PHONY: help
+help: ## list targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | sort
+
+$(VENV)/.stamp: requirements/dev.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements/dev.txt
+	@touch $@
+
+.PHONY: venv
+venv: $(VENV)/.stamp ## create .venv with the pinned dev requirements
+
+.PHONY: collection
+collection: venv ## make the collection importable (symlink under .build/collections)
+	@mkdir -p $(dir $(COLL_LINK))
+	@ln -sfn $(CURDIR) $(COLL_LINK)
+
+.PHONY: azcli
+azcli: ## create (or reuse) the Azure CLI venv used by the az end-to-end tests
+	bash sandbox/scripts/azcli-venv.sh
+
+.PHONY: units
+units: collection ## unit tests of the collection's core and modules
+	$(PY) -m pytest -q -p no:cacheprovider tests/unit
+
+.PHONY: sandbox-tests
+sandbox-tests: collection azcli ## contract tests of the sandbox (HTTP, real SDKs, Azure CLI)
+	$(PY) -m pytest -q -p no:cacheprovider sandbox/tests
+
+.PHONY: integration
+integration: collection ## integration tests: the modules against the sandbox
+	bash scripts/integration.sh
+
+.PHONY: sanity
+sanity: collection ## ansible-test sanity, offline, no ignore file
+	bash scripts/sanity.sh
+
+.PHONY: lint
+lint: sanity ## all linters
+
+.PHONY: test
+test: units sandbox-tests integration sanity ## everything CI runs
+
+.PHONY: sandbox
+sandbox: venv ## run the sandbox in the foreground (writes .sandbox/env)
+	$(PY) -m oidc_sandbox serve
+
+.PHONY: sandbox-start
+sandbox-start: venv ## start the sandbox in the background (writes .sandbox/env)
+	$(PY) -m oidc_sandbox start
+
+.PHONY: sandbox-stop
+sandbox-stop: ## stop the background sandbox
+	@test -x $(PY) && $(PY) -m oidc_sandbox stop || true
+
+.PHONY: demo
+demo: collection ## start the sandbox, onboard the example projects, print the result, stop
+	bash scripts/demo.sh
+
+.PHONY: clean
+clean: sandbox-stop ## remove build output (keeps .venv)
+	rm -rf .build tests/output .sandbox
