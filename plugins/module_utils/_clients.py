@@ -1,0 +1,488 @@
+# Copyright (c) 2026 oidc_federation.azure contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+# FOR INTERNAL COLLECTION USE ONLY
+# The interfaces in this file are meant for use within the oidc_federation.azure collection
+# and may not remain stable to outside uses. Changes may be made in ANY release, even a bugfix release.
+
+"""The one client factory: credential, Graph (v1.0 and beta), ARM authorization, raw Graph/ARM JSON helpers.
+
+Every SDK is imported lazily, the first time a client is needed, and a missing one raises ``MissingLibraryError``
+(``AzureModule`` turns it into ``missing_required_lib``). One async credential is shared by all clients; ``Clients``
+is an async context manager that closes everything. The SDKs' own retries are switched off (kiota's RetryHandler
+is left out of the Graph middleware, azure-core gets ``retry_total=0``): retries live only in ``_retry.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import json
+import logging
+import ssl
+import traceback
+from typing import Any, Awaitable, Callable, Iterable, Iterator, Mapping, Optional
+from urllib.parse import quote, urlencode, urlsplit
+
+from ansible_collections.oidc_federation.azure.plugins.module_utils._auth import AuthSettings
+from ansible_collections.oidc_federation.azure.plugins.module_utils._errors import (
+    AzureApiError,
+    exception_chain as _chain,
+    MissingLibraryError,
+    ValidationError,
+    register_secret,
+)
+from ansible_collections.oidc_federation.azure.plugins.module_utils._retry import RetryPolicy, run_with_retry
+
+USER_AGENT = 'oidc_federation.azure'
+GRAPH_VERSIONS = ('v1.0', 'beta')
+REQUEST_TIMEOUT = 100.0
+CONNECT_TIMEOUT = 30.0
+MAX_PAGES = 1000
+
+# Python module -> pip package, for ``missing_required_lib``.
+PACKAGES = {
+    'azure.identity.aio': 'azure-identity',
+    'azure.core': 'azure-core',
+    'azure.core.rest': 'azure-core',
+    'azure.core.pipeline.policies': 'azure-core',
+    'azure.core.pipeline.transport': 'azure-core',
+    'azure.mgmt.core.policies': 'azure-mgmt-core',
+    'azure.mgmt.authorization.aio': 'azure-mgmt-authorization',
+    'aiohttp': 'aiohttp',
+    'httpx': 'httpx',
+    'msgraph': 'msgraph-sdk',
+    'msgraph_core': 'msgraph-sdk',
+    'msgraph_core.middleware': 'msgraph-sdk',
+    'kiota_abstractions.request_information': 'msgraph-sdk',
+    'kiota_abstractions.method': 'msgraph-sdk',
+    'kiota_abstractions.native_response_handler': 'msgraph-sdk',
+    'kiota_http.kiota_client_factory': 'msgraph-sdk',
+    'kiota_http.middleware': 'msgraph-sdk',
+    'kiota_http.middleware.options': 'msgraph-sdk',
+    'kiota_authentication_azure.azure_identity_authentication_provider': 'msgraph-sdk',
+}
+
+# Loggers of the SDKs. A NullHandler keeps Python's last-resort handler from printing their warnings (which may
+# quote service answers) to the module's stderr.
+SDK_LOGGERS = ('azure', 'msal', 'httpx', 'httpcore', 'kiota_abstractions', 'kiota_http', 'kiota_authentication_azure',
+               'msgraph', 'msgraph_core', 'aiohttp', 'urllib3')
+
+
+def load_sdk(module_name: str) -> Any:
+    """Import ``module_name`` or raise ``MissingLibraryError`` naming its pip package, with the traceback."""
+    try:
+        return importlib.import_module(module_name)
+    except ImportError:
+        raise MissingLibraryError(PACKAGES.get(module_name, module_name.split('.')[0]), traceback.format_exc()) from None
+
+
+def quiet_sdk_loggers() -> None:
+    """Attach a NullHandler to the SDK loggers (idempotent)."""
+    for name in SDK_LOGGERS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(h, logging.NullHandler) for h in logger.handlers):
+            logger.addHandler(logging.NullHandler())
+
+
+class SerializedTokens:
+    """Wraps a credential so concurrent token requests run one at a time.
+
+    kiota asks the credential for a token on every request without a lock; with many Graph calls started at once,
+    each would fetch its own token. Serialised, the first fetches and the others are served from the credential's
+    cache. (azure-core's ARM bearer policy has its own lock.)
+    """
+
+    def __init__(self, credential: Any) -> None:
+        self._credential = credential
+        self._lock = None
+
+    async def get_token(self, *scopes: str, **kwargs: Any) -> Any:
+        """``credential.get_token`` under a lock (created in the running loop)."""
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        async with self._lock:
+            return await self._credential.get_token(*scopes, **kwargs)
+
+    async def close(self) -> None:
+        """Nothing: the wrapped credential is closed by ``Clients``."""
+
+
+class ApiResponse:
+    """A raw Graph/ARM answer: ``status``, ``headers`` (lower-case keys) and ``data`` (parsed JSON or None)."""
+
+    def __init__(self, status: int, headers: Mapping[str, str], data: Any) -> None:
+        self.status = status
+        self.headers = {str(k).lower(): str(v) for k, v in (headers or {}).items()}
+        self.data = data
+
+    def __repr__(self) -> str:
+        return 'ApiResponse(status={0}, data={1!r})'.format(self.status, self.data)
+
+
+def token_file_reader(path: str) -> Callable[[], str]:
+    """A callable returning the federated token in ``path``, re-read on every call (the file may be rotated)."""
+    def read() -> str:
+        try:
+            with open(path, encoding='utf-8') as handle:
+                token = handle.read().strip()
+        except OSError as exc:
+            raise ValidationError('cannot read federated_token_file {0!r}: {1}'.format(path, exc.strerror or exc)) from None
+        if not token:
+            raise ValidationError('federated_token_file {0!r} is empty'.format(path))
+        register_secret(token)
+        return token
+    return read
+
+
+def _build_query(params: Optional[Mapping[str, Any]]) -> str:
+    if not params:
+        return ''
+    return urlencode([(k, v) for k, v in params.items() if v is not None], quote_via=quote, safe="$'(),:/@")
+
+
+def _decode(content: Any) -> Any:
+    if not content:
+        return None
+    if isinstance(content, bytes):
+        content = content.decode('utf-8', 'replace')
+    try:
+        return json.loads(content)
+    except ValueError:
+        return content
+
+
+class Clients:
+    """Lazily built SDK clients for one module run, sharing one credential. Use ``async with Clients(settings)``.
+
+    ``credential``: azure-identity async credential; ``graph``/``graph_beta``: msgraph ``GraphServiceClient`` on
+    ``/v1.0`` and ``/beta``; ``authorization(subscription_id)``: ARM ``AuthorizationManagementClient``;
+    ``graph_request``/``graph_list`` and ``arm_request``/``arm_list``: raw JSON on the same pipelines;
+    ``call(...)``: ``run_with_retry`` with this run's ``retry_policy``.
+    """
+
+    def __init__(self, settings: AuthSettings, *, retry_policy: Optional[RetryPolicy] = None,
+                 user_agent: str = USER_AGENT, credential: Any = None, graph_transport: Any = None,
+                 arm_transport: Any = None) -> None:
+        """``credential``: an async token credential to use instead of building one from ``settings`` (it is closed
+        with the clients). ``graph_transport``: an httpx async transport for Graph; ``arm_transport``: an azure-core
+        async transport for ARM (the SDK client and the raw pipeline). Both default to the network."""
+        self.settings = settings
+        self.retry_policy = retry_policy or RetryPolicy(replication_timeout=settings.replication_timeout)
+        self.user_agent = user_agent
+        self._graph_transport = graph_transport
+        self._arm_transport = arm_transport
+        self._credential = credential
+        self._graph_http = None
+        self._graph_auth = None
+        self._graph_adapters = {}
+        self._graph_clients = {}
+        self._authorization = {}
+        self._arm_pipeline = None
+        self._closed = False
+        quiet_sdk_loggers()
+
+    async def __aenter__(self) -> 'Clients':
+        return self
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Close every client that was built, then the credential. Errors while closing are ignored."""
+        if self._closed:
+            return
+        self._closed = True
+        closers = [c.close for c in self._authorization.values()]
+        if self._arm_pipeline is not None:
+            closers.append(self._arm_pipeline.close)
+        if self._graph_http is not None:
+            closers.append(self._graph_http.aclose)
+        if self._credential is not None:
+            closers.append(self._credential.close)
+        for closer in closers:
+            try:
+                await closer()
+            except Exception:  # pylint: disable=broad-exception-caught
+                pass
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError('Clients is closed')
+
+    # --- credential ---------------------------------------------------------------------------------------------
+
+    @property
+    def credential(self) -> Any:
+        """The shared azure-identity async credential for ``settings.auth_source``."""
+        self._check_open()
+        if self._credential is None:
+            self._credential = self._build_credential()
+        return self._credential
+
+    def _transport_kwargs(self) -> dict:
+        return {'connection_verify': self.settings.ca_bundle} if self.settings.ca_bundle else {}
+
+    def _arm_transport_kwargs(self) -> dict:
+        return {'transport': self._arm_transport} if self._arm_transport is not None else self._transport_kwargs()
+
+    def _build_credential(self) -> Any:
+        identity = load_sdk('azure.identity.aio')
+        s = self.settings
+        if s.auth_source != 'cli':
+            load_sdk('aiohttp')  # azure-identity's async transport; imported by the SDK only at the first request
+        common = dict(self._transport_kwargs(), retry_total=0)
+        if s.auth_source == 'client_secret':
+            return identity.ClientSecretCredential(
+                s.tenant_id, s.client_id, s.client_secret, authority=s.cloud.authority_host,
+                disable_instance_discovery=s.custom_authority, **common)
+        if s.auth_source == 'federated_token':
+            token = s.federated_token
+            func = (lambda: token) if token else token_file_reader(s.federated_token_file)
+            return identity.ClientAssertionCredential(s.tenant_id, s.client_id, func, authority=s.cloud.authority_host, **common)
+        if s.auth_source == 'managed_identity':
+            return identity.ManagedIdentityCredential(client_id=s.client_id, **self._transport_kwargs())
+        if s.auth_source == 'cli':
+            return identity.AzureCliCredential(tenant_id=s.tenant_id or '')
+        raise ValidationError('unsupported auth_source {0!r}'.format(s.auth_source))
+
+    # --- Microsoft Graph ----------------------------------------------------------------------------------------
+
+    @property
+    def graph(self) -> Any:
+        """msgraph-sdk ``GraphServiceClient`` on ``{graph_endpoint}/v1.0``."""
+        return self._graph_client('v1.0')
+
+    @property
+    def graph_beta(self) -> Any:
+        """msgraph-sdk ``GraphServiceClient`` on ``{graph_endpoint}/beta`` (v1.0 models; beta-only properties
+        such as ``claimsMatchingExpression`` travel in ``additional_data``)."""
+        return self._graph_client('beta')
+
+    def _graph_client(self, version: str) -> Any:
+        self._check_open()
+        if version not in self._graph_clients:
+            msgraph = load_sdk('msgraph')
+            self._graph_clients[version] = msgraph.GraphServiceClient(request_adapter=self.graph_adapter(version))
+        return self._graph_clients[version]
+
+    def graph_adapter(self, version: str = 'v1.0') -> Any:
+        """The kiota request adapter of ``version`` (``v1.0`` or ``beta``), shared by the SDK and raw calls."""
+        self._check_open()
+        if version not in GRAPH_VERSIONS:
+            raise ValidationError('Graph version must be one of {0}, got {1!r}'.format(', '.join(GRAPH_VERSIONS), version))
+        if version not in self._graph_adapters:
+            msgraph = load_sdk('msgraph')
+            adapter = msgraph.GraphRequestAdapter(self._graph_auth_provider(), client=self._graph_http_client())
+            adapter.base_url = '{0}/{1}'.format(self.settings.cloud.graph_endpoint, version)
+            self._graph_adapters[version] = adapter
+        return self._graph_adapters[version]
+
+    def _graph_auth_provider(self) -> Any:
+        if self._graph_auth is None:
+            kaa = load_sdk('kiota_authentication_azure.azure_identity_authentication_provider')
+            host = urlsplit(self.settings.cloud.graph_endpoint).hostname
+            self._graph_auth = kaa.AzureIdentityAuthenticationProvider(
+                SerializedTokens(self.credential), scopes=[self.settings.cloud.graph_scope], allowed_hosts=[host])
+        return self._graph_auth
+
+    def _graph_http_client(self) -> Any:
+        """httpx client with Graph's default middleware minus kiota's RetryHandler."""
+        if self._graph_http is None:
+            httpx = load_sdk('httpx')
+            factory = load_sdk('kiota_http.kiota_client_factory').KiotaClientFactory
+            retry_handler = load_sdk('kiota_http.middleware').RetryHandler
+            core = load_sdk('msgraph_core')
+            telemetry = load_sdk('msgraph_core.middleware').GraphTelemetryHandler
+            verify = ssl.create_default_context(cafile=self.settings.ca_bundle) if self.settings.ca_bundle else True
+            extra = {'transport': self._graph_transport} if self._graph_transport is not None else {}
+            client = httpx.AsyncClient(timeout=httpx.Timeout(REQUEST_TIMEOUT, connect=CONNECT_TIMEOUT), verify=verify,
+                                       headers={'User-Agent': self.user_agent}, **extra)
+            middleware = [m for m in factory.get_default_middleware(None) if not isinstance(m, retry_handler)]
+            middleware.append(telemetry())
+            self._graph_http = core.GraphClientFactory.create_with_custom_middleware(middleware, client=client)
+        return self._graph_http
+
+    def graph_url(self, path: str, version: str = 'v1.0', params: Optional[Mapping[str, Any]] = None) -> str:
+        """Absolute Graph URL for ``path`` (relative to ``/{version}``, or an absolute ``@odata.nextLink`` on the Graph host)."""
+        return self._url(path, '{0}/{1}'.format(self.settings.cloud.graph_endpoint, version), 'graph_endpoint', params)
+
+    async def graph_request(self, method: str, path: str, *, version: str = 'v1.0', params: Optional[Mapping[str, Any]] = None,
+                            json_body: Any = None, headers: Optional[Mapping[str, str]] = None) -> ApiResponse:
+        """One raw Graph request through the SDK's pipeline (same auth, TLS and middleware).
+
+        ``path`` is relative to ``/{version}`` (e.g. ``/applications(uniqueName='x')``) or an absolute nextLink.
+        Returns an ``ApiResponse``; raises ``AzureApiError`` (service ``graph``) for non-2xx answers. No retry here:
+        wrap the call in ``Clients.call``/``run_with_retry``.
+        """
+        abstractions = load_sdk('kiota_abstractions.request_information')
+        methods = load_sdk('kiota_abstractions.method').Method
+        native = load_sdk('kiota_abstractions.native_response_handler').NativeResponseHandler
+        option = load_sdk('kiota_http.middleware.options').ResponseHandlerOption
+        info = abstractions.RequestInformation()
+        info.http_method = methods[method.upper()]
+        info.url = self.graph_url(path, version, params)
+        info.headers.try_add('Accept', 'application/json')
+        for name, value in (headers or {}).items():
+            info.headers.add(name, value)
+        if json_body is not None:
+            info.content = json.dumps(json_body).encode('utf-8')
+            info.headers.try_add('Content-Type', 'application/json')
+        info.add_request_options([option(native())])
+        label = '{0} {1}'.format(method.upper(), _path_only(info.url))
+        with _labelled_errors('graph', label, self._graph_token_side):
+            response = await self.graph_adapter(version).send_primitive_async(info, 'bytes', None)
+        if response.status_code >= 400:
+            raise AzureApiError.from_response('graph', response.status_code, response.headers, response.content, request=label)
+        return ApiResponse(response.status_code, response.headers, _decode(response.content))
+
+    async def graph_list(self, path: str, *, version: str = 'v1.0', params: Optional[Mapping[str, Any]] = None,
+                         headers: Optional[Mapping[str, str]] = None) -> list:
+        """GET a Graph collection and follow ``@odata.nextLink``; return all ``value`` items."""
+        return await self._list(lambda url, first: self.graph_request(
+            'GET', url, version=version, params=params if first else None, headers=headers), path, '@odata.nextLink')
+
+    # --- Azure Resource Manager ---------------------------------------------------------------------------------
+
+    def authorization(self, subscription_id: Optional[str] = None) -> Any:
+        """``azure.mgmt.authorization.aio.AuthorizationManagementClient`` for ``subscription_id`` (default: the option).
+
+        Operations addressed by ``scope`` do not use the subscription, but the SDK requires one.
+        """
+        self._check_open()
+        sub = subscription_id or self.settings.subscription_id
+        if not sub:
+            raise ValidationError('this operation needs subscription_id (or AZURE_SUBSCRIPTION_ID)')
+        if sub not in self._authorization:
+            mod = load_sdk('azure.mgmt.authorization.aio')
+            load_sdk('aiohttp')
+            s = self.settings
+            self._authorization[sub] = mod.AuthorizationManagementClient(
+                self.credential, sub, base_url=s.cloud.resource_manager_endpoint, credential_scopes=[s.cloud.arm_scope],
+                retry_total=0, user_agent=self.user_agent, **self._arm_transport_kwargs())
+        return self._authorization[sub]
+
+    def _arm_client(self) -> Any:
+        if self._arm_pipeline is None:
+            core = load_sdk('azure.core')
+            policies = load_sdk('azure.core.pipeline.policies')
+            transport = load_sdk('azure.core.pipeline.transport')
+            load_sdk('aiohttp')
+            arm_policies = load_sdk('azure.mgmt.core.policies')
+            s = self.settings
+            self._arm_pipeline = core.AsyncPipelineClient(
+                base_url=s.cloud.resource_manager_endpoint,
+                policies=[
+                    policies.RequestIdPolicy(),
+                    policies.HeadersPolicy(),
+                    policies.UserAgentPolicy(user_agent=self.user_agent),
+                    policies.ProxyPolicy(),
+                    arm_policies.AsyncARMChallengeAuthenticationPolicy(self.credential, s.cloud.arm_scope),
+                ],
+                transport=self._arm_transport or transport.AioHttpTransport(**self._transport_kwargs()),
+            )
+        return self._arm_pipeline
+
+    def arm_url(self, path: str, params: Optional[Mapping[str, Any]] = None) -> str:
+        """Absolute ARM URL for ``path`` (``/subscriptions/...``, or an absolute ``nextLink`` on the ARM host)."""
+        return self._url(path, self.settings.cloud.resource_manager_endpoint, 'resource_manager_endpoint', params)
+
+    async def arm_request(self, method: str, path: str, *, api_version: Optional[str], params: Optional[Mapping[str, Any]] = None,
+                          json_body: Any = None, headers: Optional[Mapping[str, str]] = None) -> ApiResponse:
+        """One raw ARM request on an azure-core async pipeline sharing the credential (e.g. resource groups).
+
+        ``api_version`` is added as ``api-version`` (pass None for a nextLink that already has it). Raises
+        ``AzureApiError`` (service ``arm``) for non-2xx answers. No retry here: wrap in ``Clients.call``.
+        """
+        rest = load_sdk('azure.core.rest')
+        query = dict(params or {})
+        if api_version:
+            query['api-version'] = api_version
+        url = self.arm_url(path, query)
+        request = rest.HttpRequest(method.upper(), url, json=json_body, headers=dict(headers or {}))
+        label = '{0} {1}'.format(method.upper(), _path_only(url))
+        with _labelled_errors('arm', label, self._arm_token_side):
+            response = await self._arm_client().send_request(request)
+            await response.read()
+        if response.status_code >= 400:
+            raise AzureApiError.from_response('arm', response.status_code, response.headers, response.text(), request=label)
+        return ApiResponse(response.status_code, response.headers, _decode(response.text()))
+
+    async def arm_list(self, path: str, *, api_version: str, params: Optional[Mapping[str, Any]] = None) -> list:
+        """GET an ARM collection and follow ``nextLink``; return all ``value`` items."""
+        return await self._list(lambda url, first: self.arm_request(
+            'GET', url, api_version=api_version if first else None, params=params if first else None), path, 'nextLink')
+
+    # --- shared helpers ---------------------------------------------------------------------------------------------
+
+    def _graph_token_side(self, exc: BaseException) -> bool:
+        """Graph itself goes through httpx: an azure-core/aiohttp transport failure comes from the credential."""
+        modules = {type(e).__module__.split('.')[0] for e in _chain(exc)}
+        return bool(modules & {'azure', 'aiohttp'}) and 'httpx' not in modules and 'httpcore' not in modules
+
+    def _arm_token_side(self, exc: BaseException) -> bool:
+        """ARM and the credential share aiohttp: tell them apart by the host, when the endpoints differ."""
+        authority = urlsplit(self.settings.cloud.authority_host).netloc.lower()
+        arm = urlsplit(self.settings.cloud.resource_manager_endpoint).netloc.lower()
+        text = ' '.join(str(e) for e in _chain(exc)).lower()
+        return authority != arm and authority in text and arm not in text
+
+    async def call(self, operation: str, fn: Callable[..., Awaitable[Any]], *args: Any, target: Optional[str] = None,
+                   service: Optional[str] = None, retry_not_found: bool = False, idempotent: bool = True,
+                   lag_codes: Iterable[str] = (), **kwargs: Any) -> Any:
+        """``run_with_retry(self.retry_policy, operation, fn, *args, ...)``: the way modules call Graph/ARM."""
+        return await run_with_retry(self.retry_policy, operation, fn, *args, target=target, service=service,
+                                    retry_not_found=retry_not_found, idempotent=idempotent, lag_codes=lag_codes, **kwargs)
+
+    def _url(self, path: str, base: str, option: str, params: Optional[Mapping[str, Any]]) -> str:
+        if '://' in path:
+            want, got = urlsplit(base), urlsplit(path)
+            if (got.scheme, got.netloc.lower()) != (want.scheme, want.netloc.lower()):
+                raise ValidationError('refusing to send a token to {0}: it is not the configured {1} {2}'.format(
+                    got.netloc, option, want.netloc))
+            url = path
+        else:
+            url = base + ('' if path.startswith('/') else '/') + path
+        query = _build_query(params)
+        if query:
+            url += ('&' if '?' in url else '?') + query
+        return url
+
+    async def _list(self, fetch: Callable[[str, bool], Awaitable[ApiResponse]], path: str, next_key: str) -> list:
+        items, url, first = [], path, True
+        for _page in range(MAX_PAGES):
+            response = await fetch(url, first)
+            data = response.data if isinstance(response.data, dict) else {}
+            items.extend(data.get('value') or [])
+            url, first = data.get(next_key), False
+            if not url:
+                return items
+        raise AzureApiError('more than {0} pages'.format(MAX_PAGES), operation='list {0}'.format(path), kind='http')
+
+
+@contextlib.contextmanager
+def _labelled_errors(service: str, label: str, token_side: Callable[[BaseException], bool]) -> Iterator[None]:
+    """Turn SDK/transport exceptions of a raw request into ``AzureApiError`` naming the service and the request.
+
+    Token failures are labelled ``entra`` (``token_side(exc)`` tells a connection failure on the way to the
+    authority); unclassified exceptions propagate unchanged.
+    """
+    try:
+        yield
+    except (AzureApiError, ValidationError, MissingLibraryError):
+        raise
+    except Exception as exc:  # pylint: disable=broad-exception-caught
+        err = AzureApiError.from_exception(exc, service=service)
+        if err is None:
+            raise
+        owner = 'entra' if err.kind in ('connection', 'tls') and token_side(exc) else err.service
+        raise AzureApiError(err.message, service=owner, status=err.status, code=err.code, details=err.details,
+                            retry_after=err.retry_after, request_id=err.request_id, kind=err.kind, hint=err.hint,
+                            request=label) from exc
+
+
+def _path_only(url: str) -> str:
+    parts = urlsplit(url)
+    return parts.path

@@ -1,0 +1,423 @@
+# Copyright (c) 2026 oidc_federation.azure contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""Clients without a network: credential wiring per auth source, the Graph pipeline (real msgraph/kiota/httpx on an
+httpx MockTransport), the ARM pipeline (real azure-mgmt-authorization/azure-core on an in-memory transport), SDK
+retries switched off, errors mapped, lazy imports and closing."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+
+import pytest
+
+httpx = pytest.importorskip('httpx')
+pytest.importorskip('msgraph')
+pytest.importorskip('azure.mgmt.authorization')
+
+from azure.core.credentials import AccessToken, AccessTokenInfo  # noqa: E402  pylint: disable=wrong-import-position
+from azure.core.pipeline.transport import AsyncHttpTransport  # noqa: E402  pylint: disable=wrong-import-position
+from azure.core.rest._http_response_impl_async import AsyncHttpResponseImpl  # noqa: E402  pylint: disable=wrong-import-position
+from azure.core.utils import CaseInsensitiveDict  # noqa: E402  pylint: disable=wrong-import-position
+
+from ansible_collections.oidc_federation.azure.plugins.module_utils import _clients  # noqa: E402
+from ansible_collections.oidc_federation.azure.plugins.module_utils._auth import resolve_auth  # noqa: E402
+from ansible_collections.oidc_federation.azure.plugins.module_utils._clients import (  # noqa: E402
+    Clients,
+    quiet_sdk_loggers,
+    token_file_reader,
+)
+from ansible_collections.oidc_federation.azure.plugins.module_utils._errors import (  # noqa: E402
+    AzureApiError,
+    MissingLibraryError,
+    ValidationError,
+    redact,
+)
+from ansible_collections.oidc_federation.azure.plugins.module_utils._retry import RetryPolicy  # noqa: E402
+
+TENANT = '72f988bf-86f1-41af-91ab-2d7cd011db47'
+CLIENT = '11111111-2222-3333-4444-555555555555'
+GRAPH = 'https://graph.test'
+ARM = 'https://arm.test'
+SUB = '00000000-1111-2222-3333-444444444444'
+
+
+class FakeCredential:
+    """An async token credential handing out a fixed token and recording requested scopes."""
+
+    def __init__(self):
+        self.scopes = []
+        self.closed = False
+
+    async def get_token(self, *scopes, **kwargs):
+        self.scopes.extend(scopes)
+        return AccessToken('fake-access-token-0123', 4102444800)
+
+    async def get_token_info(self, *scopes, options=None):
+        self.scopes.extend(scopes)
+        return AccessTokenInfo('fake-access-token-0123', 4102444800)
+
+    async def close(self):
+        self.closed = True
+
+
+class Response(AsyncHttpResponseImpl):
+    def __init__(self, request, status, headers, body):
+        super().__init__(request=request, internal_response=None, status_code=status, headers=CaseInsensitiveDict(headers),
+                         reason='Reason', content_type='application/json', block_size=4096, stream_download_generator=None)
+        self._content = b'' if body is None else json.dumps(body).encode()
+        self._is_stream_consumed = True
+
+    async def read(self):
+        return self._content
+
+
+class ArmTransport(AsyncHttpTransport):
+    """In-memory azure-core transport: ``handler(request) -> (status, headers, body)``."""
+
+    def __init__(self, handler):
+        self.handler = handler
+        self.requests = []
+
+    async def send(self, request, **kwargs):
+        self.requests.append(request)
+        status, headers, body = self.handler(request)
+        return Response(request, status, headers, body)
+
+    async def open(self):
+        pass
+
+    async def close(self):
+        pass
+
+    async def __aenter__(self):
+        return self
+
+    async def __aexit__(self, *exc_info):
+        pass
+
+
+class FakeTime:
+    def __init__(self):
+        self.now = 0.0
+        self.sleeps = []
+
+    def clock(self):
+        return self.now
+
+    async def sleep(self, seconds):
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+def settings(**params):
+    base = {'auth_source': 'cli', 'graph_endpoint': GRAPH, 'resource_manager_endpoint': ARM, 'subscription_id': SUB}
+    return resolve_auth(dict(base, **params), environ={})
+
+
+def fake_policy():
+    fake = FakeTime()
+    return fake, RetryPolicy(sleep=fake.sleep, clock=fake.clock, rand=lambda: 0.5)
+
+
+# --- credentials --------------------------------------------------------------------------------------------------
+
+def test_credential_per_auth_source(tmp_path):
+    from azure.identity import aio
+
+    async def build(**params):
+        async with Clients(settings(**params)) as clients:
+            return clients.credential
+
+    secret = asyncio.run(build(auth_source='client_secret', tenant_id=TENANT, client_id=CLIENT, client_secret='pw-1234567',
+                               authority_host='https://127.0.0.1:8443'))
+    assert isinstance(secret, aio.ClientSecretCredential)
+    assert secret._client._authority == 'https://127.0.0.1:8443'  # pylint: disable=protected-access
+
+    assertion = asyncio.run(build(auth_source='federated_token', tenant_id=TENANT, client_id=CLIENT, federated_token='eyJ.a.b',
+                                  cloud_environment='AzureChinaCloud', authority_host=None))
+    assert isinstance(assertion, aio.ClientAssertionCredential)
+    assert assertion._client._authority == 'https://login.chinacloudapi.cn'  # pylint: disable=protected-access
+    assert assertion._func() == 'eyJ.a.b'  # pylint: disable=protected-access
+
+    token_file = tmp_path / 'token'
+    token_file.write_text('eyJ.from.file\n')
+    from_file = asyncio.run(build(auth_source='federated_token', tenant_id=TENANT, client_id=CLIENT, federated_token_file=str(token_file)))
+    assert from_file._func() == 'eyJ.from.file'  # pylint: disable=protected-access
+
+    assert isinstance(asyncio.run(build(auth_source='managed_identity', client_id=CLIENT)), aio.ManagedIdentityCredential)
+    assert isinstance(asyncio.run(build(auth_source='cli')), aio.AzureCliCredential)
+
+
+def test_token_file_is_reread_and_registered_as_secret(tmp_path):
+    path = tmp_path / 'token'
+    read = token_file_reader(str(path))
+    with pytest.raises(ValidationError, match='cannot read federated_token_file'):
+        read()
+    path.write_text('')
+    with pytest.raises(ValidationError, match='is empty'):
+        read()
+    path.write_text('first-token-value\n')
+    assert read() == 'first-token-value'
+    path.write_text('second-token-value')
+    assert read() == 'second-token-value'
+    assert 'second-token-value' not in redact('leaked second-token-value')
+
+
+def test_injected_credential_is_shared_and_closed():
+    credential = FakeCredential()
+
+    async def main():
+        async with Clients(settings(), credential=credential) as clients:
+            assert clients.credential is credential
+            clients.graph  # pylint: disable=pointless-statement
+            clients.authorization()
+        return clients
+
+    clients = asyncio.run(main())
+    assert credential.closed is True
+    with pytest.raises(RuntimeError):
+        clients.graph  # pylint: disable=pointless-statement
+
+
+# --- Microsoft Graph ----------------------------------------------------------------------------------------------
+
+def graph_clients(handler, **kwargs):
+    return Clients(settings(), credential=FakeCredential(), graph_transport=httpx.MockTransport(handler), **kwargs)
+
+
+def test_graph_raw_request_goes_through_the_sdk_pipeline():
+    seen = []
+
+    def handler(request):
+        seen.append(request)
+        return httpx.Response(200, json={'value': [{'id': '1'}]}, headers={'request-id': 'r'})
+
+    async def main():
+        async with graph_clients(handler) as clients:
+            response = await clients.graph_request('GET', '/applications', params={'$filter': "uniqueName eq 'it''s'", '$top': 1},
+                                                   headers={'ConsistencyLevel': 'eventual'})
+            beta = await clients.graph_request('PATCH', "/applications(uniqueName='x')", version='beta',
+                                               json_body={'displayName': 'x'}, headers={'Prefer': 'create-if-missing'})
+            return response, beta, clients.credential.scopes
+
+    response, beta, scopes = asyncio.run(main())
+    assert response.status == 200 and response.data == {'value': [{'id': '1'}]} and response.headers['request-id'] == 'r'
+    assert str(seen[0].url) == "https://graph.test/v1.0/applications?$filter=uniqueName%20eq%20'it''s'&$top=1"
+    assert seen[0].headers['authorization'] == 'Bearer fake-access-token-0123'
+    assert seen[0].headers['consistencylevel'] == 'eventual'
+    assert seen[1].method == 'PATCH' and str(seen[1].url) == "https://graph.test/beta/applications(uniqueName='x')"
+    assert json.loads(seen[1].content) == {'displayName': 'x'} and seen[1].headers['prefer'] == 'create-if-missing'
+    assert beta.status == 200
+    assert set(scopes) == {'https://graph.microsoft.com/.default'}
+
+
+def test_graph_list_follows_next_links_and_refuses_foreign_hosts():
+    def handler(request):
+        if 'skiptoken' in str(request.url):
+            return httpx.Response(200, json={'value': [{'id': '2'}]})
+        return httpx.Response(200, json={'value': [{'id': '1'}], '@odata.nextLink': GRAPH + '/v1.0/applications?$skiptoken=abc'})
+
+    async def main():
+        async with graph_clients(handler) as clients:
+            items = await clients.graph_list('/applications', params={'$select': 'id'})
+            with pytest.raises(ValidationError, match='refusing to send a token'):
+                await clients.graph_request('GET', 'https://evil.test/v1.0/applications')
+            return items
+
+    assert asyncio.run(main()) == [{'id': '1'}, {'id': '2'}]
+
+
+def test_graph_errors_are_mapped_and_sdk_retries_are_off():
+    calls = []
+
+    def handler(request):
+        calls.append(str(request.url))
+        if len(calls) == 1:
+            return httpx.Response(429, json={'error': {'code': 'TooManyRequests', 'message': 'slow down'}}, headers={'Retry-After': '3'})
+        if 'missing' in str(request.url):
+            return httpx.Response(404, json={'error': {'code': 'Request_ResourceNotFound', 'message': "Resource 'missing' does not exist."}})
+        return httpx.Response(200, json={'id': 'obj-1', 'appId': 'app-1', 'displayName': 'demo'})
+
+    fake, policy = fake_policy()
+
+    async def main():
+        async with graph_clients(handler, retry_policy=policy) as clients:
+            app = await clients.call('get application', clients.graph.applications.by_application_id('obj-1').get, target='obj-1')
+            assert app.app_id == 'app-1'
+            with pytest.raises(AzureApiError) as exc_info:
+                await clients.call('get application', clients.graph.applications.by_application_id('missing').get, target='missing')
+            return exc_info.value
+
+    err = asyncio.run(main())
+    assert len(calls) == 3  # one request per attempt: kiota's RetryHandler is not in the pipeline
+    assert fake.sleeps == [3]
+    assert str(err) == "get application missing failed: Graph 404 Request_ResourceNotFound: Resource 'missing' does not exist."
+
+
+def test_graph_middleware_has_no_retry_handler():
+    from kiota_http.middleware import RetryHandler
+
+    async def main():
+        async with graph_clients(lambda request: httpx.Response(204)) as clients:
+            clients.graph  # pylint: disable=pointless-statement
+            pipeline = clients._graph_http._transport.pipeline  # pylint: disable=protected-access
+            handlers, current = [], pipeline._first_middleware  # pylint: disable=protected-access
+            while current is not None:
+                handlers.append(current)
+                current = getattr(current, 'next', None)
+            return handlers, clients.graph_adapter('beta').base_url
+
+    handlers, beta_url = asyncio.run(main())
+    names = [type(h).__name__ for h in handlers]
+    assert 'RedirectHandler' in names and 'GraphTelemetryHandler' in names
+    assert not any(isinstance(h, RetryHandler) for h in handlers)
+    assert beta_url == GRAPH + '/beta'
+
+
+def test_concurrent_graph_calls_fetch_tokens_one_at_a_time():
+    class SlowCredential(FakeCredential):
+        def __init__(self):
+            super().__init__()
+            self.active = 0
+            self.max_active = 0
+
+        async def get_token(self, *scopes, **kwargs):
+            self.active += 1
+            self.max_active = max(self.max_active, self.active)
+            await asyncio.sleep(0.01)
+            self.active -= 1
+            return await super().get_token(*scopes, **kwargs)
+
+    credential = SlowCredential()
+
+    async def main():
+        async with Clients(settings(), credential=credential,
+                           graph_transport=httpx.MockTransport(lambda request: httpx.Response(200, json={'value': []}))) as clients:
+            await asyncio.gather(*[clients.graph_request('GET', '/applications') for _index in range(6)])
+
+    asyncio.run(main())
+    assert credential.max_active == 1 and len(credential.scopes) == 6
+
+
+def test_graph_version_is_checked():
+    async def main():
+        async with graph_clients(lambda request: httpx.Response(204)) as clients:
+            clients.graph_adapter('v2.0')
+
+    with pytest.raises(ValidationError, match='Graph version'):
+        asyncio.run(main())
+
+
+# --- Azure Resource Manager -----------------------------------------------------------------------------------------
+
+def test_arm_raw_requests_and_paging():
+    def handler(request):
+        if 'skiptoken' in request.url:
+            return 200, {}, {'value': [{'name': 'rg2'}]}
+        if request.method == 'GET':
+            return 200, {}, {'value': [{'name': 'rg1'}], 'nextLink': ARM + '/subscriptions/s/resourcegroups?api-version=2021-04-01&$skiptoken=2'}
+        return 403, {'x-ms-correlation-request-id': 'corr'}, {'error': {'code': 'AuthorizationFailed', 'message': 'no write'}}
+
+    transport = ArmTransport(handler)
+
+    async def main():
+        async with Clients(settings(), credential=FakeCredential(), arm_transport=transport) as clients:
+            groups = await clients.arm_list('/subscriptions/s/resourcegroups', api_version='2021-04-01')
+            with pytest.raises(AzureApiError) as exc_info:
+                await clients.arm_request('PUT', '/subscriptions/s/resourcegroups/rg3', api_version='2021-04-01', json_body={'location': 'x'})
+            named = await asyncio.gather(clients.call('create resource group', clients.arm_request, 'PUT', '/subscriptions/s/resourcegroups/rg3',
+                                                      api_version='2021-04-01', json_body={}, target='rg3'), return_exceptions=True)
+            return groups, exc_info.value, named[0], clients.credential.scopes
+
+    groups, err, named, scopes = asyncio.run(main())
+    assert groups == [{'name': 'rg1'}, {'name': 'rg2'}]
+    assert [r.url for r in transport.requests[:2]] == [
+        ARM + '/subscriptions/s/resourcegroups?api-version=2021-04-01',
+        ARM + '/subscriptions/s/resourcegroups?api-version=2021-04-01&$skiptoken=2']
+    assert transport.requests[0].headers['Authorization'] == 'Bearer fake-access-token-0123'
+    assert str(err) == 'PUT /subscriptions/s/resourcegroups/rg3 failed: ARM 403 AuthorizationFailed: no write'
+    assert err.request_id == 'corr'
+    assert str(named) == 'create resource group rg3 failed: ARM 403 AuthorizationFailed: no write'
+    assert set(scopes) == {'https://management.azure.com/.default'}
+
+
+def test_authorization_client_retries_principal_not_found_through_the_policy():
+    from azure.mgmt.authorization.v2022_04_01.models import RoleAssignmentCreateParameters
+
+    scope = '/subscriptions/{0}/resourceGroups/rg'.format(SUB)
+    name = '5b6a3c2e-0000-4000-8000-000000000001'
+    principal = '7d1e2f3a-0000-4000-8000-000000000002'
+    role = '/subscriptions/{0}/providers/Microsoft.Authorization/roleDefinitions/acdd72a7-3385-48ef-bd42-f606fba81ae7'.format(SUB)
+    attempts = []
+
+    def handler(request):
+        attempts.append((request.method, request.url))
+        if request.method == 'GET':
+            return 404, {}, {'error': {'code': 'RoleAssignmentNotFound', 'message': 'The role assignment was not found.'}}
+        if len(attempts) < 4:
+            return 400, {}, {'error': {'code': 'PrincipalNotFound', 'message': 'Principal {0} does not exist in the directory.'.format(principal)}}
+        return 201, {}, {'id': scope + '/providers/Microsoft.Authorization/roleAssignments/' + name, 'name': name,
+                         'type': 'Microsoft.Authorization/roleAssignments',
+                         'properties': {'roleDefinitionId': role, 'principalId': principal, 'principalType': 'ServicePrincipal', 'scope': scope}}
+
+    transport = ArmTransport(handler)
+    fake, policy = fake_policy()
+
+    async def main():
+        async with Clients(settings(), credential=FakeCredential(), arm_transport=transport, retry_policy=policy) as clients:
+            client = clients.authorization()
+            with pytest.raises(AzureApiError) as exc_info:
+                await clients.call('get role assignment', client.role_assignments.get, scope, name, target=name)
+            params = RoleAssignmentCreateParameters(role_definition_id=role, principal_id=principal, principal_type='ServicePrincipal')
+            created = await clients.call('create role assignment', client.role_assignments.create, scope, name, params, target=name)
+            return exc_info.value, created
+
+    missing, created = asyncio.run(main())
+    assert str(missing) == 'get role assignment {0} failed: ARM 404 RoleAssignmentNotFound: The role assignment was not found.'.format(name)
+    assert created.principal_id == principal and created.name == name
+    assert len(attempts) == 4  # 1 GET + 3 PUTs: azure-core's RetryPolicy is off (retry_total=0)
+    assert attempts[1][1].startswith(ARM + scope + '/providers/Microsoft.Authorization/roleAssignments/' + name + '?api-version=2022-04-01')
+    assert len(fake.sleeps) == 2 and policy.stats.replication == 2
+
+
+def test_authorization_needs_a_subscription():
+    async def main():
+        async with Clients(resolve_auth({'auth_source': 'cli'}, environ={}), credential=FakeCredential()) as clients:
+            with pytest.raises(ValidationError, match='AZURE_SUBSCRIPTION_ID'):
+                clients.authorization()
+            assert clients.authorization('other-sub') is clients.authorization('other-sub')
+
+    asyncio.run(main())
+
+
+# --- lazy imports and logging -------------------------------------------------------------------------------------
+
+def test_missing_sdk_raises_missing_library_error(monkeypatch):
+    real_import = _clients.importlib.import_module
+
+    def fake_import(name, *args):
+        if name == 'msgraph':
+            raise ImportError('No module named msgraph')
+        return real_import(name, *args)
+
+    monkeypatch.setattr(_clients.importlib, 'import_module', fake_import)
+
+    async def main():
+        async with Clients(settings(), credential=FakeCredential()) as clients:
+            clients.graph  # pylint: disable=pointless-statement
+
+    with pytest.raises(MissingLibraryError) as exc_info:
+        asyncio.run(main())
+    assert exc_info.value.library == 'msgraph-sdk' and 'No module named msgraph' in exc_info.value.tb
+
+
+def test_sdk_loggers_get_a_null_handler():
+    quiet_sdk_loggers()
+    quiet_sdk_loggers()
+    for name in ('azure', 'msal', 'httpx', 'kiota_http'):
+        handlers = [h for h in logging.getLogger(name).handlers if isinstance(h, logging.NullHandler)]
+        assert len(handlers) == 1, name
