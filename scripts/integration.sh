@@ -9,7 +9,7 @@ PY=$root/.venv/bin/python
 state=$root/.build/integration-sandbox
 envfile=$state/env
 mkdir -p "$state"
-"$PY" -m oidc_sandbox start --state-dir "$state" --env-file "$envfile" >/dev/null
+"$PY" -m oidc_sandbox start --state-dir "$state" >/dev/null
 trap '"$PY" -m oidc_sandbox stop --state-dir "$state" >/dev/null 2>&1 || true' EXIT
 # shellcheck disable=SC1090
 source "$envfile"

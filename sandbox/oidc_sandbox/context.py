@@ -1,0 +1,282 @@
+"""The ``Sandbox`` context passed to every handler: state, configuration, statistics, faults, clock, auth."""
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import re
+import secrets
+import ssl
+import time
+from typing import TYPE_CHECKING, Any, Protocol
+
+from . import seed
+from .faults import Faults
+from .state import State
+from .stats import Stats
+
+if TYPE_CHECKING:
+    import httpx
+
+    from .entra import Auth, Entra
+    from .gitlab import GitLab
+
+log = logging.getLogger("oidc_sandbox")
+
+DEFAULT_TENANT_ID = "5a1d5b0e-7e4a-4c1f-9d2e-3f0a6b8c9d10"
+DEFAULT_SUBSCRIPTION_ID = "6b2e6c1f-8f5b-4d20-ae3f-40b17c9dae21"
+DEFAULT_OPERATOR_CLIENT_ID = "0c7f1a2b-3c4d-4e5f-8a6b-7c8d9e0f1a2b"
+DEFAULT_RESTRICTED_CLIENT_ID = "1d8a2b3c-4d5e-4f6a-9b7c-8d9e0f1a2b3c"
+DEFAULT_GITLAB_ISSUERS = ("gitlab.com", "gitlab.example.com")
+
+# Issuer URL patterns allowed for flexible FICs (claimsMatchingExpression), per platform (api-facts §4).
+DEFAULT_FLEXIBLE_ISSUERS: dict[str, list[str]] = {
+    "gitlab": ["https://gitlab.com", "https://gitlab.*.com", "https://gitlab.*.ca"],
+    "github": ["https://token.actions.githubusercontent.com"],
+    "terraform": ["https://app.terraform.io", "https://app.eu.terraform.io"],
+}
+
+
+@dataclasses.dataclass
+class Config:
+    """Settings fixed at start (IDs, secrets, files) plus the few that ``POST /_sandbox/config`` may change."""
+
+    state_dir: str
+    tenant_id: str = DEFAULT_TENANT_ID
+    tenant_domain: str = "sandbox.onmicrosoft.com"
+    subscription_id: str = DEFAULT_SUBSCRIPTION_ID
+    operator_client_id: str = DEFAULT_OPERATOR_CLIENT_ID
+    operator_secret: str = dataclasses.field(default_factory=lambda: secrets.token_urlsafe(30))
+    restricted_client_id: str = DEFAULT_RESTRICTED_CLIENT_ID
+    restricted_secret: str = dataclasses.field(default_factory=lambda: secrets.token_urlsafe(30))
+    gitlab_issuers: tuple[str, ...] = DEFAULT_GITLAB_ISSUERS
+    state_file: str | None = None
+    base_url: str = ""
+    ca_file: str = ""
+    bundle_file: str = ""
+    # changeable at run time (POST /_sandbox/config)
+    flexible_issuers: dict[str, list[str]] = dataclasses.field(
+        default_factory=lambda: {k: list(v) for k, v in DEFAULT_FLEXIBLE_ISSUERS.items()})
+    local_issuers_are_gitlab: bool = True
+    oidc_fetch_timeout: float = 5.0
+    jwks_cache_seconds: float = 0.0
+    assertion_clock_skew: float = 300.0
+    access_token_lifetime: int = 3599
+    arm_page_size: int = 100  # items per ARM list page (arm.py)
+
+    RUNTIME_KEYS = ("flexible_issuers", "local_issuers_are_gitlab", "oidc_fetch_timeout", "jwks_cache_seconds",
+                    "assertion_clock_skew", "access_token_lifetime", "arm_page_size")
+
+    def runtime(self) -> dict[str, Any]:
+        """The settings ``POST /_sandbox/config`` can change, as JSON."""
+        return {key: getattr(self, key) for key in self.RUNTIME_KEYS}
+
+    def update(self, changes: dict[str, Any]) -> None:
+        """Validate and apply runtime settings; raises ``ValueError`` (nothing applied) on a bad value."""
+        if not isinstance(changes, dict):
+            raise ValueError("the configuration must be a JSON object")
+        unknown = set(changes) - set(self.RUNTIME_KEYS)
+        if unknown:
+            raise ValueError(f"unknown or read-only config keys: {', '.join(sorted(unknown))}")
+        staged = self.runtime()
+        for key, value in changes.items():
+            staged[key] = _validate_setting(key, value)
+        for key, value in staged.items():
+            setattr(self, key, value)
+
+    def public(self) -> dict[str, Any]:
+        """Non-secret configuration for ``GET /_sandbox/state`` and ``/health``."""
+        return {
+            "base_url": self.base_url, "tenant_id": self.tenant_id, "tenant_domain": self.tenant_domain,
+            "subscription_id": self.subscription_id, "operator_client_id": self.operator_client_id,
+            "restricted_client_id": self.restricted_client_id, "gitlab_issuers": list(self.gitlab_issuers),
+            "ca_file": self.ca_file, **self.runtime(),
+        }
+
+
+def _validate_setting(key: str, value: Any) -> Any:
+    if key == "flexible_issuers":
+        if not isinstance(value, dict) or not all(
+                isinstance(k, str) and isinstance(v, list) and all(isinstance(p, str) for p in v)
+                for k, v in value.items()):
+            raise ValueError("flexible_issuers must map a platform name to a list of issuer URL patterns")
+        return {k: list(v) for k, v in value.items()}
+    if key == "local_issuers_are_gitlab":
+        if not isinstance(value, bool):
+            raise ValueError("local_issuers_are_gitlab must be true or false")
+        return value
+    integer_ranges = {"access_token_lifetime": (60, 86400), "arm_page_size": (1, 1000)}
+    if key in integer_ranges:
+        low, high = integer_ranges[key]
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise ValueError(f"{key} must be an integer between {low} and {high}")
+        return value
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 600:
+        raise ValueError(f"{key} must be a number of seconds between 0 and 600")
+    return float(value)
+
+
+@dataclasses.dataclass(frozen=True)
+class Caller:
+    """The verified caller of a Graph or ARM request (from its Entra access token)."""
+
+    object_id: str
+    app_id: str
+    tenant_id: str
+    roles: tuple[str, ...]
+    claims: dict[str, Any] = dataclasses.field(default_factory=dict, compare=False, repr=False)
+
+
+class Directory(Protocol):
+    """What entra.py and arm.py need from the Graph directory (graph.py may install its own)."""
+
+    def app_by_app_id(self, app_id: str) -> dict[str, Any] | None: ...
+    def sp_by_app_id(self, app_id: str) -> dict[str, Any] | None: ...
+    def sp_by_id(self, object_id: str) -> dict[str, Any] | None: ...
+    def fics_of(self, app_object_id: str) -> list[dict[str, Any]]: ...
+    def principal_exists(self, object_id: str, *, principal_type: str | None = None) -> bool: ...
+
+
+class StateDirectory:
+    """Fallback ``ctx.directory`` while graph.py cannot be imported (graph.py's ``install(ctx)`` replaces it).
+
+    Reads ``ctx.state`` directly, so operators can still get tokens and ARM still works without Graph.
+    """
+
+    def __init__(self, ctx: "Sandbox"):
+        self.ctx = ctx
+
+    def _visible(self, obj: dict[str, Any] | None) -> dict[str, Any] | None:
+        if obj is None or obj.get("deletedDateTime") or self.ctx.faults.lagging(obj):
+            return None
+        return obj
+
+    def app_by_app_id(self, app_id: str) -> dict[str, Any] | None:
+        for app in self.ctx.state.apps.values():
+            if app.get("appId", "").lower() == app_id.lower():
+                return self._visible(app)
+        return None
+
+    def sp_by_app_id(self, app_id: str) -> dict[str, Any] | None:
+        for sp in self.ctx.state.sps.values():
+            if sp.get("appId", "").lower() == app_id.lower():
+                return self._visible(sp)
+        return None
+
+    def sp_by_id(self, object_id: str) -> dict[str, Any] | None:
+        return self._visible(self.ctx.state.sps.get(object_id.lower()) or self.ctx.state.sps.get(object_id))
+
+    def fics_of(self, app_object_id: str) -> list[dict[str, Any]]:
+        fics = self.ctx.state.fics.get(app_object_id, {})
+        return [fic for fic in fics.values() if not self.ctx.faults.lagging(fic)]
+
+    def principal_exists(self, object_id: str, *, principal_type: str | None = None) -> bool:
+        if principal_type in (None, "ServicePrincipal"):
+            return self.sp_by_id(object_id) is not None
+        return False
+
+
+class Sandbox:
+    """Everything a handler needs. One instance per running sandbox; ``reset()`` replaces the state."""
+
+    def __init__(self, config: Config):
+        from .entra import Auth, Entra
+        from .gitlab import GitLab
+
+        self.config = config
+        self.stats = Stats()
+        self.faults = Faults()
+        self.clock_offset = 0.0
+        self.lock = asyncio.Lock()
+        self.entra: Entra = Entra(self)
+        self.auth: Auth = Auth(self)
+        self.gitlab: GitLab = GitLab(self)
+        self.directory: Directory = StateDirectory(self)
+        self._http: httpx.AsyncClient | None = None
+        self.state: State = State(tenant_id=config.tenant_id)
+        self.reset()
+
+    # --- time -------------------------------------------------------------------------------------------
+    def clock(self) -> float:
+        """Wall-clock seconds (shifted by ``POST /_sandbox/clock``); use it for every expiry check."""
+        return time.time() + self.clock_offset
+
+    @staticmethod
+    def monotonic() -> float:
+        """Monotonic seconds, for ``_created`` stamps used by the replication-lag model."""
+        return time.monotonic()
+
+    # --- lifecycle --------------------------------------------------------------------------------------
+    def reset(self, options: dict[str, Any] | None = None) -> None:
+        """Fresh seeded state, no faults, clock unshifted, stats cleared; ``options`` may carry ``faults``."""
+        options = options or {}
+        faults = options.get("faults", {})
+        self.faults.configure(faults)  # validates before anything is replaced
+        self.state = seed.seed_state(self.config, self.clock())
+        self.gitlab.seed()
+        self.clock_offset = 0.0
+        self.stats.reset()
+        self.auth.clear_cache()
+        self.entra.clear_cache()
+        for hook in self.service_hooks("seed"):
+            hook(self)
+
+    @staticmethod
+    def service_hooks(name: str) -> list[Any]:
+        """``name`` functions of the graph/arm modules that define one (e.g. ``seed(ctx)``)."""
+        from . import app as _app
+
+        hooks = []
+        for module in _app.service_modules().values():
+            hook = getattr(module, name, None)
+            if callable(hook):
+                hooks.append(hook)
+        return hooks
+
+    def save(self) -> str | None:
+        """Write the redacted state to ``config.state_file`` (if set); return the path."""
+        if not self.config.state_file:
+            return None
+        self.state.dump(self.config.state_file)
+        return self.config.state_file
+
+    # --- outbound HTTP (Entra fetching issuer discovery documents and keys) --------------------------------
+    def http(self) -> "httpx.AsyncClient":
+        """A shared async HTTP client that trusts public roots and the sandbox CA."""
+        if self._http is None:
+            import httpx
+
+            context = ssl.create_default_context(cafile=self.config.bundle_file or None)
+            self._http = httpx.AsyncClient(verify=context, follow_redirects=False, trust_env=False,
+                                           headers={"User-Agent": "oidc-sandbox-entra/1.0"},
+                                           limits=httpx.Limits(max_connections=20, max_keepalive_connections=10))
+        return self._http
+
+    async def aclose(self) -> None:
+        if self._http is not None:
+            await self._http.aclose()
+            self._http = None
+
+    # --- helpers shared by services -----------------------------------------------------------------------
+    def is_local_issuer(self, issuer: str) -> bool:
+        """True when ``issuer`` is one of the GitLab issuers this sandbox serves."""
+        return any(entry.get("issuer") == issuer for entry in self.state.issuers.values())
+
+    def flexible_issuer_platform(self, issuer: str) -> str | None:
+        """Which platform allow-list (``gitlab``, ``github``, ``terraform``) admits ``issuer`` for flexible FICs.
+
+        Local sandbox issuers count as GitLab while ``local_issuers_are_gitlab`` is true.  Patterns use
+        ``*``/``?`` wildcards and compare case-sensitively; ``None`` means not allowed.
+        """
+        if self.config.local_issuers_are_gitlab and self.is_local_issuer(issuer):
+            return "gitlab"
+        for platform, patterns in self.config.flexible_issuers.items():
+            if any(_issuer_pattern_match(pattern, issuer) for pattern in patterns):
+                return platform
+        return None
+
+
+def _issuer_pattern_match(pattern: str, issuer: str) -> bool:
+    """``*`` matches within one host label or path segment (never ``/`` or ``.``), ``?`` one character."""
+    regex = "".join("[^/.]+" if ch == "*" else "[^/.]" if ch == "?" else re.escape(ch) for ch in pattern)
+    return re.fullmatch(regex, issuer) is not None

@@ -1,0 +1,96 @@
+"""JSON batching (``POST /$batch``): up to 20 requests, dependsOn and 424, per-request auth and throttling."""
+from __future__ import annotations
+
+import pytest
+
+from test_graph_helpers import assert_graph_error, graph_env  # noqa: F401
+
+JSON = {"Content-Type": "application/json"}
+
+
+def _upsert(item_id: str, unique_name: str, **extra) -> dict:
+    return {"id": item_id, "method": "PATCH", "url": f"/applications(uniqueName='{unique_name}')",
+            "headers": {**JSON, "Prefer": "create-if-missing"}, "body": {"displayName": unique_name}, **extra}
+
+
+def test_batch_runs_requests_and_honours_depends_on(graph_env):
+    client = graph_env.http()
+    body = {"requests": [
+        _upsert("1", "batch-one"),
+        {"id": "2", "method": "GET", "url": "/applications(uniqueName='batch-one')?$select=displayName",
+         "dependsOn": ["1"]},
+        {"id": "3", "method": "GET", "url": "applications/not-a-guid"},
+        {"id": "4", "method": "GET", "url": "/applications", "dependsOn": ["3"]},
+        {"id": "5", "method": "DELETE", "url": "/applications(uniqueName='nobody')"},
+    ]}
+    response = client.post("/v1.0/$batch", json=body)
+    assert response.status_code == 200, response.text
+    results = {r["id"]: r for r in response.json()["responses"]}
+    assert results["1"]["status"] == 201 and results["1"]["body"]["uniqueName"] == "batch-one"
+    assert results["1"]["headers"]["Content-Type"] == "application/json"
+    assert results["2"]["status"] == 200 and results["2"]["body"]["displayName"] == "batch-one"
+    assert results["3"]["status"] == 400 and results["3"]["body"]["error"]["code"] == "Request_BadRequest"
+    assert results["4"]["status"] == 424 and results["4"]["body"]["error"]["code"] == "FailedDependency"
+    assert results["5"]["status"] == 404
+    assert client.get("/v1.0/applications(uniqueName='batch-one')").status_code == 200
+    again = client.post("/beta/$batch", json={"requests": [_upsert("a", "batch-one")]}).json()["responses"]
+    assert again == [{"id": "a", "status": 204, "headers": {}}]
+
+
+@pytest.mark.parametrize("body,message", [
+    ({}, "Invalid batch payload format"),
+    ({"requests": []}, "Invalid batch payload format"),
+    ({"requests": [{"id": str(i), "method": "GET", "url": "/applications"} for i in range(21)]},
+     "limited to 20"),
+    ({"requests": [{"id": "1", "method": "GET"}]}, "every request needs string 'id', 'method' and 'url'"),
+    ({"requests": [{"id": "1", "method": "POST", "url": "/applications", "body": {"displayName": "x"}}]},
+     "Write request id : 1 does not contain Content-Type header or body."),
+    ({"requests": [{"id": "1", "method": "POST", "url": "/applications", "headers": JSON}]},
+     "Write request id : 1 does not contain Content-Type header or body."),
+    ({"requests": [{"id": "1", "method": "GET", "url": "/applications"}] * 2}, "ids must be unique"),
+    ({"requests": [{"id": "1", "method": "GET", "url": "/applications", "dependsOn": ["9"]}]},
+     "depends on unknown request id(s): 9"),
+    ({"requests": [{"id": "1", "method": "GET", "url": "/applications", "dependsOn": ["2"]},
+                   {"id": "2", "method": "GET", "url": "/applications", "dependsOn": ["1"]}]}, "cycle"),
+    ({"requests": [{"id": "1", "method": "GET", "url": "/applications", "headers": {"x": 1}}]},
+     "'headers' must be an object of strings"),
+])
+def test_malformed_batches_fail_as_a_whole(graph_env, body, message):
+    assert_graph_error(graph_env.http().post("/v1.0/$batch", json=body), 400, "BadRequest", message)
+
+
+def test_batch_needs_post_and_a_token(graph_env):
+    assert_graph_error(graph_env.http().get("/v1.0/$batch"), 405, "Request_BadRequest")
+    response = graph_env.http(token="").post("/v1.0/$batch", json={"requests": [
+        {"id": "1", "method": "GET", "url": "/applications"}]})
+    assert_graph_error(response, 401, "InvalidAuthenticationToken")
+
+
+def test_inner_requests_are_checked_on_their_own(graph_env):
+    reader = graph_env.http(graph_env.restricted())
+    body = {"requests": [
+        {"id": "read", "method": "GET", "url": "/applications?$top=1"},
+        {"id": "write", "method": "POST", "url": "/applications", "headers": JSON, "body": {"displayName": "x"}},
+        {"id": "nested", "method": "POST", "url": "/$batch", "headers": JSON, "body": {"requests": []}},
+        {"id": "absolute", "method": "GET", "url": "https://graph.microsoft.com/v1.0/applications"},
+        {"id": "verb", "method": "TRACE", "url": "/applications"},
+    ]}
+    results = {r["id"]: r for r in reader.post("/v1.0/$batch", json=body).json()["responses"]}
+    assert results["read"]["status"] == 200 and len(results["read"]["body"]["value"]) == 1
+    assert results["write"]["status"] == 403
+    assert results["write"]["body"]["error"]["code"] == "Authorization_RequestDenied"
+    assert results["nested"]["status"] == 400 and results["absolute"]["status"] == 400
+    assert results["verb"]["status"] == 405
+
+
+def test_inner_requests_are_throttled_individually(graph_env):
+    graph_env.sb.faults(rules=[{"service": "graph", "kind": "throttle", "rate": 1.0, "times": 1, "retry_after": 7,
+                                "methods": ["PATCH"], "path": "/applications"}])
+    body = {"requests": [_upsert("1", "throttled-one"), _upsert("2", "throttled-two"),
+                         {"id": "3", "method": "GET", "url": "/applications?$top=1"}]}
+    response = graph_env.http().post("/v1.0/$batch", json=body)
+    assert response.status_code == 200
+    results = {r["id"]: r for r in response.json()["responses"]}
+    assert results["1"]["status"] == 429 and results["1"]["headers"]["Retry-After"] == "7"
+    assert results["1"]["body"]["error"]["code"] == "Request_ThrottledTemporarily"
+    assert results["2"]["status"] == 201 and results["3"]["status"] == 200
