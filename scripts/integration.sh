@@ -6,16 +6,18 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 PY=$root/.venv/bin/python
-state=$root/.build/integration-sandbox
+export PYTHONPATH="$root/sandbox${PYTHONPATH:+:$PYTHONPATH}"
+mkdir -p "$root/.build"
+state=$(mktemp -d "$root/.build/integration-sandbox.XXXXXX")
 envfile=$state/env
-mkdir -p "$state"
 "$PY" -m oidc_sandbox start --state-dir "$state" >/dev/null
-trap '"$PY" -m oidc_sandbox stop --state-dir "$state" >/dev/null 2>&1 || true' EXIT
+cleanup() { "$PY" -m oidc_sandbox stop --state-dir "$state" >/dev/null 2>&1 || true; rm -rf "${work:-}" "$state"; }
+trap cleanup EXIT
 # shellcheck disable=SC1090
 source "$envfile"
 
-dest=$root/.build/integration/ansible_collections/oidc_federation/azure
-rm -rf "$dest"
+work=$(mktemp -d "$root/.build/integration.XXXXXX")
+dest=$work/ansible_collections/oidc_federation/azure
 mkdir -p "$dest"
 git ls-files -z --cached --others --exclude-standard | while IFS= read -r -d '' f; do
   [ -e "$f" ] || continue
@@ -35,4 +37,26 @@ azure_subscription_id: "$AZURE_SUBSCRIPTION_ID"
 YAML
 cd "$dest"
 git init -q . && git add -A >/dev/null && git -c user.email=ci@localhost -c user.name=ci commit -qm integration >/dev/null
-PATH="$root/.venv/bin:$PATH" ansible-test integration --local --python 3.11 --color no "$@"
+log=$work/integration.log
+# Run at -vvv and keep the output: no secret or token may appear in it, even at that verbosity.
+set +e
+PATH="$root/.venv/bin:$PATH" ansible-test integration --local --python 3.11 --color no -vvv "$@" >"$log" 2>&1
+rc=$?
+set -e
+grep -E '^(PLAY RECAP|[a-z0-9_.-]+ +: ok=)|Running .* integration test' "$log" || true
+if [ $rc -ne 0 ]; then
+  echo "ansible-test integration failed (rc=$rc); last lines of the -vvv log:"
+  tail -n 60 "$log"
+  exit $rc
+fi
+leaks=0
+for secret in "$AZURE_CLIENT_SECRET" "${SANDBOX_RESTRICTED_CLIENT_SECRET:-}"; do
+  [ -n "$secret" ] && grep -qF -- "$secret" "$log" && { echo "LEAK: a client secret appears in the -vvv output"; leaks=1; }
+done
+# JWTs (access tokens, GitLab ID tokens) start with a base64url JSON header: eyJ...
+if grep -qE 'eyJ[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,}\.' "$log"; then
+  echo "LEAK: a JWT appears in the -vvv output:"; grep -noE 'eyJ[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{4}' "$log" | head -5
+  leaks=1
+fi
+[ $leaks -eq 0 ] || exit 1
+echo "integration: passed; no secret or token in the -vvv output ($(wc -l <"$log") lines checked)"

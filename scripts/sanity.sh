@@ -4,10 +4,13 @@
 # and not ignored) and the pip bootstrap it would download is replaced by a local shim.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+root=$PWD
 PY=.venv/bin/python
+mkdir -p .build
 bash scripts/ansible-test-pip-shim.sh "$PY" >/dev/null
-dest=.build/sanity/ansible_collections/oidc_federation/azure
-rm -rf "$dest"
+work=$(mktemp -d "$PWD/.build/sanity.XXXXXX")
+trap 'rm -rf "$work"' EXIT
+dest=$work/ansible_collections/oidc_federation/azure
 mkdir -p "$dest"
 # Only what ships: the sandbox, dev scripts and tooling are build_ignore'd in galaxy.yml and are not sanity-tested.
 git ls-files -z --cached --others --exclude-standard | while IFS= read -r -d '' f; do
@@ -18,4 +21,4 @@ git ls-files -z --cached --others --exclude-standard | while IFS= read -r -d '' 
 done
 cd "$dest"
 git init -q . && git add -A >/dev/null && git -c user.email=ci@localhost -c user.name=ci commit -qm sanity >/dev/null
-PATH="$OLDPWD/.venv/bin:$PATH" ansible-test sanity --venv --python 3.11 --color no "$@"
+PATH="$root/.venv/bin:$PATH" ansible-test sanity --venv --python 3.11 --color no "$@"
