@@ -1,0 +1,812 @@
+# Copyright (c) 2026 oidc_federation.azure contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+# FOR INTERNAL COLLECTION USE ONLY
+# The interfaces in this file are meant for use within the oidc_federation.azure collection
+# and may not remain stable to outside uses. Changes may be made in ANY release, even a bugfix release.
+
+"""Microsoft Graph operations on applications and their service principals.
+
+One application is described by an ``ApplicationSpec`` (validated before any request). ``plan_application`` reads
+the current state (GET by the ``uniqueName`` alternate key, owners, service principal) and computes the changes
+field by field; ``apply_application_plan`` writes only what differs; ``ensure_application`` does both and honours
+check mode. ``ensure_applications`` runs many specs concurrently under a limit: every function here works on one
+spec at a time, shares nothing mutable, and sends every request through ``clients.call`` (the one retry policy).
+
+Creation is an upsert keyed by ``uniqueName`` (``PATCH /applications(uniqueName='...')`` with
+``Prefer: create-if-missing``), and the service principal one keyed by ``appId``, so a retried request or a lost
+response never creates a second object. Applications the collection creates carry ``MANAGED_TAG``; ``state=absent``
+deletes only those unless ``force_delete`` is set.
+
+Tags: ``tags=None`` leaves user tags alone; a list adds the missing ones (``purge_tags=False``) or makes the user tags
+exactly that list (``purge_tags=True``). ``MANAGED_TAG`` is added when the application is created and is never
+removed by a purge; listing it in ``tags`` marks an adopted application as managed.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any, Iterable, List, Mapping, Optional, Sequence
+
+from ansible_collections.oidc_federation.azure.plugins.module_utils._errors import AzureApiError, ValidationError
+from ansible_collections.oidc_federation.azure.plugins.module_utils._module import gather_limited
+
+MANAGED_TAG = 'oidc_federation.azure:managed'
+SIGN_IN_AUDIENCES = ('AzureADMyOrg', 'AzureADMultipleOrgs', 'AzureADandPersonalMicrosoftAccount', 'PersonalMicrosoftAccount')
+DEFAULT_SIGN_IN_AUDIENCE = 'AzureADMyOrg'
+STATES = ('present', 'absent')
+
+# Properties read for an application (``$select``).
+APP_SELECT = ('id', 'appId', 'uniqueName', 'displayName', 'description', 'notes', 'tags', 'signInAudience',
+              'serviceManagementReference', 'publisherDomain', 'createdDateTime')
+SP_SELECT = ('id', 'appId', 'displayName', 'appOwnerOrganizationId')
+
+# Graph limits (application resource: displayName <= 256, description <= 1024).
+MAX_DISPLAY_NAME = 256
+MAX_DESCRIPTION = 1024
+MAX_UNIQUE_NAME = 256
+UNIQUE_NAME_RE = re.compile(r'^[A-Za-z0-9][A-Za-z0-9._~-]*$')
+GUID_RE = re.compile(r'^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$')
+# ``appId in (...)`` values per request when looking up many service principals.
+IN_CHUNK = 15
+DEFAULT_CONCURRENCY = 8
+
+# Managed string properties: option name -> Graph property.
+TEXT_FIELDS = (('display_name', 'displayName'), ('description', 'description'), ('notes', 'notes'),
+               ('service_management_reference', 'serviceManagementReference'))
+
+PREFER_CREATE = {'Prefer': 'create-if-missing'}
+OWNER_EXISTS_TEXT = 'already exist'
+
+
+# --- small helpers (also used by _graph_fic.py) ------------------------------------------------------------------
+
+def is_guid(value: Any) -> bool:
+    """True for a GUID string such as ``00000003-0000-0000-c000-000000000000``."""
+    return isinstance(value, str) and bool(GUID_RE.match(value))
+
+
+def odata_string(value: str) -> str:
+    """An OData string literal: ``'...'`` with single quotes doubled."""
+    return "'{0}'".format(str(value).replace("'", "''"))
+
+
+def app_path(*, app_id: Optional[str] = None, object_id: Optional[str] = None, unique_name: Optional[str] = None) -> str:
+    """The Graph path of one application by exactly one key: object id, ``appId`` or ``uniqueName``."""
+    keys = [k for k in (object_id, app_id, unique_name) if k is not None]
+    if len(keys) != 1:
+        raise ValidationError('name an application by exactly one of object_id, app_id or unique_name')
+    if object_id is not None:
+        return '/applications/{0}'.format(object_id)
+    if app_id is not None:
+        return '/applications(appId={0})'.format(odata_string(app_id))
+    return '/applications(uniqueName={0})'.format(odata_string(unique_name))
+
+
+def sp_path(app_id: str) -> str:
+    """The Graph path of the service principal of ``app_id`` (``appId`` alternate key)."""
+    return '/servicePrincipals(appId={0})'.format(odata_string(app_id))
+
+
+def _invalid(field_name: str, message: str, fix: str, **extra: Any) -> ValidationError:
+    """A ``ValidationError`` worded ``field: message. Fix: fix.`` and carrying ``field``."""
+    return ValidationError('{0}: {1}. Fix: {2}.'.format(field_name, message, fix), field=field_name, **extra)
+
+
+def _select(fields: Iterable[str]) -> dict:
+    return {'$select': ','.join(fields)}
+
+
+def _norm_text(value: Any) -> Optional[str]:
+    """Graph text as compared: empty and null are the same."""
+    return value if value not in (None, '') else None
+
+
+async def _graph(clients: Any, operation: str, method: str, path: str, *, target: str, params: Optional[Mapping] = None,
+                 json_body: Any = None, headers: Optional[Mapping[str, str]] = None, retry_not_found: bool = False,
+                 idempotent: bool = True) -> Any:
+    """One Graph v1.0 request through ``clients.call`` (the retry policy); returns the ``ApiResponse``."""
+    return await clients.call(operation, clients.graph_request, method, path, target=target, service='graph',
+                              retry_not_found=retry_not_found, idempotent=idempotent, params=params,
+                              json_body=json_body, headers=headers)
+
+
+async def _get_optional(clients: Any, operation: str, path: str, *, target: str, params: Optional[Mapping] = None,
+                        retry_not_found: bool = False) -> Optional[dict]:
+    """GET one object; None on 404 (unless ``retry_not_found``: then a 404 is replication lag, retried and raised)."""
+    try:
+        response = await _graph(clients, operation, 'GET', path, target=target, params=params,
+                                retry_not_found=retry_not_found)
+    except AzureApiError as err:
+        if err.status == 404 and not retry_not_found:
+            return None
+        raise
+    return response.data if isinstance(response.data, dict) else None
+
+
+async def resolve_application(clients: Any, *, app_id: Optional[str] = None, object_id: Optional[str] = None,
+                              unique_name: Optional[str] = None, select: Sequence[str] = APP_SELECT,
+                              retry_not_found: bool = False) -> Optional[dict]:
+    """The application named by exactly one key (object id, ``appId`` or ``uniqueName``) as Graph's JSON, or None.
+
+    ``retry_not_found=True`` treats a 404 as replication lag (right after a create) and raises once it gives up.
+    """
+    path = app_path(app_id=app_id, object_id=object_id, unique_name=unique_name)
+    target = _app_target(app_id=app_id, object_id=object_id, unique_name=unique_name)
+    return await _get_optional(clients, 'get application', path, target=target,
+                               params=_select(select) if select else None, retry_not_found=retry_not_found)
+
+
+def _app_target(*, app_id: Optional[str] = None, object_id: Optional[str] = None, unique_name: Optional[str] = None) -> str:
+    if unique_name is not None:
+        return 'uniqueName={0}'.format(unique_name)
+    if app_id is not None:
+        return 'appId={0}'.format(app_id)
+    return 'id={0}'.format(object_id)
+
+
+async def get_service_principal(clients: Any, app_id: str, *, retry_not_found: bool = False) -> Optional[dict]:
+    """The service principal of ``app_id`` (``id``, ``appId``, ``displayName``, ``appOwnerOrganizationId``) or None."""
+    return await _get_optional(clients, 'get service principal', sp_path(app_id), target='appId={0}'.format(app_id),
+                               params=_select(SP_SELECT), retry_not_found=retry_not_found)
+
+
+async def list_applications(clients: Any, filter_expr: str, *, select: Sequence[str] = APP_SELECT) -> list:
+    """Applications matching an OData ``$filter`` (all pages)."""
+    params = {'$filter': filter_expr, '$top': 999}
+    if select:
+        params.update(_select(select))
+    return await clients.call('list applications', clients.graph_list, '/applications', target=filter_expr,
+                              service='graph', params=params)
+
+
+async def list_owner_ids(clients: Any, object_id: str, *, retry_not_found: bool = False) -> list:
+    """Object ids of the owners of the application ``object_id``."""
+    return [o['id'] for o in await clients.call(
+        'list application owners', clients.graph_list, '/applications/{0}/owners'.format(object_id),
+        target='id={0}'.format(object_id), service='graph', retry_not_found=retry_not_found,
+        params=_select(('id',))) if isinstance(o, dict) and o.get('id')]
+
+
+async def service_principal_ids(clients: Any, app_ids: Iterable[str], *, limit: int = DEFAULT_CONCURRENCY) -> dict:
+    """``{appId: service principal object id}`` for the given app ids (missing ones are left out)."""
+    ids = sorted({a for a in app_ids if a})
+    chunks = [ids[i:i + IN_CHUNK] for i in range(0, len(ids), IN_CHUNK)]
+
+    async def one(chunk: list) -> list:
+        expr = 'appId in ({0})'.format(','.join(odata_string(a) for a in chunk))
+        return await clients.call('list service principals', clients.graph_list, '/servicePrincipals', target=expr,
+                                  service='graph', params=dict(_select(('id', 'appId')), **{'$filter': expr}))
+
+    found = {}
+    for page in await gather_limited([lambda c=c: one(c) for c in chunks], limit):
+        for sp in page:
+            found[sp['appId'].lower()] = sp['id']
+    return {a: found[a.lower()] for a in ids if a.lower() in found}
+
+
+async def tenant_id_of(clients: Any, service_principal: Optional[Mapping] = None) -> Optional[str]:
+    """The directory (tenant) id: the service principal's ``appOwnerOrganizationId``, the ``tenant_id`` option when
+    it is a GUID, else the ``tid`` claim of the Graph access token."""
+    if service_principal and is_guid(service_principal.get('appOwnerOrganizationId')):
+        return service_principal['appOwnerOrganizationId']
+    configured = getattr(clients.settings, 'tenant_id', None)
+    if is_guid(configured):
+        return configured
+    token = await clients.call('get access token', clients.credential.get_token, clients.settings.cloud.graph_scope,
+                               service='entra')
+    return _jwt_claim(token.token, 'tid')
+
+
+def _jwt_claim(token: str, claim: str) -> Optional[str]:
+    """One claim of a JWT's payload (not verified: only to read the tenant id of our own token)."""
+    try:
+        payload = token.split('.')[1]
+        data = json.loads(base64.urlsafe_b64decode(payload + '=' * (-len(payload) % 4)))
+    except (IndexError, ValueError, TypeError):
+        return None
+    value = data.get(claim) if isinstance(data, dict) else None
+    return value if isinstance(value, str) else None
+
+
+# --- the spec ------------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ApplicationSpec:
+    """What one application (and its service principal) should look like. Build it with ``from_params``.
+
+    ``None`` for ``display_name``, ``description``, ``notes``, ``service_management_reference``, ``tags`` and ``owners``
+    means "not managed" (left as it is; ``display_name`` defaults to ``unique_name`` on creation). An empty string
+    clears a text property.
+    """
+
+    unique_name: str
+    state: str = 'present'
+    display_name: Optional[str] = None
+    description: Optional[str] = None
+    notes: Optional[str] = None
+    service_management_reference: Optional[str] = None
+    tags: Optional[tuple] = None
+    purge_tags: bool = False
+    sign_in_audience: str = DEFAULT_SIGN_IN_AUDIENCE
+    owners: Optional[tuple] = None
+    purge_owners: bool = False
+    service_principal: bool = True
+    adopt_by_display_name: bool = False
+    force_delete: bool = False
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any], *, field_prefix: str = '') -> 'ApplicationSpec':
+        """Validate module-style parameters (option names) and build a spec; raises ``ValidationError`` naming the
+        field (prefixed with ``field_prefix``, e.g. ``applications[3].``) before any request is made."""
+        p = dict(params)
+
+        def name(option: str) -> str:
+            return field_prefix + option
+
+        unique_name = _check_unique_name(p.get('unique_name'), name('unique_name'))
+        state = p.get('state') or 'present'
+        if state not in STATES:
+            raise _invalid(name('state'), 'must be one of {0}, got {1!r}'.format(', '.join(STATES), state),
+                           'use present or absent')
+        audience = p.get('sign_in_audience') or DEFAULT_SIGN_IN_AUDIENCE
+        canonical = next((a for a in SIGN_IN_AUDIENCES if a.lower() == str(audience).lower()), None)
+        if canonical is None:
+            raise _invalid(name('sign_in_audience'), 'unknown value {0!r}'.format(audience),
+                           'use one of {0}'.format(', '.join(SIGN_IN_AUDIENCES)))
+        display_name = _check_text(p.get('display_name'), name('display_name'), MAX_DISPLAY_NAME, required=True)
+        description = _check_text(p.get('description'), name('description'), MAX_DESCRIPTION)
+        return cls(
+            unique_name=unique_name, state=state, display_name=display_name, description=description,
+            notes=_check_text(p.get('notes'), name('notes'), None),
+            service_management_reference=_check_text(
+                p.get('service_management_reference'), name('service_management_reference'), None),
+            tags=_check_tags(p.get('tags'), name('tags')), purge_tags=bool(p.get('purge_tags')),
+            sign_in_audience=canonical, owners=_check_owners(p.get('owners'), name('owners')),
+            purge_owners=bool(p.get('purge_owners')),
+            service_principal=True if p.get('service_principal') is None else bool(p.get('service_principal')),
+            adopt_by_display_name=bool(p.get('adopt_by_display_name')), force_delete=bool(p.get('force_delete')))
+
+    @property
+    def creation_display_name(self) -> str:
+        """The display name of a new (or adopted) application: ``display_name``, else ``unique_name``."""
+        return self.display_name or self.unique_name
+
+
+def _check_unique_name(value: Any, field_name: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise _invalid(field_name, 'is required', 'give the stable key of the application, e.g. gitlab-oidc-mygroup-myproject')
+    if len(value) > MAX_UNIQUE_NAME:
+        raise _invalid(field_name, 'is {0} characters long, at most {1} are allowed'.format(len(value), MAX_UNIQUE_NAME),
+                       'use a shorter name')
+    if not UNIQUE_NAME_RE.match(value):
+        bad = sorted({c for c in value if not re.match(r'[A-Za-z0-9._~-]', c)})
+        reason = ('must start with a letter or digit' if not bad else
+                  'contains {0}'.format(', '.join(repr(c) for c in bad)))
+        raise _invalid(field_name, '{0!r} {1}'.format(value, reason),
+                       "use only letters, digits, '.', '_', '-' and '~' (replace '/' with '-', e.g. gitlab-oidc-group-project)")
+    return value
+
+
+def _check_text(value: Any, field_name: str, limit: Optional[int], *, required: bool = False) -> Optional[str]:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise _invalid(field_name, 'must be a string', 'quote the value')
+    if required and not value.strip():
+        raise _invalid(field_name, 'must not be empty', 'give a name, or leave the option out to keep the current one')
+    if limit is not None and len(value) > limit:
+        raise _invalid(field_name, 'is {0} characters long, Graph allows at most {1}'.format(len(value), limit),
+                       'shorten it to {0} characters'.format(limit))
+    return value
+
+
+def _check_tags(value: Any, field_name: str) -> Optional[tuple]:
+    if value is None:
+        return None
+    if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
+        raise _invalid(field_name, 'must be a list of strings', 'write tags: [tag1, tag2]')
+    out = []
+    for index, tag in enumerate(value):
+        if not isinstance(tag, str) or not tag.strip():
+            raise _invalid('{0}[{1}]'.format(field_name, index), 'a tag must be a non-empty string', 'remove it or give it text')
+        if tag not in out:
+            out.append(tag)
+    return tuple(out)
+
+
+def _check_owners(value: Any, field_name: str) -> Optional[tuple]:
+    if value is None:
+        return None
+    if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
+        raise _invalid(field_name, 'must be a list of object ids', 'write owners: [<object id>, ...]')
+    out = []
+    for index, owner in enumerate(value):
+        if not is_guid(owner):
+            raise _invalid('{0}[{1}]'.format(field_name, index), '{0!r} is not an object id (GUID)'.format(owner),
+                           'give the object id of a user or service principal, not a name or an app id')
+        if owner.lower() not in out:
+            out.append(owner.lower())
+    return tuple(out)
+
+
+def specs_from_params(items: Sequence[Mapping[str, Any]], *, field: str = 'applications',
+                      defaults: Optional[Mapping[str, Any]] = None) -> List[ApplicationSpec]:
+    """Validate many application parameter dicts (each merged over ``defaults``); unique names must not repeat."""
+    specs, seen = [], {}
+    for index, item in enumerate(items):
+        prefix = '{0}[{1}].'.format(field, index)
+        spec = ApplicationSpec.from_params(dict(defaults or {}, **item), field_prefix=prefix)
+        key = spec.unique_name.lower()
+        if key in seen:
+            raise _invalid(prefix + 'unique_name', '{0!r} is also used by {1}[{2}]'.format(spec.unique_name, field, seen[key]),
+                           'give every application its own unique_name')
+        seen[key] = index
+        specs.append(spec)
+    return specs
+
+
+# --- plan ---------------------------------------------------------------------------------------------------------
+
+CREATE, ADOPT, UPDATE, DELETE, NONE = 'create', 'adopt', 'update', 'delete', 'none'
+
+
+@dataclass
+class ApplicationPlan:
+    """What ``apply_application_plan`` will do for one spec, computed from a read of the current state.
+
+    ``action``: create, adopt, update (or nothing to do), delete, none (absent and already gone).
+    ``body``: Graph properties to send (create: the whole new application; otherwise only what differs).
+    """
+
+    spec: ApplicationSpec
+    action: str
+    current: Optional[dict] = None
+    body: dict = field(default_factory=dict)
+    owners_current: Optional[list] = None
+    owners_add: list = field(default_factory=list)
+    owners_remove: list = field(default_factory=list)
+    service_principal: Optional[dict] = None
+    create_service_principal: bool = False
+    delete_service_principal: bool = False
+    warnings: list = field(default_factory=list)
+    before: Optional[dict] = None
+    after: Optional[dict] = None
+
+    @property
+    def changed(self) -> bool:
+        """True when applying the plan writes anything."""
+        return (self.action in (CREATE, ADOPT, DELETE) or bool(self.body) or bool(self.owners_add)
+                or bool(self.owners_remove) or self.create_service_principal or self.delete_service_principal)
+
+    @property
+    def actions(self) -> list:
+        """Human-readable list of the writes, in order."""
+        name = self.spec.unique_name
+        out = []
+        if self.action == CREATE:
+            out.append('create application {0}'.format(name))
+        elif self.action == ADOPT:
+            out.append('adopt application {0} (app id {1}) and set uniqueName {2}'.format(
+                self.current.get('displayName'), self.current.get('appId'), name))
+        updated = sorted(k for k in self.body if k != 'uniqueName') if self.action in (UPDATE, ADOPT) else []
+        if updated:
+            out.append('update application {0}: {1}'.format(name, ', '.join(updated)))
+        out.extend('add owner {0}'.format(o) for o in self.owners_add)
+        out.extend('remove owner {0}'.format(o) for o in self.owners_remove)
+        if self.create_service_principal:
+            out.append('create service principal')
+        if self.delete_service_principal:
+            out.append('delete service principal {0}'.format(self.service_principal.get('id')))
+        if self.action == DELETE:
+            out.append('delete application {0} (app id {1})'.format(name, self.current.get('appId')))
+        return out
+
+
+def desired_tags(current: Optional[Sequence[str]], spec: ApplicationSpec, *, creating: bool) -> list:
+    """The tags the application should carry (current order kept, new ones appended in the spec's order).
+
+    ``spec.tags=None``: current tags (plus ``MANAGED_TAG`` on creation). ``purge_tags=False``: current + spec.tags.
+    ``purge_tags=True``: spec.tags, plus ``MANAGED_TAG`` when the application has it or is being created.
+    """
+    current = list(current or ())
+    wanted = list(spec.tags or ())
+    if creating:
+        base = []
+        wanted = wanted + [MANAGED_TAG]
+    elif spec.tags is None:
+        return current
+    elif spec.purge_tags:
+        keep = set(wanted) | ({MANAGED_TAG} & set(current))
+        base = [t for t in current if t in keep]
+    else:
+        base = current
+    out = list(base)
+    for tag in wanted:
+        if tag not in out:
+            out.append(tag)
+    return out
+
+
+def managed_view(app: Optional[Mapping[str, Any]], spec: ApplicationSpec, *, owners: Optional[Iterable[str]] = None,
+                 service_principal: Optional[bool] = None) -> Optional[dict]:
+    """The managed fields of an application, for ``diff`` (tags and owners sorted; owners only when managed)."""
+    if app is None:
+        return None
+    view = {
+        'unique_name': app.get('uniqueName'),
+        'display_name': app.get('displayName'),
+        'description': _norm_text(app.get('description')),
+        'notes': _norm_text(app.get('notes')),
+        'service_management_reference': _norm_text(app.get('serviceManagementReference')),
+        'sign_in_audience': app.get('signInAudience'),
+        'tags': sorted(app.get('tags') or ()),
+    }
+    if spec.owners is not None:
+        view['owners'] = sorted(owners or ())
+    if service_principal is not None:
+        view['service_principal'] = service_principal
+    return view
+
+
+def application_changes(current: Optional[Mapping[str, Any]], spec: ApplicationSpec, *, creating: bool = False) -> dict:
+    """Graph properties to send: the whole new application when ``creating``, else only those that differ."""
+    if creating:
+        body = {'displayName': spec.creation_display_name, 'signInAudience': spec.sign_in_audience,
+                'tags': desired_tags((), spec, creating=True)}
+        for option, prop in TEXT_FIELDS:
+            value = getattr(spec, option)
+            if prop not in body and _norm_text(value) is not None:
+                body[prop] = value
+        return body
+    body = {}
+    for option, prop in TEXT_FIELDS:
+        value = getattr(spec, option)
+        if value is not None and _norm_text(value) != _norm_text(current.get(prop)):
+            body[prop] = _norm_text(value)
+    if spec.sign_in_audience != current.get('signInAudience'):
+        body['signInAudience'] = spec.sign_in_audience
+    tags = desired_tags(current.get('tags'), spec, creating=False)
+    if set(tags) != set(current.get('tags') or ()):
+        body['tags'] = tags
+    return body
+
+
+async def plan_application(clients: Any, spec: ApplicationSpec) -> ApplicationPlan:
+    """Read the current state of one application and compute the changes (no writes)."""
+    current = await resolve_application(clients, unique_name=spec.unique_name)
+    if spec.state == 'absent':
+        return await _plan_absent(clients, spec, current)
+    plan = ApplicationPlan(spec, UPDATE if current is not None else CREATE, current=current)
+    if current is None:
+        await _find_by_display_name(clients, plan)
+    if plan.action == CREATE:
+        plan.body = application_changes(None, spec, creating=True)
+        after_app = dict(plan.body, uniqueName=spec.unique_name)
+    else:
+        plan.body = application_changes(plan.current, spec)
+        if plan.action == ADOPT:
+            plan.body['uniqueName'] = spec.unique_name
+        after_app = dict(plan.current, **plan.body)
+    await _plan_owners(clients, plan)
+    await _plan_service_principal(clients, plan)
+    sp_before = None if plan.current is None or not spec.service_principal else plan.service_principal is not None
+    plan.before = managed_view(plan.current, spec, owners=plan.owners_current, service_principal=sp_before)
+    owners_after = None
+    if spec.owners is not None:
+        owners_after = [o for o in (plan.owners_current or []) if o not in plan.owners_remove] + plan.owners_add
+    plan.after = managed_view(after_app, spec, owners=owners_after,
+                              service_principal=True if spec.service_principal else None)
+    return plan
+
+
+async def _find_by_display_name(clients: Any, plan: ApplicationPlan) -> None:
+    """No application has the unique name: adopt the one application with the display name (when asked), refuse
+    when several match, or warn that a new one will be created next to existing ones."""
+    spec = plan.spec
+    display = spec.creation_display_name
+    matches = await list_applications(clients, 'displayName eq {0}'.format(odata_string(display)))
+    candidates = [a for a in matches if not a.get('uniqueName')]
+    described = ', '.join(sorted(a.get('appId') or '?' for a in candidates))
+    if not spec.adopt_by_display_name:
+        if candidates:
+            plan.warnings.append(
+                '{0} existing application(s) named {1!r} have no uniqueName (app ids {2}); this task creates a new application. '
+                'Set adopt_by_display_name: true to adopt an existing one instead.'.format(
+                    len(candidates), display, described))
+        return
+    if len(candidates) > 1:
+        raise _invalid('adopt_by_display_name',
+                       '{0} applications are named {1!r} and have no uniqueName (app ids {2}); refusing to guess which '
+                       'one to adopt'.format(len(candidates), display, described),
+                       'delete or rename the extra ones, or set uniqueName {0!r} on the right one, or set '
+                       'adopt_by_display_name: false to create a new application'.format(spec.unique_name),
+                       candidates=sorted(a.get('appId') for a in candidates))
+    if candidates:
+        plan.action, plan.current = ADOPT, candidates[0]
+
+
+async def _plan_owners(clients: Any, plan: ApplicationPlan) -> None:
+    spec = plan.spec
+    if spec.owners is None:
+        return
+    current = [] if plan.current is None else [o.lower() for o in await list_owner_ids(clients, plan.current['id'])]
+    plan.owners_current = current
+    plan.owners_add = [o for o in spec.owners if o not in current]
+    plan.owners_remove = [o for o in current if o not in spec.owners] if spec.purge_owners else []
+    await _check_owners_exist(clients, plan.owners_add)
+
+
+async def _check_owners_exist(clients: Any, object_ids: Sequence[str]) -> None:
+    """Fail before any write when an owner to add is not a directory object."""
+    async def exists(oid: str) -> bool:
+        try:
+            return await _get_optional(clients, 'get directory object', '/directoryObjects/{0}'.format(oid),
+                                       target='id={0}'.format(oid), params=_select(('id',))) is not None
+        except AzureApiError as err:
+            if err.status == 403:  # no Directory.Read.All: cannot check here, Graph checks when the owner is added
+                return True
+            raise
+    found = await gather_limited([lambda o=o: exists(o) for o in object_ids], DEFAULT_CONCURRENCY)
+    missing = [o for o, ok in zip(object_ids, found) if not ok]
+    if missing:
+        raise _invalid('owners', 'no user or service principal has the object id(s) {0}'.format(', '.join(missing)),
+                       'use the object id of an existing user or service principal (not its app id)', missing=missing)
+
+
+async def _plan_service_principal(clients: Any, plan: ApplicationPlan) -> None:
+    if plan.current is None:
+        plan.create_service_principal = plan.spec.service_principal
+        return
+    plan.service_principal = await get_service_principal(clients, plan.current['appId'])
+    plan.create_service_principal = plan.spec.service_principal and plan.service_principal is None
+
+
+async def _plan_absent(clients: Any, spec: ApplicationSpec, current: Optional[dict]) -> ApplicationPlan:
+    if current is None:
+        return ApplicationPlan(spec, NONE)
+    if MANAGED_TAG not in (current.get('tags') or ()) and not spec.force_delete:
+        raise _invalid('force_delete', 'application {0!r} (app id {1}) was not created by this collection (it has no '
+                       'tag {2!r}), so it is not deleted'.format(spec.unique_name, current.get('appId'), MANAGED_TAG),
+                       'set force_delete: true to delete it anyway')
+    plan = ApplicationPlan(spec, DELETE, current=current)
+    plan.service_principal = await get_service_principal(clients, current['appId'])
+    plan.delete_service_principal = plan.service_principal is not None
+    plan.before = managed_view(current, spec, service_principal=plan.service_principal is not None)
+    return plan
+
+
+# --- apply --------------------------------------------------------------------------------------------------------
+
+@dataclass
+class ApplicationResult:
+    """The outcome for one spec: ids (None while unknown, e.g. a creation in check mode), diff views, writes."""
+
+    unique_name: str
+    state: str
+    changed: bool
+    app_id: Optional[str] = None
+    object_id: Optional[str] = None
+    service_principal_id: Optional[str] = None
+    tenant_id: Optional[str] = None
+    display_name: Optional[str] = None
+    before: Optional[dict] = None
+    after: Optional[dict] = None
+    actions: list = field(default_factory=list)
+    warnings: list = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        """JSON-safe result (without the diff views)."""
+        return {'unique_name': self.unique_name, 'state': self.state, 'changed': self.changed, 'app_id': self.app_id,
+                'object_id': self.object_id, 'service_principal_id': self.service_principal_id,
+                'tenant_id': self.tenant_id, 'display_name': self.display_name, 'application': self.after,
+                'actions': list(self.actions), 'warnings': list(self.warnings)}
+
+
+async def apply_application_plan(clients: Any, plan: ApplicationPlan) -> dict:
+    """Write what ``plan`` says (nothing when it has no change); returns the resulting application and service
+    principal as ``{'application': dict|None, 'service_principal': dict|None}``."""
+    if plan.action == NONE:
+        return {'application': None, 'service_principal': None}
+    if plan.action == DELETE:
+        await _delete(clients, plan)
+        return {'application': None, 'service_principal': None}
+    created = plan.action == CREATE
+    app = await _write_application(clients, plan)
+    for owner in plan.owners_add:
+        await add_owner(clients, app['id'], owner, just_created=created)
+    for owner in plan.owners_remove:
+        await remove_owner(clients, app['id'], owner)
+    sp = plan.service_principal
+    if plan.create_service_principal:
+        sp = await ensure_service_principal(clients, app['appId'], app.get('displayName') or plan.spec.creation_display_name)
+    return {'application': app, 'service_principal': sp}
+
+
+async def _write_application(clients: Any, plan: ApplicationPlan) -> dict:
+    """Create (upsert by uniqueName), adopt or update the application; returns it (Graph JSON)."""
+    name = plan.spec.unique_name
+    target = 'uniqueName={0}'.format(name)
+    if plan.action == CREATE:
+        response = await _graph(clients, 'create application', 'PATCH', app_path(unique_name=name), target=target,
+                                json_body=plan.body, headers=PREFER_CREATE)
+        if response.status == 201 and isinstance(response.data, dict) and response.data.get('appId'):
+            return response.data
+        # 204: the application already existed (a lost response, or still replicating when it was read).
+        return await resolve_application(clients, unique_name=name, retry_not_found=True)
+    app = dict(plan.current)
+    if plan.body:
+        operation = 'adopt application' if plan.action == ADOPT else 'update application'
+        await _graph(clients, operation, 'PATCH', app_path(object_id=app['id']), target=target, json_body=plan.body)
+        app.update(plan.body)
+    return app
+
+
+async def add_owner(clients: Any, app_object_id: str, owner_id: str, *, just_created: bool = False) -> None:
+    """Add ``owner_id`` to the application's owners; an owner that is already there counts as added."""
+    body = {'@odata.id': '{0}/v1.0/directoryObjects/{1}'.format(clients.settings.cloud.graph_endpoint, owner_id)}
+    try:
+        await _graph(clients, 'add application owner', 'POST', '/applications/{0}/owners/$ref'.format(app_object_id),
+                     target='owner {0}'.format(owner_id), json_body=body, retry_not_found=just_created)
+    except AzureApiError as err:
+        if not (err.status == 400 and OWNER_EXISTS_TEXT in (err.message or '')):
+            raise
+
+
+async def remove_owner(clients: Any, app_object_id: str, owner_id: str) -> None:
+    """Remove ``owner_id`` from the application's owners; one that is already gone counts as removed."""
+    try:
+        await _graph(clients, 'remove application owner', 'DELETE',
+                     '/applications/{0}/owners/{1}/$ref'.format(app_object_id, owner_id),
+                     target='owner {0}'.format(owner_id))
+    except AzureApiError as err:
+        if err.status != 404:
+            raise
+
+
+async def ensure_service_principal(clients: Any, app_id: str, display_name: str) -> dict:
+    """Create the service principal of ``app_id`` unless it exists (upsert by ``appId``); returns it.
+
+    ``NoBackingApplicationObject`` (the application not replicated yet) is retried up to ``replication_timeout``.
+    """
+    target = 'appId={0}'.format(app_id)
+    response = await _graph(clients, 'create service principal', 'PATCH', sp_path(app_id), target=target,
+                            json_body={'displayName': display_name}, headers=PREFER_CREATE)
+    if response.status == 201 and isinstance(response.data, dict) and response.data.get('id'):
+        return response.data
+    return await get_service_principal(clients, app_id, retry_not_found=True)
+
+
+async def _delete(clients: Any, plan: ApplicationPlan) -> None:
+    """Delete the service principal, then the application (both soft-deleted, restorable for 30 days)."""
+    app = plan.current
+    if plan.service_principal is not None:
+        await _delete_optional(clients, 'delete service principal',
+                               '/servicePrincipals/{0}'.format(plan.service_principal['id']),
+                               'appId={0}'.format(app['appId']))
+    await _delete_optional(clients, 'delete application', app_path(object_id=app['id']),
+                           'uniqueName={0}'.format(plan.spec.unique_name))
+
+
+async def _delete_optional(clients: Any, operation: str, path: str, target: str) -> None:
+    try:
+        await _graph(clients, operation, 'DELETE', path, target=target)
+    except AzureApiError as err:
+        if err.status != 404:  # already gone (e.g. a retried request whose first answer was lost)
+            raise
+
+
+# --- one spec, many specs -----------------------------------------------------------------------------------------
+
+async def ensure_application(clients: Any, spec: ApplicationSpec, *, check_mode: bool = False) -> ApplicationResult:
+    """Read, compare and (unless ``check_mode`` or nothing differs) write one application and its service principal.
+
+    The result names the application as it is afterwards (``state=present``) or the one deleted (``state=absent``).
+    """
+    plan = await plan_application(clients, spec)
+    app, sp = plan.current, plan.service_principal
+    if plan.changed and not check_mode:
+        written = await apply_application_plan(clients, plan)
+        if spec.state == 'present':
+            app, sp = written['application'], written['service_principal']
+    result = ApplicationResult(
+        unique_name=spec.unique_name, state=spec.state, changed=plan.changed, before=plan.before, after=plan.after,
+        actions=plan.actions, warnings=list(plan.warnings))
+    if app is not None:
+        result.app_id, result.object_id, result.display_name = app.get('appId'), app.get('id'), app.get('displayName')
+    if plan.after:
+        result.display_name = plan.after.get('display_name')
+    if sp is not None:
+        result.service_principal_id = sp.get('id')
+    result.tenant_id = await tenant_id_of(clients, sp)
+    return result
+
+
+async def ensure_applications(clients: Any, specs: Sequence[ApplicationSpec], *, check_mode: bool = False,
+                              limit: int = DEFAULT_CONCURRENCY, return_exceptions: bool = False) -> list:
+    """``ensure_application`` for many specs concurrently (at most ``limit`` at once), results in input order.
+
+    With ``return_exceptions=True`` a failing spec yields its exception and the others carry on.
+    """
+    names = [s.unique_name.lower() for s in specs]
+    if len(set(names)) != len(names):
+        dup = next(n for n in names if names.count(n) > 1)
+        raise _invalid('unique_name', '{0!r} appears more than once'.format(dup), 'give every application its own unique_name')
+    return await gather_limited([lambda s=s: ensure_application(clients, s, check_mode=check_mode) for s in specs],
+                                limit, return_exceptions=return_exceptions)
+
+
+# --- reading many (info) ------------------------------------------------------------------------------------------
+
+def application_view(app: Mapping[str, Any], *, service_principal_id: Optional[str] = None) -> dict:
+    """An application as the modules return it (snake_case keys)."""
+    return {
+        'object_id': app.get('id'), 'app_id': app.get('appId'), 'unique_name': app.get('uniqueName'),
+        'display_name': app.get('displayName'), 'description': app.get('description'), 'notes': app.get('notes'),
+        'tags': list(app.get('tags') or ()), 'sign_in_audience': app.get('signInAudience'),
+        'service_management_reference': app.get('serviceManagementReference'),
+        'publisher_domain': app.get('publisherDomain'), 'created_date_time': app.get('createdDateTime'),
+        'managed': MANAGED_TAG in (app.get('tags') or ()), 'service_principal_id': service_principal_id,
+    }
+
+
+def check_app_query(*, unique_name: Optional[str] = None, app_id: Optional[str] = None,
+                    display_name: Optional[str] = None, tag: Optional[str] = None) -> None:
+    """Validate the criteria of ``find_applications`` (raises ``ValidationError`` naming the option)."""
+    if unique_name is not None and not unique_name:
+        raise _invalid('unique_name', 'must not be empty', 'give a unique name or leave the option out')
+    if app_id is not None and not is_guid(app_id):
+        raise _invalid('app_id', '{0!r} is not an application (client) id'.format(app_id),
+                       'give the GUID shown as "Application (client) ID"')
+    if display_name is not None and not display_name:
+        raise _invalid('display_name', 'must not be empty', 'give a display name or leave the option out')
+    if tag is not None and not tag:
+        raise _invalid('tag', 'must not be empty', 'give a tag or leave the option out')
+
+
+async def find_applications(clients: Any, *, unique_name: Optional[str] = None, app_id: Optional[str] = None,
+                            display_name: Optional[str] = None, tag: Optional[str] = None,
+                            with_service_principals: bool = True) -> list:
+    """Applications matching every given criterion (none: all of them), with their service principal ids.
+
+    A lone ``unique_name`` or ``app_id`` is read by its alternate key; other combinations use ``$filter``.
+    Returns ``application_view`` dicts ordered by display name, then app id.
+    """
+    check_app_query(unique_name=unique_name, app_id=app_id, display_name=display_name, tag=tag)
+    given = {k: v for k, v in (('unique_name', unique_name), ('app_id', app_id), ('display_name', display_name),
+                               ('tag', tag)) if v is not None}
+    if set(given) in ({'unique_name'}, {'app_id'}):
+        app = await resolve_application(clients, unique_name=unique_name, app_id=app_id)
+        apps = [app] if app is not None else []
+    else:
+        clauses = []
+        if unique_name is not None:
+            clauses.append('uniqueName eq {0}'.format(odata_string(unique_name)))
+        if app_id is not None:
+            clauses.append('appId eq {0}'.format(odata_string(app_id)))
+        if display_name is not None:
+            clauses.append('displayName eq {0}'.format(odata_string(display_name)))
+        if tag is not None:
+            clauses.append('tags/any(t:t eq {0})'.format(odata_string(tag)))
+        if clauses:
+            apps = await list_applications(clients, ' and '.join(clauses))
+        else:
+            apps = await clients.call('list applications', clients.graph_list, '/applications', target='all',
+                                      service='graph', params=dict(_select(APP_SELECT), **{'$top': 999}))
+    sps = await service_principal_ids(clients, [a.get('appId') for a in apps]) if with_service_principals and apps else {}
+    views = [application_view(a, service_principal_id=sps.get(a.get('appId'))) for a in apps]
+    return sorted(views, key=lambda v: ((v['display_name'] or '').lower(), v['app_id'] or ''))
+
+
+__all__ = [
+    'MANAGED_TAG', 'SIGN_IN_AUDIENCES', 'APP_SELECT', 'ApplicationSpec', 'ApplicationPlan', 'ApplicationResult',
+    'is_guid', 'odata_string', 'app_path', 'sp_path', 'resolve_application', 'get_service_principal',
+    'list_applications', 'list_owner_ids', 'service_principal_ids', 'tenant_id_of', 'specs_from_params',
+    'desired_tags', 'managed_view', 'application_changes', 'plan_application', 'apply_application_plan',
+    'add_owner', 'remove_owner', 'ensure_service_principal', 'ensure_application', 'ensure_applications',
+    'application_view', 'check_app_query', 'find_applications',
+]
