@@ -489,21 +489,24 @@ async def delete_role_assignment(clients: Any, assignment_id: str) -> Optional[d
 
 # --- principals -----------------------------------------------------------------------------------------------------------
 
-async def service_principal_id_for_app(clients: Any, app_id: str) -> str:
+async def service_principal_id_for_app(clients: Any, app_id: str, *, wait: bool = True) -> Optional[str]:
     """The object id of the service principal of application (client) id ``app_id`` (``_graph.get_service_principal``).
 
-    Reads ``/servicePrincipals(appId='...')`` (needs Application.Read.All or Directory.Read.All). A 404 is retried as
-    replication lag until ``replication_timeout`` (a service principal created moments ago may not be readable yet),
-    then fails with a ``ValidationError`` naming ``app_id``.
+    Reads ``/servicePrincipals(appId='...')`` (needs Application.Read.All or Directory.Read.All). With ``wait`` a 404
+    is retried as replication lag until ``replication_timeout`` (a service principal created moments ago may not be
+    readable yet), then fails with a ``ValidationError`` naming ``app_id``. Without ``wait`` (check mode, where an
+    earlier task only *would* have created it) a missing service principal is returned as None at once.
     """
     try:
-        found = await get_service_principal(clients, app_id, retry_not_found=True)
+        found = await get_service_principal(clients, app_id, retry_not_found=wait)
     except AzureApiError as err:
         if err.status == 404:
             raise ValidationError('app_id: no service principal exists for application (client) id {0} in this tenant{1}; '
                                   'create it first (oidc_federation.azure.azure_ad_app does) or pass principal_id'.format(
                                       app_id, ' ({0})'.format(err.note) if err.note else '')) from None
         raise
+    if found is None and not wait:
+        return None
     if not found or not is_guid(found.get('id')):
         raise AzureApiError('Graph returned no service principal id', operation='get service principal',
                             target='appId={0}'.format(app_id), service='graph')

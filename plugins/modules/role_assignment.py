@@ -359,13 +359,24 @@ def check_params(params: dict) -> None:
     desired_from_params(params)
 
 
+# Stand-in principal for check-mode predictions when app_id has no service principal yet (it holds no assignment).
+NO_PRINCIPAL = '00000000-0000-0000-0000-000000000000'
+
+
 async def core(module: AzureModule, clients) -> dict:
     """Resolve the principal, plan (reads only), apply unless in check mode, report."""
     params = module.params
     desired = desired_from_params(params)
     if params.get('app_id'):
         principal_field = 'app_id'
-        principal_id = await service_principal_id_for_app(clients, parse_guid(params['app_id'], 'app_id'))
+        app_id = parse_guid(params['app_id'], 'app_id')
+        principal_id = await service_principal_id_for_app(clients, app_id, wait=not module.check_mode)
+        if principal_id is None:
+            # Check mode only: the service principal does not exist (yet): an earlier task in check mode would
+            # create it. Nothing can be assigned to it already, so plan against a principal that holds nothing.
+            module.warn('check mode: application {0} has no service principal yet (an earlier task would create it); '
+                        'the assignments are predicted for a principal that holds none'.format(app_id))
+            principal_id = NO_PRINCIPAL
     else:
         principal_field = 'principal_id'
         principal_id = parse_guid(params['principal_id'], 'principal_id')
@@ -377,7 +388,7 @@ async def core(module: AzureModule, clients) -> dict:
     return module.result(
         plan.changed,
         diff=({'assignments': plan.before()}, {'assignments': plan.after()}),
-        principal_id=principal_id,
+        principal_id=None if principal_id == NO_PRINCIPAL else principal_id,
         principal_type=plan.principal_type,
         assignments=[change_result(c) for c in plan.changes],
         removed=[change_result(c) for c in plan.removals],

@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from ansible.module_utils import _internal as _module_utils_internal
 
 from ansible.module_utils.testing import patch_module_args
 
@@ -52,9 +53,17 @@ def clean_azure_env(monkeypatch):
 def run_module(capsys):
     """``run_module(main, args) -> (exit_code, result)``: run a module entry point and parse its JSON result."""
     def run(main, args):
-        with patch_module_args(args):
-            with pytest.raises(SystemExit) as exc_info:
-                main()
+        # A module runs on the target, never "in the controller": once any controller code (ansible.errors, a
+        # filter plugin...) is imported into the test process, ansible-core marks the process as the controller and
+        # AnsibleModule.warn() then prints instead of returning warnings in the result. Run modules as modules.
+        was_controller = _module_utils_internal.is_controller
+        _module_utils_internal.is_controller = False
+        try:
+            with patch_module_args(args):
+                with pytest.raises(SystemExit) as exc_info:
+                    main()
+        finally:
+            _module_utils_internal.is_controller = was_controller
         out = capsys.readouterr().out
         return exc_info.value.code, json.loads(out)
     return run

@@ -464,3 +464,20 @@ def test_unknown_app_id_fails_after_the_replication_wait_without_writing(run, cl
     assert time.monotonic() - started < 15
     assert result['msg'].startswith('app_id: no service principal exists for application (client) id')
     assert 'replication_timeout' in result['msg'] and 'principal_id' in result['msg']
+
+
+def test_check_mode_with_an_app_whose_service_principal_does_not_exist_yet_predicts_at_once(run, clean_sandbox):
+    """In check mode an earlier task only *would* create the service principal: predict, do not wait or fail."""
+    started = time.monotonic()
+    app_id = str(uuid.uuid4())
+    rc, result, n = run(dict(app_id=app_id, role='Reader', scope=rg_scope(clean_sandbox), replication_timeout=30), check=True)
+    assert rc == 0 and n == 0
+    assert time.monotonic() - started < 10, 'check mode must not wait for replication'
+    assert result['changed'] is True
+    assert result['principal_id'] is None
+    assert [a['action'] for a in result['assignments']] == ['created']
+    warnings = json.dumps(result.get('warnings'))  # ansible-core >= 2.19 returns warning summaries, not strings
+    assert app_id in warnings and 'check mode' in warnings
+    rc, result, n = run(dict(app_id=app_id, role='Reader', scope=rg_scope(clean_sandbox), state='absent',
+                             replication_timeout=30), check=True)
+    assert rc == 0 and n == 0 and result['changed'] is False
