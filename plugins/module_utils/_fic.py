@@ -604,7 +604,7 @@ def _normal(field: str, value: Any) -> Any:
     if field == "subject" and value == "":
         return None
     if field == "audiences" and value is not None:
-        return list(value)
+        return sorted(value)  # compared order-insensitively
     if field == "claimsMatchingExpression" and value is not None:
         return (value.get("value"), value.get("languageVersion"))
     return value

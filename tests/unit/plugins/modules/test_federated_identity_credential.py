@@ -1,0 +1,507 @@
+# Copyright (c) 2026 oidc_federation.azure contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""federated_identity_credential: the real module, in-process, against the sandbox (Graph over HTTPS).
+
+Flows: check mode writes nothing, apply, idempotent re-run with zero writes, drift corrected, absent, absent again;
+exclusive; subject builders used through the module (and a real GitLab token exchange against what they built);
+the 21st credential and every other bad input refused before any write; replication lag + throttling; no secrets.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import uuid
+
+import pytest
+
+pytestmark = pytest.mark.skipif('oidc_sandbox_test_fixtures' not in sys.modules,
+                                reason='the sandbox package (sandbox/oidc_sandbox) is not in this checkout')
+
+from ansible_collections.oidc_federation.azure.plugins.modules.federated_identity_credential import main  # noqa: E402
+
+GITLAB = 'https://gitlab.com'
+SUB_MAIN = 'project_path:mygroup/myproject:ref_type:branch:ref:main'
+EXPR_ALL_BRANCHES = "claims['sub'] matches 'project_path:mygroup/myproject:ref_type:branch:ref:*'"
+
+
+# --- helpers ------------------------------------------------------------------------------------------------------
+
+def auth_args(sb):
+    """The shared auth options pointing at the sandbox, as the operator."""
+    return {'auth_source': 'client_secret', 'tenant_id': sb.tenant_id, 'client_id': sb.operator.client_id,
+            'client_secret': sb.operator.secret, 'subscription_id': sb.subscription_id, 'authority_host': sb.url,
+            'graph_endpoint': sb.url, 'resource_manager_endpoint': sb.url, 'ca_bundle': sb.ca_file}
+
+
+def new_app(sb, *, service_principal=False, token=None):
+    """An application (and optionally its service principal), created over raw HTTP."""
+    token = token or sb.token()
+    response = sb.graph('POST', '/v1.0/applications', token=token,
+                        json={'displayName': 'fic-test-' + uuid.uuid4().hex[:8], 'signInAudience': 'AzureADMyOrg'})
+    assert response.status_code == 201, response.text
+    app = response.json()
+    if service_principal:
+        response = sb.graph('POST', '/v1.0/servicePrincipals', token=token, json={'appId': app['appId']})
+        assert response.status_code == 201, response.text
+    return app
+
+
+def add_fic(sb, app, token=None, **body):
+    """A credential created behind the module's back (raw HTTP, /beta)."""
+    body.setdefault('audiences', [GITLAB])
+    body.setdefault('issuer', GITLAB)
+    response = sb.graph('POST', '/beta/applications/{0}/federatedIdentityCredentials'.format(app['id']), token=token, json=body)
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+def stored(sb, app):
+    """The application's credentials as the sandbox stores them, by name (independent of the module)."""
+    state = sb.control('GET', 'state').json()
+    return {fic['name']: fic for fic in state['federated_identity_credentials'].get(app['id'], [])}
+
+
+def reset_stats(sb):
+    assert sb.control('POST', 'stats/reset').status_code == 200
+
+
+def writes(sb):
+    return sb.control('GET', 'stats').json()['writes']
+
+
+def run(run_module, sb, app, check=False, diff=False, **args):
+    params = dict(auth_args(sb), app_id=app['appId'])
+    params.update(args)
+    if check:
+        params['_ansible_check_mode'] = True
+    if diff:
+        params['_ansible_diff'] = True
+    return run_module(main, params)
+
+
+def names(result):
+    return sorted(item['name'] for item in result['credentials'])
+
+
+# --- the standard flow --------------------------------------------------------------------------------------------
+
+FLOW_CREDENTIALS = [
+    {'name': 'deploy-main', 'subject': SUB_MAIN, 'description': 'main branch'},
+    {'name': 'all-branches', 'claims_matching_expression': EXPR_ALL_BRANCHES},
+    {'gitlab': {'project_path': 'mygroup/myproject', 'ref_type': 'tag', 'ref': 'v*'}},
+]
+
+
+def test_flow_check_apply_idempotent_drift_absent(clean_sandbox, run_module):
+    sb = clean_sandbox
+    app = new_app(sb)
+    args = dict(credentials=FLOW_CREDENTIALS, gitlab_project_path='mygroup/myproject')
+
+    reset_stats(sb)
+    code, result = run(run_module, sb, app, check=True, diff=True, **args)
+    assert code == 0, result
+    assert result['changed'] is True
+    assert writes(sb) == 0 and stored(sb, app) == {}
+    assert len(result['created']) == 3 and result['deleted'] == [] and result['updated'] == []
+    assert all(item['id'] is None for item in result['credentials'])
+    assert result['diff']['before'] == {'credentials': []}
+    assert len(result['diff']['after']['credentials']) == 3
+
+    code, result = run(run_module, sb, app, **args)
+    assert code == 0, result
+    assert result['changed'] is True
+    fics = stored(sb, app)
+    assert fics['deploy-main']['subject'] == SUB_MAIN and fics['deploy-main']['claimsMatchingExpression'] is None
+    assert fics['deploy-main']['audiences'] == [GITLAB] and fics['deploy-main']['issuer'] == GITLAB
+    assert fics['all-branches']['subject'] is None
+    assert fics['all-branches']['claimsMatchingExpression'] == {'value': EXPR_ALL_BRANCHES, 'languageVersion': 1}
+    tag_name = next(name for name in fics if name.startswith('gitlab-mygroup-myproject-tags-v'))
+    assert fics[tag_name]['claimsMatchingExpression']['value'] == \
+        "claims['sub'] matches 'project_path:mygroup/myproject:ref_type:tag:ref:v*'"
+    assert all(item['id'] for item in result['credentials'])
+    routes = sb.control('GET', 'stats').json()['by_route']
+    assert any(route.startswith('PATCH /beta/') for route in routes), routes  # flexible credentials through /beta
+    assert any(route.startswith('PATCH /v1.0/') for route in routes), routes  # exact credentials through v1.0
+
+    reset_stats(sb)
+    code, result = run(run_module, sb, app, check=True, **args)
+    assert (code, result['changed']) == (0, False)
+    code, result = run(run_module, sb, app, diff=True, **args)
+    assert (code, result['changed']) == (0, False), result
+    assert writes(sb) == 0
+    assert result['diff']['before'] == result['diff']['after']
+
+    # Drift behind the module's back: subject, expression, audience, issuer, description.
+    token = sb.token()
+    base = '/beta/applications/{0}/federatedIdentityCredentials/'.format(app['id'])
+    for name, body in (('deploy-main', {'subject': 'project_path:mygroup/myproject:ref_type:branch:ref:evil', 'description': 'x'}),
+                       ('all-branches', {'claimsMatchingExpression': {'value': "claims['sub'] matches 'project_path:mygroup/myproject:*'",
+                                                                      'languageVersion': 1}, 'audiences': ['api://AzureADTokenExchange']}),
+                       (tag_name, {'issuer': 'https://gitlab.example.com'})):
+        response = sb.graph('PATCH', base + fics[name]['id'], token=token, json=body)
+        assert response.status_code == 204, response.text
+    reset_stats(sb)
+    code, result = run(run_module, sb, app, check=True, **args)
+    assert (code, result['changed']) == (0, True) and writes(sb) == 0
+    assert {item['name']: sorted(item['fields']) for item in result['updated']} == {
+        'deploy-main': ['description', 'subject'], 'all-branches': ['audiences', 'claimsMatchingExpression'], tag_name: ['issuer']}
+    code, result = run(run_module, sb, app, **args)
+    assert (code, result['changed']) == (0, True), result
+    assert writes(sb) == 3  # one PATCH per drifted credential
+    assert stored(sb, app) == fics  # exactly as before the drift, ids included (updated in place)
+
+    reset_stats(sb)
+    code, result = run(run_module, sb, app, state='absent', **args)
+    assert (code, result['changed']) == (0, True), result
+    assert sorted(result['deleted']) == sorted(fics) and stored(sb, app) == {} and result['credentials'] == []
+    reset_stats(sb)
+    code, result = run(run_module, sb, app, state='absent', **args)
+    assert (code, result['changed']) == (0, False), result
+    assert writes(sb) == 0 and result['deleted'] == []
+
+
+def test_single_credential_form_returns_it(clean_sandbox, run_module):
+    sb = clean_sandbox
+    app = new_app(sb)
+    code, result = run(run_module, sb, app, gitlab={'project_path': 'mygroup/myproject', 'ref': 'main'})
+    assert (code, result['changed']) == (0, True), result
+    credential = result['credential']
+    assert credential['subject'] == SUB_MAIN and credential['id']
+    assert credential['name'].startswith('gitlab-mygroup-myproject-branch-main-')
+    assert result['application']['app_id'] == app['appId'] and result['application']['id'] == app['id']
+    code, again = run(run_module, sb, app, gitlab={'project_path': 'mygroup/myproject', 'ref': 'main'})
+    assert (code, again['changed'], again['credential']) == (0, False, credential)
+    code, gone = run(run_module, sb, app, state='absent', gitlab={'project_path': 'mygroup/myproject', 'ref': 'main'})
+    assert (code, gone['changed'], gone['credential'], gone['deleted']) == (0, True, None, [credential['name']])
+
+
+def test_app_by_object_id_and_unique_name(clean_sandbox, run_module):
+    sb = clean_sandbox
+    token = sb.token()
+    response = sb.graph('PATCH', "/v1.0/applications(uniqueName='fic-unique-app')", token=token,
+                        headers={'Prefer': 'create-if-missing'}, json={'displayName': 'fic-unique-app'})
+    assert response.status_code == 201, response.text
+    app = response.json()
+    params = dict(auth_args(sb), app_unique_name='fic-unique-app', name='by-unique', subject=SUB_MAIN)
+    code, result = run_module(main, params)
+    assert (code, result['changed'], result['application']['unique_name']) == (0, True, 'fic-unique-app'), result
+    params = dict(auth_args(sb), app_object_id=app['id'], name='by-unique', subject=SUB_MAIN)
+    code, result = run_module(main, params)
+    assert (code, result['changed']) == (0, False), result
+
+
+def test_name_omitted_adopts_existing_credential_with_same_target(clean_sandbox, run_module):
+    sb = clean_sandbox
+    app = new_app(sb)
+    add_fic(sb, app, name='made-by-hand', subject=SUB_MAIN)
+    reset_stats(sb)
+    code, result = run(run_module, sb, app, gitlab={'project_path': 'mygroup/myproject', 'ref': 'main'}, description='kept')
+    assert code == 0, result
+    assert result['credential']['name'] == 'made-by-hand'
+    assert result['updated'] == [{'name': 'made-by-hand', 'fields': ['description']}] and result['created'] == []
+    assert list(stored(sb, app)) == ['made-by-hand']
+
+
+def test_audiences_compared_order_insensitively_and_default_to_issuer(clean_sandbox, run_module):
+    sb = clean_sandbox
+    app = new_app(sb)
+    code, result = run(run_module, sb, app, issuer='https://gitlab.example.com', name='self-managed',
+                       subject='project_path:g/p:ref_type:branch:ref:main')
+    assert code == 0, result
+    assert stored(sb, app)['self-managed']['audiences'] == ['https://gitlab.example.com']
+    code, result = run(run_module, sb, app, issuer='https://gitlab.example.com', name='self-managed', audience='https://gitlab.example.com',
+                       subject='project_path:g/p:ref_type:branch:ref:main')
+    assert (code, result['changed']) == (0, False), result
+
+
+def test_exclusive_removes_unlisted_and_default_keeps_them(clean_sandbox, run_module):
+    sb = clean_sandbox
+    app = new_app(sb)
+    add_fic(sb, app, name='foreign', subject='project_path:other/project:ref_type:branch:ref:main')
+    code, result = run(run_module, sb, app, name='deploy-main', subject=SUB_MAIN)
+    assert code == 0 and result['deleted'] == [] and sorted(stored(sb, app)) == ['deploy-main', 'foreign']
+    code, result = run(run_module, sb, app, check=True, exclusive=True, name='deploy-main', subject=SUB_MAIN)
+    assert (code, result['changed'], result['deleted']) == (0, True, ['foreign'])
+    assert sorted(stored(sb, app)) == ['deploy-main', 'foreign']
+    code, result = run(run_module, sb, app, exclusive=True, name='deploy-main', subject=SUB_MAIN)
+    assert (code, result['changed'], result['deleted']) == (0, True, ['foreign'])
+    assert sorted(stored(sb, app)) == ['deploy-main']
+    code, result = run(run_module, sb, app, exclusive=True, credentials=[])
+    assert (code, result['deleted']) == (0, ['deploy-main']) and stored(sb, app) == {}
+
+
+def test_per_item_state_rotates_in_one_run(clean_sandbox, run_module):
+    sb = clean_sandbox
+    app = new_app(sb)
+    add_fic(sb, app, name='old-one', subject=SUB_MAIN)
+    code, result = run(run_module, sb, app, credentials=[
+        {'name': 'old-one', 'state': 'absent'},
+        {'name': 'new-one', 'subject': SUB_MAIN}])
+    assert code == 0, result
+    assert (result['deleted'], result['created']) == (['old-one'], ['new-one'])
+    assert list(stored(sb, app)) == ['new-one']
+
+
+def test_subject_to_expression_switch_in_place(clean_sandbox, run_module):
+    sb = clean_sandbox
+    app = new_app(sb)
+    before = add_fic(sb, app, name='switch', subject=SUB_MAIN)
+    code, result = run(run_module, sb, app, name='switch', claims_matching_expression=EXPR_ALL_BRANCHES)
+    assert code == 0 and result['updated'] == [{'name': 'switch', 'fields': ['subject', 'claimsMatchingExpression']}], result
+    fic = stored(sb, app)['switch']
+    assert (fic['id'], fic['subject'], fic['claimsMatchingExpression']['value']) == (before['id'], None, EXPR_ALL_BRANCHES)
+    code, result = run(run_module, sb, app, name='switch', subject=SUB_MAIN)
+    assert code == 0 and stored(sb, app)['switch']['subject'] == SUB_MAIN
+    assert stored(sb, app)['switch']['claimsMatchingExpression'] is None
+
+
+# --- builders through the module ----------------------------------------------------------------------------------
+
+BUILDER_CASES = [
+    # gitlab suboption, expected subject or expression
+    ({'project_path': 'top/sub/subsub/my-project', 'ref': 'main'}, 'project_path:top/sub/subsub/my-project:ref_type:branch:ref:main'),
+    ({'project_path': 'my.group/my_project.name', 'ref': 'feature/x-1.2'},
+     'project_path:my.group/my_project.name:ref_type:branch:ref:feature/x-1.2'),
+    ({'project_path': 'g/p', 'ref_type': 'tag', 'ref': 'release/2024/v1.0'}, 'project_path:g/p:ref_type:tag:ref:release/2024/v1.0'),
+    ({'project_path': 'g/p', 'ref': "it's-a-branch"}, "project_path:g/p:ref_type:branch:ref:it's-a-branch"),
+    ({'project_path': 'g/p', 'ref_type': 'tag', 'ref': "v1's/*"}, "claims['sub'] matches 'project_path:g/p:ref_type:tag:ref:v1''s/*'"),
+    ({'project_path': 'g/p', 'all_branches': True}, "claims['sub'] matches 'project_path:g/p:ref_type:branch:ref:*'"),
+    ({'project_path': 'g/p', 'all_tags': True}, "claims['sub'] matches 'project_path:g/p:ref_type:tag:ref:*'"),
+    ({'project_path': 'g/p', 'any_ref': True}, "claims['sub'] matches 'project_path:g/p:*'"),
+    ({'project_id': 4242, 'sub_claim_components': ['project_id', 'ref_type', 'ref'], 'ref': 'main'},
+     'project_id:4242:ref_type:branch:ref:main'),
+    ({'project_id': '4242', 'sub_claim_components': ['project_id', 'ref_type', 'ref'], 'any_ref': True},
+     "claims['sub'] matches 'project_id:4242:*'"),
+    ({'project_path': 'g/p', 'sub_claim_components': ['project_path', 'ref_type', 'ref', 'ref_protected'],
+      'claim_values': {'ref_protected': True}, 'ref': 'main'}, 'project_path:g/p:ref_type:branch:ref:main:ref_protected:true'),
+    ({'project_path': 'g/p', 'sub_claim_components': ['project_path'], 'any_ref': True}, 'project_path:g/p'),
+]
+
+
+def test_builders_through_the_module(clean_sandbox, run_module):
+    sb = clean_sandbox
+    app = new_app(sb)
+    code, result = run(run_module, sb, app, credentials=[{'gitlab': gitlab} for gitlab, _want in BUILDER_CASES])
+    assert code == 0, result
+    fics = stored(sb, app)
+    got = {fic['subject'] or fic['claimsMatchingExpression']['value'] for fic in fics.values()}
+    assert got == {want for _gitlab, want in BUILDER_CASES}
+    for fic in fics.values():
+        assert fic['name'].startswith('gitlab-') and len(fic['name']) <= 120
+        assert 'managed by oidc_federation.azure' in fic['description']
+    reset_stats(sb)
+    code, result = run(run_module, sb, app, credentials=[{'gitlab': gitlab} for gitlab, _want in BUILDER_CASES])
+    assert (code, result['changed'], writes(sb)) == (0, False, 0)
+
+
+def exchange(sb, app, token):
+    return sb.token_request({'grant_type': 'client_credentials', 'client_id': app['appId'],
+                             'client_assertion_type': 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer',
+                             'client_assertion': token, 'scope': 'https://graph.microsoft.com/.default'})
+
+
+def test_built_credentials_accept_real_gitlab_tokens(clean_sandbox, run_module):
+    """What the builders write matches what GitLab (the sandbox issuer) puts in ID tokens, and nothing else."""
+    sb = clean_sandbox
+    app = new_app(sb, service_principal=True)
+    project = 'my.group/sub-group/my_project'
+    code, result = run(run_module, sb, app, issuer=sb.gitlab_issuer, gitlab_issuers=[sb.gitlab_issuer], credentials=[
+        {'gitlab': {'project_path': project, 'ref_type': 'tag', 'ref': "rel/it's-1.0"}},
+        {'gitlab': {'project_path': project, 'ref': 'release/*'}},
+    ])
+    assert code == 0, result
+    accepted = [('tag', "rel/it's-1.0"), ('branch', 'release/2.x')]
+    refused = [('branch', "rel/it's-1.0"), ('tag', 'release/2.x'), ('branch', 'main')]
+    for ref_type, ref in accepted + refused:
+        token = sb.mint_gitlab_token(issuer=sb.gitlab_issuer, project_path=project, ref_type=ref_type, ref=ref, aud=sb.gitlab_issuer)
+        response = exchange(sb, app, token)
+        if (ref_type, ref) in accepted:
+            assert response.status_code == 200, (ref_type, ref, response.text)
+        else:
+            assert response.status_code == 400 and 700213 in response.json()['error_codes'], (ref_type, ref, response.text)
+    other = sb.mint_gitlab_token(issuer=sb.gitlab_issuer, project_path='my.group/sub-group/my_project2', ref_type='branch',
+                                 ref='release/1', aud=sb.gitlab_issuer)
+    assert exchange(sb, app, other).status_code == 400
+
+
+# --- the 20-credential limit --------------------------------------------------------------------------------------
+
+def test_21st_credential_refused_before_any_write(clean_sandbox, run_module):
+    sb = clean_sandbox
+    app = new_app(sb)
+    token = sb.token()
+    for index in range(20):
+        add_fic(sb, app, token=token, name='existing-%02d' % index, subject='project_path:g/p:ref_type:branch:ref:b%02d' % index)
+    reset_stats(sb)
+    code, result = run(run_module, sb, app, gitlab={'project_path': 'g/p', 'ref': 'one-more'})
+    assert code == 1 and result['failed'] is True
+    assert result['msg'].startswith('credential: 21 federated identity credentials would exist on the application'), result['msg']
+    assert 'at most 20' in result['msg'] and 'Fix:' in result['msg']
+    assert writes(sb) == 0 and len(stored(sb, app)) == 20
+    # With exclusive, the others go first, so the new one fits (and nothing else is left).
+    code, result = run(run_module, sb, app, exclusive=True, gitlab={'project_path': 'g/p', 'ref': 'one-more'})
+    assert code == 0 and len(result['deleted']) == 20 and len(stored(sb, app)) == 1
+
+
+def test_21_listed_refs_refused_with_flexible_suggestion(clean_sandbox, run_module):
+    sb = clean_sandbox
+    app = new_app(sb)
+    reset_stats(sb)
+    items = [{'gitlab': {'project_path': 'mygroup/big', 'ref': 'branch-%02d' % index}} for index in range(21)]
+    code, result = run(run_module, sb, app, credentials=items)
+    assert code == 1, result
+    assert 'credentials: 21 federated identity credentials would exist' in result['msg']
+    assert 'mygroup/big has 21 exact branch credentials' in result['msg']
+    assert 'all_branches: true' in result['msg'] and result['fix']
+    assert writes(sb) == 0 and stored(sb, app) == {}
+
+
+# --- bad input: refused before any write, naming the field ------------------------------------------------------
+
+LONG = 'x' * 601
+BAD_INPUT = [
+    # (id, module args, field named first in msg, text in msg)
+    ('name-charset', dict(name='bad name!', subject=SUB_MAIN), 'name', 'URL friendly'),
+    ('name-short', dict(name='ab', subject=SUB_MAIN), 'name', 'it must have 3 to 120'),
+    ('name-long', dict(name='n' * 121, subject=SUB_MAIN), 'name', 'it must have 3 to 120'),
+    ('two-audiences', dict(name='two-aud', subject=SUB_MAIN, audiences=['a', 'b']), 'audiences', 'exactly one audience'),
+    ('issuer-long', dict(name='long-iss', subject=SUB_MAIN, issuer='https://' + LONG), 'issuer', '600'),
+    ('description-long', dict(name='long-desc', subject=SUB_MAIN, description=LONG), 'description', '600'),
+    ('subject-long', dict(name='long-sub', subject='project_path:g/p:ref_type:branch:ref:' + LONG), 'subject', '600'),
+    ('subject-wildcard', dict(name='wild-sub', subject='project_path:g/p:ref_type:branch:ref:*'), 'subject', 'claimsMatchingExpression'),
+    ('subject-and-expression', dict(credentials=[{'name': 'both', 'subject': SUB_MAIN, 'claims_matching_expression': EXPR_ALL_BRANCHES}]),
+     'credentials[0].subject', 'mutually exclusive'),
+    ('expression-or', dict(name='bad-expr', claims_matching_expression=EXPR_ALL_BRANCHES + " or claims['sub'] eq 'x'"),
+     'claims_matching_expression', "no 'or'"),
+    ('expression-double-quotes', dict(name='bad-expr', claims_matching_expression='claims["sub"] eq "x"'),
+     'claims_matching_expression', 'single quotes'),
+    ('expression-other-claim', dict(name='bad-claim', claims_matching_expression="claims['ref'] eq 'main'"),
+     'claims_matching_expression', 'not allowed for GitLab'),
+    ('expression-issuer-not-allowed', dict(name='bad-iss', issuer='https://ci.example.com', claims_matching_expression=EXPR_ALL_BRANCHES),
+     'issuer', 'may not use flexible credentials'),
+    ('unsafe-any-namespace', dict(name='unsafe', claims_matching_expression="claims['sub'] matches 'project_path:*'", allow_broad_trust=True),
+     'claims_matching_expression', 'unsafe trust'),
+    ('unsafe-prefix-namespace', dict(name='unsafe', claims_matching_expression="claims['sub'] matches 'project_path:my*'",
+                                     allow_broad_trust=True), 'claims_matching_expression', 'other namespaces'),
+    ('broad-group-needs-opt-in', dict(name='broad', claims_matching_expression="claims['sub'] matches 'project_path:mygroup/*'"),
+     'claims_matching_expression', 'allow_broad_trust: true'),
+    ('other-project', dict(name='other', subject='project_path:other/p:ref_type:branch:ref:main', gitlab_project_path='mygroup/myproject'),
+     'subject', 'not the intended project'),
+    ('other-project-item', dict(credentials=[{'name': 'other', 'subject': 'project_path:other/p:ref_type:branch:ref:main',
+                                              'gitlab': {'project_path': 'mygroup/myproject'}}]),
+     'credentials[0].subject', 'not the intended project'),
+    ('not-a-gitlab-subject', dict(name='typo', subject='project:mygroup/myproject:ref_type:branch:ref:main'), 'subject', 'never matches'),
+    ('hand-written-without-name', dict(subject=SUB_MAIN), 'name', 'needs a name'),
+    ('duplicate-names', dict(credentials=[{'name': 'dup', 'subject': SUB_MAIN},
+                                          {'name': 'DUP', 'subject': SUB_MAIN.replace('main', 'dev')}]), 'credentials', 'two credentials are named'),
+    ('duplicate-subject', dict(credentials=[{'name': 'one', 'subject': SUB_MAIN}, {'name': 'two', 'subject': SUB_MAIN}]),
+     'credentials', 'same issuer'),
+    ('gitlab-two-selections', dict(gitlab={'project_path': 'g/p', 'ref': 'main', 'all_tags': True}), 'gitlab', 'only one of'),
+    ('gitlab-no-namespace', dict(gitlab={'project_path': 'project', 'ref': 'main'}), 'gitlab.project_path', 'no namespace'),
+    ('gitlab-bad-ref', dict(gitlab={'project_path': 'g/p', 'ref': 'a..b'}), 'gitlab.ref', "'..'"),
+    ('gitlab-full-ref', dict(gitlab={'project_path': 'g/p', 'ref': 'refs/heads/main'}), 'gitlab.ref', 'full ref'),
+    ('gitlab-bad-components', dict(gitlab={'project_path': 'g/p', 'ref': 'main', 'sub_claim_components': ['ref', 'project_path']}),
+     'gitlab.sub_claim_components', 'must be the first element'),
+    ('gitlab-id-missing', dict(gitlab={'project_path': 'g/p', 'ref': 'main', 'sub_claim_components': ['project_id', 'ref_type', 'ref']}),
+     'gitlab.project_id', 'project id is required'),
+    ('gitlab-flexible-unknown-issuer', dict(issuer='https://ci.example.com', gitlab={'project_path': 'g/p', 'all_branches': True}),
+     'issuer', 'gitlab_issuers'),
+    ('gitlab-and-subject', dict(credentials=[{'subject': SUB_MAIN, 'gitlab': {'project_path': 'g/p', 'ref': 'main'}}]),
+     'credentials[0].subject', 'gitlab ref selection are mutually exclusive'),
+    ('gitlab-ref-type-alone', dict(gitlab={'project_path': 'g/p', 'ref_type': 'tag'}), 'gitlab.ref_type', 'ref is not'),
+    ('nothing-to-manage', dict(), 'credentials', 'nothing to manage'),
+    ('exclusive-needs-explicit-empty-list', dict(exclusive=True), 'credentials', 'credentials: []'),
+    ('exclusive-with-absent', dict(state='absent', exclusive=True, name='x-name'), 'exclusive', 'state=present'),
+    ('app-id-not-guid', dict(app_id='my-app', name='x-name', subject=SUB_MAIN), 'app_id', 'not a GUID'),
+    ('bad-intended-project', dict(name='x-name', subject=SUB_MAIN, gitlab_project_path='https://gitlab.com/g/p'), 'gitlab_project_path', 'URL'),
+]
+
+
+@pytest.mark.parametrize('args,field,text', [case[1:] for case in BAD_INPUT], ids=[case[0] for case in BAD_INPUT])
+def test_bad_input_refused_before_any_request(clean_sandbox, run_module, args, field, text):
+    sb = clean_sandbox
+    app = new_app(sb)
+    reset_stats(sb)
+    code, result = run(run_module, sb, app, **args)
+    assert code == 1 and result['failed'] is True, result
+    assert result['msg'].startswith(field + ':'), result['msg']
+    assert text in result['msg'], result['msg']
+    assert 'Traceback' not in json.dumps(result)
+    stats = sb.control('GET', 'stats').json()
+    assert stats['writes'] == 0 and stats['reads'] == 0, stats  # refused before any request
+
+
+def test_rename_refused_before_any_write(clean_sandbox, run_module):
+    sb = clean_sandbox
+    app = new_app(sb)
+    add_fic(sb, app, name='old-name', subject=SUB_MAIN)
+    reset_stats(sb)
+    code, result = run(run_module, sb, app, name='new-name', subject=SUB_MAIN)
+    assert code == 1 and 'names are immutable' in result['msg'] and 'old-name' in result['msg'], result
+    assert writes(sb) == 0
+
+
+def test_missing_application_is_a_clear_error(clean_sandbox, run_module):
+    sb = clean_sandbox
+    reset_stats(sb)
+    params = dict(auth_args(sb), app_id=str(uuid.uuid4()), name='x-name', subject=SUB_MAIN, replication_timeout=0)
+    code, result = run_module(main, params)
+    assert code == 1 and result['msg'].startswith('app_id: no application with appId'), result
+    assert writes(sb) == 0
+
+
+def test_absent_from_missing_application_is_a_no_op(clean_sandbox, run_module):
+    sb = clean_sandbox
+    reset_stats(sb)
+    params = dict(auth_args(sb), app_id=str(uuid.uuid4()), name='x-name', state='absent')
+    code, result = run_module(main, params)
+    assert (code, result['changed'], result['application'], result['credential']) == (0, False, None, None), result
+    assert 'does not exist' in json.dumps(result['warnings']) and writes(sb) == 0
+
+
+def test_graph_refusal_is_reported_without_traceback(clean_sandbox, run_module):
+    """The restricted operator may read but not write: Graph's 403 is reported clearly."""
+    sb = clean_sandbox
+    app = new_app(sb)
+    params = dict(auth_args(sb), client_id=sb.restricted.client_id, client_secret=sb.restricted.secret, app_id=app['appId'],
+                  name='denied', subject=SUB_MAIN)
+    code, result = run_module(main, params)
+    assert code == 1, result
+    assert 'Authorization_RequestDenied' in result['msg'] and 'create federated identity credential' in result['msg']
+    assert 'exception' not in result and sb.restricted.secret not in json.dumps(result)
+
+
+# --- faults: replication lag and throttling -----------------------------------------------------------------------
+
+def test_converges_with_replication_lag_and_throttling(clean_sandbox, run_module):
+    sb = clean_sandbox
+    sb.faults(seed=11, replication_lag=1.5, rules=[
+        # one certain throttle on a credential write, then 10 % of all Graph requests
+        {'service': 'graph', 'kind': 'throttle', 'methods': ['PATCH'], 'path': 'federatedIdentityCredentials', 'times': 1, 'retry_after': 1},
+        {'service': 'graph', 'kind': 'throttle', 'rate': 0.1, 'retry_after': 1}])
+    app = new_app(sb)  # still replicating when the module starts
+    args = dict(credentials=FLOW_CREDENTIALS, gitlab_project_path='mygroup/myproject')
+    code, result = run(run_module, sb, app, **args)
+    assert (code, result['changed']) == (0, True), result
+    assert len(stored(sb, app)) == 3
+    reset_stats(sb)
+    code, result = run(run_module, sb, app, **args)
+    assert (code, result['changed']) == (0, False), result
+    assert writes(sb) == 0
+    code, result = run(run_module, sb, app, state='absent', **args)
+    assert (code, result['changed']) == (0, True) and stored(sb, app) == {}
+    rules = sb.control('GET', 'faults').json()['rules']
+    assert rules[0]['fired'] == 1 and rules[1]['matched'] > 10, rules
+
+
+def test_no_secret_or_token_in_results(clean_sandbox, run_module):
+    sb = clean_sandbox
+    app = new_app(sb)
+    code, result = run(run_module, sb, app, diff=True, name='deploy-main', subject=SUB_MAIN)
+    text = json.dumps(result)
+    assert code == 0 and sb.operator.secret not in text and 'eyJ' not in text
+    code, result = run(run_module, sb, app, name='bad name', subject=SUB_MAIN)
+    assert code == 1 and sb.operator.secret not in json.dumps(result)
