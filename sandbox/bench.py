@@ -38,6 +38,7 @@ def _read_env(path: Path) -> dict[str, str]:
 
 def _cli(state_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": str(SANDBOX_DIR)}
+    env.pop("SANDBOX_STATE_FILE", None)
     return subprocess.run([sys.executable, "-m", "oidc_sandbox", *args, "--state-dir", str(state_dir)],
                           capture_output=True, text=True, env=env, timeout=60, check=False)
 

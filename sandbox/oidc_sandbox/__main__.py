@@ -40,8 +40,9 @@ def _parser() -> argparse.ArgumentParser:
         cmd.add_argument("--host", default="127.0.0.1", help="listen address (127.0.0.1, ::1 or localhost)")
         cmd.add_argument("--port", type=int, default=0, help="port (0 = any free port; default)")
         cmd.add_argument("--state-dir", default=str(DEFAULT_STATE_DIR), help="certificates, env file, log")
-        cmd.add_argument("--state-file", default=None, help="write the state here on shutdown and on "
-                                                            "POST /_sandbox/save")
+        cmd.add_argument("--state-file", default=os.environ.get("SANDBOX_STATE_FILE") or None,
+                         help="load the state from this file at start (if it exists); write it on shutdown and on "
+                              "POST /_sandbox/save (default: $SANDBOX_STATE_FILE)")
         cmd.add_argument("--tenant-id", default=None)
         cmd.add_argument("--subscription-id", default=None)
         cmd.add_argument("--operator-client-id", default=None)
@@ -178,6 +179,8 @@ def serve(args: argparse.Namespace) -> int:
         settings["gitlab_issuers"] = tuple(args.gitlab_issuer)
     try:
         ctx = Sandbox(Config(**settings))
+        if args.state_file and Path(args.state_file).exists():
+            ctx.load(args.state_file)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

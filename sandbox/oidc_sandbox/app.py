@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import importlib
 import logging
+import re
 import types
 import uuid
 from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable
@@ -27,6 +28,19 @@ _METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 _ARM_PREFIXES = ("/subscriptions", "/providers", "/metadata", "/tenants", "/resourcegroups")
 _OPTIONAL = {"graph": "graph", "arm": "arm"}
 _loaded: dict[str, types.ModuleType | None] = {}
+# A run of slashes outside single-quoted key values (Graph's ``(uniqueName='a//b')`` keeps its value).
+_REPEATED_SLASHES = re.compile(r"('[^']*')|/{2,}")
+
+
+def collapse_slashes(path: str) -> str:
+    """``path`` with every run of ``/`` outside single quotes replaced by one ``/``.
+
+    ``az cloud register --endpoint-resource-manager https://host:port/`` asks for ``//metadata/endpoints``; the
+    real front doors treat repeated slashes like one, so the sandbox does too, before it picks the service.
+    """
+    if "//" not in path:
+        return path
+    return _REPEATED_SLASHES.sub(lambda match: match.group(1) or "/", path)
 
 
 def service_for(path: str) -> str:
@@ -127,7 +141,8 @@ def build_app(ctx: "Sandbox") -> Starlette:
             install(ctx)
 
     async def endpoint(request: Request) -> Response:
-        path: str = request.scope["path"]
+        path = collapse_slashes(request.scope["path"])
+        request.scope["path"] = path  # handlers that build links from request.url see the collapsed path
         method = request.method
         service = service_for(path)
         injected = False
@@ -135,8 +150,8 @@ def build_app(ctx: "Sandbox") -> Starlette:
         try:
             if service != "control":
                 app_id = None
-                if service == "graph" and ctx.faults.graph_quotas is not None:
-                    app_id = ctx.auth.peek_app_id(request)
+                if service == "graph" and (ctx.faults.graph_quotas is not None or ctx.faults.rules):
+                    app_id = ctx.auth.peek_app_id(request)  # the quota buckets and the x-ms-throttle-scope
                 delay, fault, extra = ctx.faults.before(service, method, path, app_id=app_id,
                                                         tenant_id=ctx.config.tenant_id)
                 if delay:

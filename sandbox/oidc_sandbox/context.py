@@ -3,10 +3,13 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import importlib.util
+import json
 import logging
 import re
 import secrets
 import ssl
+import sys
 import time
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -233,6 +236,35 @@ class Sandbox:
                 hooks.append(hook)
         return hooks
 
+    def load(self, path: str) -> None:
+        """Replace the seeded directory and Azure data with those a previous run saved to ``path``.
+
+        Loaded objects count as replicated (their ``_created`` stamps are dropped).  The operators' own
+        application and service principal, the GitLab issuers (keys and URLs are new at every start) and the
+        secrets come from this start.  ``ValueError`` (nothing changed) when the file is unusable.
+        """
+        try:
+            with open(path, encoding="utf-8") as fh:
+                data = json.load(fh)
+        except OSError as exc:
+            raise ValueError(f"cannot read the state file {path}: {exc.strerror}") from None
+        except ValueError:
+            raise ValueError(f"the state file {path} is not valid JSON") from None
+        if not isinstance(data, dict) or not all(isinstance(data.get(name, {}), dict) for name in PERSISTED):
+            raise ValueError(f"the state file {path} is not a sandbox state")
+        if str(data.get("tenant_id", "")).lower() != self.config.tenant_id.lower():
+            raise ValueError(f"the state file {path} belongs to tenant {data.get('tenant_id')!r}, not "
+                             f"{self.config.tenant_id!r} (see --tenant-id)")
+        seeded = self.state  # this start's seed: operators (with their objects) and issuers stay
+        own = [(seeded.apps[op["app_object_id"]], seeded.sps[op["object_id"]]) for op in seeded.operators.values()]
+        for name in PERSISTED:
+            setattr(seeded, name, _without_created(data.get(name, {})))
+        for app, sp in own:
+            seeded.apps[app["id"]] = app
+            seeded.sps[sp["id"]] = sp
+        for hook in self.service_hooks("seed"):
+            hook(self)
+
     def save(self) -> str | None:
         """Write the redacted state to ``config.state_file`` (if set); return the path."""
         if not self.config.state_file:
@@ -245,6 +277,8 @@ class Sandbox:
         """A shared async HTTP client that trusts public roots and the sandbox CA."""
         if self._http is None:
             import httpx
+
+            _remember_missing_sniffio()
 
             context = ssl.create_default_context(cafile=self.config.bundle_file or None)
             self._http = httpx.AsyncClient(verify=context, follow_redirects=False, trust_env=False,
@@ -274,6 +308,27 @@ class Sandbox:
             if any(_issuer_pattern_match(pattern, issuer) for pattern in patterns):
                 return platform
         return None
+
+
+def _remember_missing_sniffio() -> None:
+    """httpcore tries ``import sniffio`` (optional) on every request; when it is not installed, each attempt
+    searches ``sys.path`` again (about a tenth of a millisecond).  Recording the absence makes it fail at once."""
+    if "sniffio" not in sys.modules and importlib.util.find_spec("sniffio") is None:
+        sys.modules["sniffio"] = None  # type: ignore[assignment]
+
+
+# State members a state file restores (operators and issuers are always this start's).
+PERSISTED = ("apps", "sps", "fics", "deleted", "app_role_assignments", "subscriptions", "resource_groups",
+             "management_groups", "role_assignments", "role_definitions")
+
+
+def _without_created(value: Any) -> Any:
+    """A copy of ``value`` without ``_created`` stamps at any depth (a loaded object has replicated long ago)."""
+    if isinstance(value, dict):
+        return {k: _without_created(v) for k, v in value.items() if k != "_created"}
+    if isinstance(value, list):
+        return [_without_created(v) for v in value]
+    return value
 
 
 def _issuer_pattern_match(pattern: str, issuer: str) -> bool:

@@ -287,10 +287,14 @@ class Entra:
             self._check_secret(app_id, secret or "")
             appidacr = "1"
         sp = self._replicated(self.ctx.directory.sp_by_app_id(app_id))
-        if sp is None or not sp.get("accountEnabled", True):
+        if sp is None:
             raise entra_error(400, "invalid_client", 7000229,
                               f"The client application {app_id} is missing service principal in the tenant "
                               f"{tenant}. See instructions here: https://go.microsoft.com/fwlink/?linkid=2225119")
+        if sp.get("accountEnabled") is False:
+            raise entra_error(400, "unauthorized_client", 7000112,
+                              f"Application '{app_id}'({sp.get('displayName') or app.get('displayName')}) is "
+                              "disabled.")
         token, lifetime = self.mint_access_token(app_id=app_id, sp_object_id=sp["id"], resource=resource,
                                                  service=service, appidacr=appidacr)
         self.ctx.stats.token_issued(service)

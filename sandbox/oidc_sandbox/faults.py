@@ -245,8 +245,11 @@ class Faults:
         return isinstance(created, (int, float)) and self._monotonic() - created < self.replication_lag
 
     def before(self, service: str, method: str, path: str, *, app_id: str | None = None,
-               tenant_id: str = "") -> tuple[float, ServiceError | None, dict[str, str]]:
-        """Decide the faults of one request: (delay seconds, error to answer instead, extra headers)."""
+               tenant_id: str = "", quotas: bool = True) -> tuple[float, ServiceError | None, dict[str, str]]:
+        """Decide the faults of one request: (delay seconds, error to answer instead, extra headers).
+
+        ``quotas=False`` applies the rules only (graph.py charges ``$batch`` items with :meth:`graph_charge`).
+        """
         delay = 0.0
         error: ServiceError | None = None
         for rule in self.rules:
@@ -265,8 +268,8 @@ class Faults:
                 else:
                     error = unavailable(service, rule.status)
         headers: dict[str, str] = {}
-        if error is None and service == "graph" and self.graph_quotas is not None and app_id is not None \
-                and not path.lower().endswith("/$batch"):
+        if error is None and quotas and service == "graph" and self.graph_quotas is not None \
+                and app_id is not None and not path.lower().endswith("/$batch"):
             error, headers = self.graph_quotas.charge(app_id, tenant_id, method, path)
         return delay, error, headers
 

@@ -58,7 +58,6 @@ DIRECTORY_OBJECT = Resource("directoryObject", "DirectoryObject", (
     Field("id", "Edm.String", nullable=False, read_only=True),
     Field("deletedDateTime", "Edm.DateTimeOffset", read_only=True),
 ))
-_EXPRESSION_FIELDS = (Field("languageVersion", "Edm.Int32", nullable=False), Field("value", nullable=False))
 
 
 # --------------------------------------------------------------------------- small helpers
@@ -382,15 +381,55 @@ def _collection(call: Call, fragment: str, items: list[dict[str, Any]], query: Q
                 view: Callable[[dict[str, Any]], dict[str, Any]]) -> Response:
     matched = [o for o in items if query.filter is None or query.filter.matches(o)]
     page, token = paginate(matched, query)
-    values = [query.project(view(o)) for o in page]
     fragment = fragment if query.select is None else f"{fragment}({','.join(query.select)})"
     body: dict[str, Any] = {"@odata.context": call.context_url(fragment)}
     if query.count:
         body["@odata.count"] = len(matched)
     if token:
         body["@odata.nextLink"] = call.next_link(token)
+    values: list[dict[str, Any]] = []
+    for obj in page:
+        try:
+            values.append(query.project(view(obj)))
+        except InStreamFailure as failure:
+            return _in_stream_error(call, body, values, failure)
     body["value"] = values
     return _json_response(200, body)
+
+
+class InStreamFailure(Exception):
+    """Serialising ``obj`` failed after Graph had already sent part of the response (see ``_in_stream_error``)."""
+
+    def __init__(self, obj: Mapping[str, Any], written: tuple[str, ...], error: ServiceError):
+        super().__init__(error.status)
+        self.obj, self.written, self.error = obj, written, error
+
+
+class InStreamErrorResponse(Response):
+    """A 200 whose JSON payload stops in the middle of an object, followed by the error (``.error``)."""
+
+    def __init__(self, content: bytes, error: ServiceError):
+        super().__init__(content, status_code=200, media_type=CONTENT_TYPE)
+        self.error = error
+
+
+def _in_stream_error(call: Call, head: dict[str, Any], done: list[dict[str, Any]] | None,
+                     failure: InStreamFailure) -> Response:
+    """What Graph sends when serialisation fails mid-payload (OData "in-stream error"): the success status and
+    the payload so far (``head``, the ``done`` items of a collection, then the properties of the failing object
+    written before the failure) with the error object appended and nothing closed, i.e. malformed JSON
+    (msgraph-sdk-python#1359)."""
+    _stamp(failure.error, call.request_id, call.request.headers.get("client-request-id") or call.request_id)
+    compact = {"separators": (",", ":"), "ensure_ascii": False}
+    parts = [json.dumps(head, **compact)[:-1]]
+    if done is not None:
+        parts.append(',"value":[' + "".join(json.dumps(item, **compact) + "," for item in done))
+    else:
+        parts.append(",")
+    partial = {name: failure.obj.get(name) for name in failure.written}
+    parts.append(json.dumps(partial, **compact)[:-1])
+    parts.append(json.dumps(failure.error.body, **compact))
+    return InStreamErrorResponse("".join(parts).encode("utf-8"), failure.error)
 
 
 def _no_content() -> Response:
@@ -1002,15 +1041,22 @@ async def _delete_assignment(call: Call, sp: dict[str, Any], side: str, key: str
 # --------------------------------------------------------------------------- federated identity credentials
 
 
-def _fic_view(call: Call, fic: Mapping[str, Any]) -> dict[str, Any]:
-    """The credential as ``call.version`` returns it; v1.0 cannot serialise a flexible credential (500)."""
+# v1.0 writes these before ``subject`` (the failing property), as the payload in msgraph-sdk-python#1359 shows.
+_FIC_WRITTEN_BEFORE_SUBJECT = ("id", "name", "issuer")
+
+
+def _fic_view(call: Call, fic: Mapping[str, Any], select: list[str] | None = None) -> dict[str, Any]:
+    """The credential as ``call.version`` returns it.  v1.0 declares ``subject`` non-nullable and has no
+    ``claimsMatchingExpression``: serialising a flexible credential's ``subject`` fails mid-payload
+    (``InStreamFailure``), unless ``$select`` leaves ``subject`` out."""
     view = public(fic)
     if call.version == "v1.0":
-        if view.get("subject") is None:
-            raise graph_error(500, "InternalServerError",
-                              "The property 'subject[Nullable=False]' of type 'Edm.String' has a null value, which "
-                              "is not allowed.")
         view.pop("claimsMatchingExpression", None)
+        if view.get("subject") is None and (select is None or "subject" in select):
+            error = graph_error(500, "InternalServerError", "The property 'subject[Nullable=False]' of type "
+                                                            "'Edm.String' has a null value, which is not allowed.")
+            written = tuple(name for name in _FIC_WRITTEN_BEFORE_SUBJECT if select is None or name in select)
+            raise InStreamFailure(view, written, error)
     return view
 
 
@@ -1051,7 +1097,8 @@ async def _route_fics(call: Call, app: dict[str, Any], seg: Segment, rest: list[
 async def _list_fics(call: Call, app: dict[str, Any], fragment: str) -> Response:
     call.require_read()
     query = call.query(FEDERATED_IDENTITY_CREDENTIAL, collection=True)
-    return _collection(call, fragment, list(_fics(call, app).values()), query, lambda f: _fic_view(call, f))
+    return _collection(call, fragment, list(_fics(call, app).values()), query,
+                       lambda f: _fic_view(call, f, query.select))
 
 
 async def _get_fic(call: Call, app: dict[str, Any], key: str, by_name: bool, fragment: str) -> Response:
@@ -1060,7 +1107,13 @@ async def _get_fic(call: Call, app: dict[str, Any], key: str, by_name: bool, fra
     fic = _find_fic(call, app, key, by_name_only=by_name)
     if fic is None:
         raise not_found(key)
-    return _entity(call, f"{fragment}/$entity", _fic_view(call, fic), query=query)
+    try:
+        view = _fic_view(call, fic, query.select)
+    except InStreamFailure as failure:
+        select = f"({','.join(query.select)})" if query.select is not None else ""
+        return _in_stream_error(call, {"@odata.context": call.context_url(f"{fragment}{select}/$entity")}, None,
+                                failure)
+    return _entity(call, f"{fragment}/$entity", view, query=query)
 
 
 async def _create_fic(call: Call, app: dict[str, Any], fragment: str) -> Response:
@@ -1166,16 +1219,8 @@ def _validate_subject_or_expression(call: Call, fic: Mapping[str, Any]) -> None:
 
 
 def _validate_expression(call: Call, issuer: str, expr: Mapping[str, Any]) -> None:
-    known = {f.name.lower(): f for f in _EXPRESSION_FIELDS}
-    for key, value in expr.items():
-        if key.startswith("@"):
-            continue
-        fld = known.get(key.lower())
-        if fld is None:
-            raise bad_request(f"The property '{key}' does not exist on type 'microsoft.graph.federatedIdentity"
-                              f"Expression'. Make sure to only use property names that are defined by the type.")
-        check_value(fld, value)
-    values = {k.lower(): v for k, v in expr.items()}
+    """Directory rules of a ``claimsMatchingExpression`` (its members were type-checked by ``read_body``)."""
+    values = {k.lower(): v for k, v in expr.items() if not k.startswith("@")}
     if "value" not in values or "languageversion" not in values:
         raise invalid_value(FEDERATED_IDENTITY_CREDENTIAL, "claimsMatchingExpression")
     if values["languageversion"] != expression.LANGUAGE_VERSION:
@@ -1445,24 +1490,37 @@ async def _batch_run(call: Call, item: _BatchItem) -> dict[str, Any]:
         return _batch_result(item.id, bad_request("Batch requests must use URLs relative to the version, and "
                                                   "cannot contain another $batch."))
     request = _inner_request(call, item, path, query)
-    faults = getattr(call.ctx, "faults", None)
-    if faults is not None:
-        peek = getattr(call.ctx.auth, "peek_app_id", None)
-        delay, fault, _ = faults.before("graph", item.method, path, app_id=peek(request) if peek else None,
-                                        tenant_id=call.state.tenant_id)
-        if delay:
-            await asyncio.sleep(delay)
-        if fault is not None:
-            return _batch_result(item.id, fault)
+    fault = await _batch_faults(call, item, path, request)
+    if fault is not None:
+        return _batch_result(item.id, fault)
     try:
         response = await handle(call.ctx, request, path)
     except ServiceError as error:
         return _batch_result(item.id, error)
+    if isinstance(response, InStreamErrorResponse):  # a batch cannot carry a malformed body: the error instead
+        return _batch_result(item.id, response.error)
     result: dict[str, Any] = {"id": item.id, "status": response.status_code, "headers": {}}
     if response.body:
         result["headers"]["Content-Type"] = "application/json"
         result["body"] = json.loads(response.body)
     return result
+
+
+async def _batch_faults(call: Call, item: _BatchItem, path: str, request: Request) -> ServiceError | None:
+    """The fault rules (latency, 429, 5xx) and the Graph quotas (``ctx.faults.graph_charge``) of one inner request:
+    each item is throttled on its own, as Graph documents for JSON batching."""
+    faults = getattr(call.ctx, "faults", None)
+    if faults is None:
+        return None
+    peek = getattr(call.ctx.auth, "peek_app_id", None)
+    app_id = peek(request) if peek else None
+    tenant_id = call.state.tenant_id
+    delay, fault, _ = faults.before("graph", item.method, path, app_id=app_id, tenant_id=tenant_id, quotas=False)
+    if delay:
+        await asyncio.sleep(delay)
+    if fault is None and app_id is not None:
+        fault = faults.graph_charge(app_id, tenant_id, item.method, path)
+    return fault
 
 
 def _inner_request(call: Call, item: _BatchItem, path: str, query: str) -> Request:

@@ -37,6 +37,7 @@ class Field:
     read_only: bool = False
     filters: frozenset[str] = frozenset()
     versions: tuple[str, ...] = VERSIONS
+    members: tuple["Field", ...] | None = None  # declared properties of a complex type checked member by member
 
     @property
     def is_collection(self) -> bool:
@@ -167,10 +168,13 @@ SERVICE_PRINCIPAL = Resource("servicePrincipal", "ServicePrincipal", (
     _f("verifiedPublisher", "microsoft.graph.verifiedPublisher"),
 ))
 
+FEDERATED_IDENTITY_EXPRESSION = (_f("languageVersion", "Edm.Int32", nullable=False), _f("value", nullable=False))
+
 FEDERATED_IDENTITY_CREDENTIAL = Resource("federatedIdentityCredential", "FederatedIdentityCredential", (
     _f("id", read_only=True, nullable=False),
     _f("audiences", "Collection(Edm.String)", nullable=False),
-    _f("claimsMatchingExpression", "microsoft.graph.federatedIdentityExpression", versions=("beta",)),
+    _f("claimsMatchingExpression", "microsoft.graph.federatedIdentityExpression", versions=("beta",),
+       members=FEDERATED_IDENTITY_EXPRESSION),
     _f("description"),
     _f("issuer", nullable=False),
     _f("name", nullable=False, filters=("eq",)),
@@ -283,6 +287,21 @@ def _check_item(fld: Field, value: Any) -> None:
         _check_primitive(value, fld.item_edm)
     elif not isinstance(value, dict):
         raise _unexpected_node(value, "StartObject")
+    elif fld.members is not None:
+        _check_members(fld, value)
+
+
+def _check_members(fld: Field, value: dict[str, Any]) -> None:
+    """The members of a complex value whose type declares them (ODataLib reads them while deserialising)."""
+    declared = {member.name.lower(): member for member in fld.members or ()}
+    for key, item in value.items():
+        if key.startswith("@"):
+            continue
+        member = declared.get(key.lower())
+        if member is None:
+            raise bad_request(f"The property '{key}' does not exist on type '{fld.item_edm}'. Make sure to only use "
+                              f"property names that are defined by the type.")
+        check_value(member, item)
 
 
 def read_body(resource: Resource, body: Any, version: str, *, allowed_read_only: Iterable[str] = ()) -> dict[str, Any]:

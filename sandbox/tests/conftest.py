@@ -126,6 +126,7 @@ def start_sandbox(state_dir: Path, *extra: str, timeout: float = 30.0) -> Sandbo
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(SANDBOX_DIR), env.get("PYTHONPATH")]))
     env.pop("SANDBOX_OPERATOR_SECRET", None)
+    env.pop("SANDBOX_STATE_FILE", None)
     log = open(state_dir / "sandbox.log", "wb")  # noqa: SIM115 - closed with the process
     process = subprocess.Popen([sys.executable, "-m", "oidc_sandbox", "serve", "--port", "0",
                                 "--state-dir", str(state_dir), *extra],

@@ -31,6 +31,25 @@ def test_metadata_2019_05_01_lists_clouds(arm):
     assert isinstance(clouds, list) and clouds[0]["resourceManager"] == f"{arm.sb.url}/"
 
 
+def test_repeated_slashes_are_collapsed_before_dispatch(arm):
+    """``az cloud register --endpoint-resource-manager https://host:port/`` requests ``//metadata/endpoints``."""
+    url = arm.sb.url
+    response = arm.sb.http.get(f"{url}//metadata/endpoints?api-version=2022-09-01")
+    assert response.status_code == 200, response.text
+    assert response.json()["resourceManager"] == f"{url}/"
+    response = arm.call("GET", f"{url}//subscriptions//{arm.sub}?{SUB_VERSION}")
+    assert response.status_code == 200, response.text
+    assert response.json()["subscriptionId"] == arm.sub
+    # nextLinks are built from the collapsed path
+    arm.sb.control("POST", "config", json={"arm_page_size": 1})
+    try:
+        page = arm.call("GET", f"{url}/{arm.sub_scope}//providers/Microsoft.Authorization/roleAssignments"
+                               f"?api-version=2022-04-01").json()
+    finally:
+        arm.sb.control("POST", "config", json={"arm_page_size": 100})
+    assert page["nextLink"].startswith(f"{url}{arm.sub_scope}/providers/Microsoft.Authorization/roleAssignments?")
+
+
 def test_metadata_requires_api_version(arm):
     message = error_of(arm.sb.http.get("/metadata/endpoints"), 400, "MissingApiVersionParameter")
     assert message == "The api-version query parameter (?api-version=) is required for all requests."

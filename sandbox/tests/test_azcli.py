@@ -71,7 +71,9 @@ class Az:
         return json.loads(result.stdout)
 
 
-def make_az(binary: Path, sandbox: Any, home: Path) -> Az:
+def make_az(binary: Path, sandbox: Any, home: Path, endpoint: str | None = None) -> Az:
+    """``az`` with a fresh config dir and the Sandbox cloud registered through endpoint discovery at ``endpoint``
+    (default: the sandbox URL, no trailing slash)."""
     config_dir = home / "azure-config"
     config_dir.mkdir(parents=True)
     env = {
@@ -85,9 +87,9 @@ def make_az(binary: Path, sandbox: Any, home: Path) -> Az:
         "AZURE_CORE_SURVEY_MESSAGE": "false",
     }
     az = Az(binary, env)
-    # Endpoint discovery reads the sandbox's /metadata/endpoints (ARM endpoint without a trailing slash, so the
-    # discovery URL has no '//').
-    for args in (("cloud", "register", "--name", "Sandbox", "--endpoint-resource-manager", sandbox.url),
+    # Endpoint discovery reads the sandbox's /metadata/endpoints ('//metadata/endpoints' when the endpoint ends
+    # with a slash: the sandbox collapses repeated slashes).
+    for args in (("cloud", "register", "--name", "Sandbox", "--endpoint-resource-manager", endpoint or sandbox.url),
                  ("cloud", "set", "--name", "Sandbox"),
                  ("config", "set", "core.instance_discovery=false", "core.use_msal_http_cache=false")):
         result = az.run(*args)
@@ -124,6 +126,15 @@ def test_cloud_discovery_uses_sandbox_metadata(az_bin, arm, tmp_path):
     assert cloud["endpoints"]["activeDirectory"] == arm.sb.url
     assert cloud["endpoints"]["microsoftGraphResourceId"] == f"{arm.sb.url}/"
     assert cloud["endpoints"]["activeDirectoryResourceId"] == "https://management.core.windows.net/"
+
+
+def test_cloud_discovery_with_a_trailing_slash(az_bin, arm, tmp_path):
+    az = make_az(az_bin, arm.sb, tmp_path, endpoint=f"{arm.sb.url}/")
+    cloud = az.json("cloud", "show", "--name", "Sandbox")
+    assert cloud["endpoints"]["activeDirectory"] == arm.sb.url
+    assert cloud["endpoints"]["resourceManager"] == f"{arm.sb.url}/"
+    routes = arm.sb.control("GET", "stats").json()["by_route"]
+    assert routes.get("GET /metadata/endpoints", 0) >= 1, routes
 
 
 def test_federated_login_and_reads(az_bin, arm, tmp_path):

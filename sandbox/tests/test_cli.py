@@ -25,6 +25,7 @@ def cli(*args: str, env: dict[str, str] | None = None, timeout: float = 30) -> s
     full_env = dict(os.environ)
     full_env["PYTHONPATH"] = str(SANDBOX_DIR)
     full_env.pop("SANDBOX_OPERATOR_SECRET", None)
+    full_env.pop("SANDBOX_STATE_FILE", None)
     full_env.update(env or {})
     return subprocess.run([sys.executable, "-m", "oidc_sandbox", *args], capture_output=True, text=True,
                           env=full_env, timeout=timeout, check=False)
@@ -96,6 +97,82 @@ def test_given_secret_and_save_on_demand(state_dir: Path):
         saved = client.post("/_sandbox/save")
         assert saved.status_code == 200 and Path(saved.json()["saved"]).exists()
     assert secret not in (state_dir / "s.json").read_text()
+
+
+def _client(values: dict[str, str]) -> httpx.Client:
+    return httpx.Client(base_url=values["SANDBOX_URL"], verify=ssl.create_default_context(
+        cafile=values["SANDBOX_CA_FILE"]), timeout=30)
+
+
+def _token(client: httpx.Client, values: dict[str, str], scope: str) -> dict[str, str]:
+    response = client.post(f"/{values['AZURE_TENANT_ID']}/oauth2/v2.0/token",
+                           data={"grant_type": "client_credentials", "client_id": values["AZURE_CLIENT_ID"],
+                                 "client_secret": values["AZURE_CLIENT_SECRET"], "scope": scope})
+    assert response.status_code == 200, response.text
+    return {"Authorization": f"Bearer {response.json()['access_token']}"}
+
+
+def test_state_file_survives_a_restart(state_dir: Path):
+    """State written on stop is loaded by the next start with the same --state-file; a reset reseeds."""
+    state_file = state_dir / "state.json"
+    args = ("--state-dir", str(state_dir), "--state-file", str(state_file))
+    assert cli("start", *args).returncode == 0
+    values = read_env_file(state_dir / "env")
+    rg_path = f"/subscriptions/{values['AZURE_SUBSCRIPTION_ID']}/resourceGroups/rg-kept?api-version=2021-04-01"
+    with _client(values) as client:
+        graph = _token(client, values, "https://graph.microsoft.com/.default")
+        app = client.post("/v1.0/applications", headers=graph, json={"displayName": "kept"}).json()
+        fic = client.post(f"/v1.0/applications/{app['id']}/federatedIdentityCredentials", headers=graph,
+                          json={"name": "kept", "issuer": "https://gitlab.com", "subject": "s",
+                                "audiences": ["api://AzureADTokenExchange"]})
+        assert fic.status_code == 201, fic.text
+        arm = _token(client, values, "https://management.azure.com/.default")
+        assert client.put(rg_path, headers=arm, json={"location": "westeurope"}).status_code == 201
+    assert cli("stop", "--state-dir", str(state_dir)).returncode == 0
+
+    # the second start names the file through the environment (what `make sandbox-start` passes on)
+    restarted = cli("start", "--state-dir", str(state_dir), env={"SANDBOX_STATE_FILE": str(state_file)})
+    assert restarted.returncode == 0, restarted.stderr
+    values = read_env_file(state_dir / "env")  # new port, new CA, new secret: the seeded operator still works
+    with _client(values) as client:
+        graph = _token(client, values, "https://graph.microsoft.com/.default")
+        got = client.get(f"/v1.0/applications/{app['id']}", headers=graph)
+        assert got.status_code == 200 and got.json()["appId"] == app["appId"]
+        fics = client.get(f"/v1.0/applications/{app['id']}/federatedIdentityCredentials", headers=graph).json()
+        assert [f["name"] for f in fics["value"]] == ["kept"]
+        arm = _token(client, values, "https://management.azure.com/.default")
+        assert client.get(rg_path, headers=arm).status_code == 200
+        assert client.post("/_sandbox/reset").status_code == 200
+        assert client.get(f"/v1.0/applications/{app['id']}", headers=graph).status_code == 404
+    assert values["AZURE_CLIENT_SECRET"] not in state_file.read_text()
+
+
+def test_unusable_state_file_stops_the_start(tmp_path: Path):
+    state_file = tmp_path / "state.json"
+    state_file.write_text("{not json")
+    result = cli("serve", "--state-dir", str(tmp_path), "--state-file", str(state_file))
+    assert result.returncode == 2 and "is not valid JSON" in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_unusable_state_files_change_nothing(tmp_path: Path):
+    """In process: every unusable file is refused with a clear ValueError and leaves the seeded state alone."""
+    from oidc_sandbox.context import Config, Sandbox
+
+    ctx = Sandbox(Config(state_dir=str(tmp_path), base_url="https://127.0.0.1:1"))
+    before = json.dumps(ctx.state.redacted(), sort_keys=True)
+    cases = {"missing.json": None, "bad.json": "{not json", "list.json": "[]",
+             "other-tenant.json": '{"tenant_id": "11111111-2222-4333-8444-555555555555"}',
+             "bad-member.json": json.dumps({"tenant_id": ctx.config.tenant_id, "apps": []})}
+    messages = {"missing.json": "cannot read the state file", "bad.json": "is not valid JSON",
+                "list.json": "is not a sandbox state", "other-tenant.json": "belongs to tenant",
+                "bad-member.json": "is not a sandbox state"}
+    for name, content in cases.items():
+        if content is not None:
+            (tmp_path / name).write_text(content)
+        with pytest.raises(ValueError, match=messages[name]):
+            ctx.load(str(tmp_path / name))
+        assert json.dumps(ctx.state.redacted(), sort_keys=True) == before, name
 
 
 def test_custom_ids_and_issuers(state_dir: Path):

@@ -249,6 +249,19 @@ def test_app_without_service_principal_is_7000229(clean_sandbox):
     assert_aadsts(response, 7000229, 400, "invalid_client")
 
 
+def test_disabled_service_principal_is_7000112(fed_app, clean_sandbox):
+    """Microsoft's troubleshooting article: the service principal is disabled in the resource tenant."""
+    sb = clean_sandbox
+    disabled = sb.graph("PATCH", f"/v1.0/servicePrincipals/{fed_app['_sp']['id']}", json={"accountEnabled": False})
+    assert disabled.status_code == 204, disabled.text
+    response = exchange(sb, fed_app["appId"], sb.mint_gitlab_token(project_path="group/project"))
+    body = assert_aadsts(response, 7000112, 400, "unauthorized_client")
+    assert f"Application '{fed_app['appId']}'({fed_app['displayName']}) is disabled." in body["error_description"]
+    assert sb.graph("PATCH", f"/v1.0/servicePrincipals/{fed_app['_sp']['id']}",
+                    json={"accountEnabled": True}).status_code == 204
+    assert exchange(sb, fed_app["appId"], sb.mint_gitlab_token(project_path="group/project")).status_code == 200
+
+
 def test_app_without_fics_is_70021(clean_sandbox):
     app = create_app(clean_sandbox)
     response = exchange(clean_sandbox, app["appId"], clean_sandbox.mint_gitlab_token())
@@ -556,3 +569,52 @@ def test_expired_access_token(clean_sandbox):
     assert graph.status_code == 401 and "expired" in graph.json()["error"]["message"]
     arm = sb.arm("GET", "/subscriptions?api-version=2022-12-01", token=arm_token)
     assert arm.status_code == 401 and arm.json()["error"]["code"] == "ExpiredAuthenticationToken"
+
+
+def test_access_token_of_another_tenant_is_401(tmp_path):
+    """In process (the sandbox has one tenant): a token signed by the tenant's key but naming another ``tid``."""
+    import asyncio
+
+    import httpx
+
+    from oidc_sandbox import app as app_module
+    from oidc_sandbox.context import Config, Sandbox
+
+    ctx = Sandbox(Config(state_dir=str(tmp_path), base_url="https://127.0.0.1:1"))
+    operator = ctx.state.operators[ctx.config.operator_client_id]
+    tokens = {}
+    for service, resource in (("graph", "https://graph.microsoft.com"), ("arm", "https://management.azure.com")):
+        token, _ = ctx.entra.mint_access_token(app_id=operator["client_id"], sp_object_id=operator["object_id"],
+                                               resource=resource, service=service, appidacr="1")
+        claims = jwt.decode(token, options={"verify_signature": False})
+        claims["tid"] = str(uuid.uuid4())
+        tokens[service] = ctx.entra.signing_key.sign(claims)
+
+    async def call() -> tuple[httpx.Response, httpx.Response]:
+        transport = httpx.ASGITransport(app=app_module.build_app(ctx))
+        async with httpx.AsyncClient(transport=transport, base_url="https://127.0.0.1:1") as client:
+            graph = await client.get("/v1.0/applications", headers={"Authorization": f"Bearer {tokens['graph']}"})
+            arm = await client.get("/subscriptions?api-version=2022-12-01",
+                                   headers={"Authorization": f"Bearer {tokens['arm']}"})
+            return graph, arm
+
+    graph, arm = asyncio.run(call())
+    assert graph.status_code == 401 and graph.json()["error"]["code"] == "InvalidAuthenticationToken"
+    assert "Invalid tenant" in graph.json()["error"]["message"]
+    assert arm.status_code == 401 and arm.json()["error"]["code"] == "InvalidAuthenticationTokenTenant"
+    assert "www-authenticate" in arm.headers
+
+
+@pytest.mark.parametrize("alg", ["HS256", "none", "RS512"])
+def test_only_rs256_assertions_are_accepted(fed_app, clean_sandbox, alg):
+    """Entra supports RS256 only: the same claims under another algorithm fail signature validation."""
+    minted = clean_sandbox.control("POST", "gitlab/token", json={"project_path": "group/project"}).json()
+    if alg == "RS512":
+        from cryptography.hazmat.primitives.asymmetric import rsa
+
+        key: Any = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    else:
+        key = None if alg == "none" else "a-shared-secret-that-is-long-enough-for-hs256"
+    token = jwt.encode(minted["claims"], key, algorithm=alg, headers={"kid": minted["header"]["kid"]})
+    body = assert_aadsts(exchange(clean_sandbox, fed_app["appId"], token), 700027)
+    assert "Client assertion failed signature validation." in body["error_description"]

@@ -22,7 +22,8 @@ def test_graph_throttle_rule(clean_sandbox):
     first = sb.graph("GET", "/v1.0/applications", token=token)
     assert first.status_code == 429
     assert first.headers["retry-after"] == "3"
-    assert first.headers["x-ms-throttle-scope"].startswith("Tenant_Application/ReadWrite/")
+    assert first.headers["x-ms-throttle-scope"] == (f"Tenant_Application/ReadWrite/{sb.operator.client_id}/"
+                                                    f"{sb.tenant_id}")
     assert first.headers["x-ms-throttle-information"]
     error = first.json()["error"]
     assert error["code"] == "Request_ThrottledTemporarily" and "innerError" in error
@@ -73,6 +74,17 @@ def test_rate_faults_are_deterministic_for_a_seed(clean_sandbox):
     assert 0 < first.count(503) < 30
     sb.faults(**{**spec, "seed": 7})
     assert statuses(sb, 30, token) != first
+
+
+def test_throttle_rate_is_deterministic_for_a_seed(clean_sandbox):
+    sb = clean_sandbox
+    token = sb.token(GRAPH_SCOPE)
+    spec = {"seed": 3, "rules": [{"service": "graph", "kind": "throttle", "rate": 0.3, "retry_after": 2}]}
+    sb.faults(**spec)
+    first = statuses(sb, 30, token)
+    sb.reset(faults=spec)  # a reset with the same faults replays the same decisions
+    assert statuses(sb, 30, token) == first
+    assert set(first) == {200, 429} and 0 < first.count(429) < 30
 
 
 def test_latency(clean_sandbox):

@@ -94,3 +94,40 @@ def test_inner_requests_are_throttled_individually(graph_env):
     assert results["1"]["status"] == 429 and results["1"]["headers"]["Retry-After"] == "7"
     assert results["1"]["body"]["error"]["code"] == "Request_ThrottledTemporarily"
     assert results["2"]["status"] == 201 and results["3"]["status"] == 200
+
+
+def test_inner_requests_are_charged_against_the_graph_quotas(graph_env):
+    """Each inner request costs what it would cost alone (ctx.faults.graph_charge); the outer $batch costs
+    nothing.  S tenant: 3,500 resource units per 10 s per app+tenant, scaled to 5; GET applications costs 2."""
+    client = graph_env.http()  # token issued before the quotas are switched on
+    graph_env.sb.faults(graph_quotas={"tenant_size": "S", "scale": 5 / 3500})
+    body = {"requests": [{"id": str(i), "method": "GET", "url": "/applications?$top=1"} for i in range(1, 5)]}
+    response = client.post("/v1.0/$batch", json=body)
+    assert response.status_code == 200, response.text
+    assert "x-ms-resource-unit" not in response.headers  # the envelope itself is not charged
+    results = {r["id"]: r for r in response.json()["responses"]}
+    assert [results[str(i)]["status"] for i in range(1, 5)] == [200, 200, 429, 429]
+    throttled = results["3"]
+    assert throttled["body"]["error"]["code"] == "Request_ThrottledTemporarily"
+    assert int(throttled["headers"]["Retry-After"]) >= 1
+    assert throttled["headers"]["x-ms-throttle-information"] == "ResourceUnitLimitExceeded"
+    assert throttled["headers"]["x-ms-throttle-scope"].startswith("Tenant_Application/ResourceUnit/")
+    # the same bucket answers a plain request of the same app: 1 unit left, GET applications needs 2
+    alone = client.get("/v1.0/applications?$top=1")
+    assert alone.status_code == 429, alone.text
+    # another app has its own bucket, in a batch as well
+    other = graph_env.http(graph_env.restricted())
+    first = other.post("/v1.0/$batch", json={"requests": body["requests"][:1]}).json()["responses"]
+    assert first[0]["status"] == 200
+
+
+def test_inner_writes_are_charged_against_the_write_quota(graph_env):
+    """3,000 writes per 150 s per app+tenant, scaled to 2 (L tenant: 8,000 units, 5.3 after scaling): the third
+    write of a batch gets 429 for the write limit."""
+    client = graph_env.http()
+    graph_env.sb.faults(graph_quotas={"tenant_size": "L", "scale": 2 / 3000})
+    body = {"requests": [_upsert(str(i), f"quota-{i}") for i in range(1, 4)]}
+    results = {r["id"]: r for r in client.post("/v1.0/$batch", json=body).json()["responses"]}
+    assert [results[str(i)]["status"] for i in range(1, 4)] == [201, 201, 429]
+    assert results["3"]["headers"]["x-ms-throttle-information"] == "WriteLimitExceeded"
+    assert client.get("/v1.0/applications(uniqueName='quota-3')").status_code == 404

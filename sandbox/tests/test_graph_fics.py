@@ -1,6 +1,7 @@
 """federatedIdentityCredentials over raw HTTP: CRUD by every key, upsert, every documented rule, flexible FICs."""
 from __future__ import annotations
 
+import json
 import uuid
 
 import pytest
@@ -270,19 +271,53 @@ def test_flexible_credential_only_through_beta(graph_env, app):
     assert [f["name"] for f in listed] == ["gitlab-flex"]
 
 
+V1_SUBJECT_ERROR = ("The property 'subject[Nullable=False]' of type 'Edm.String' has a null value, which is not "
+                    "allowed.")
+
+
+def _in_stream_error(response, prefix: str) -> dict:
+    """The error appended to a payload that v1.0 stopped writing mid-object (msgraph-sdk-python#1359): status
+    200, malformed JSON ``<prefix>{"error":...}`` with nothing closed."""
+    assert response.status_code == 200, response.text
+    text = response.text
+    assert text.startswith(prefix), text[:400]
+    with pytest.raises(ValueError):
+        json.loads(text)
+    error = json.loads(text[len(prefix):])["error"]
+    assert error["code"] == "InternalServerError" and error["message"] == V1_SUBJECT_ERROR
+    assert error["innerError"]["request-id"] == response.headers["request-id"]
+    return error
+
+
 def test_v1_listing_fails_on_a_flexible_credential(graph_env, app):
     client = graph_env.http()
     exact = client.post(_fics_url(app), json=fic_body()).json()
     flexible = client.post(_fics_url(app, "beta"), json=_flexible()).json()
-    message = "The property 'subject[Nullable=False]' of type 'Edm.String' has a null value, which is not allowed."
-    assert_graph_error(client.get(_fics_url(app)), 500, "InternalServerError", message)
-    assert_graph_error(client.get(f"{_fics_url(app)}/{flexible['id']}"), 500, "InternalServerError", message)
-    # what v1.0 never has to serialise still works
+    listed = client.get(_fics_url(app))
+    context = f"{graph_env.url}/v1.0/$metadata#applications('{app['id']}')/federatedIdentityCredentials"
+    items = sorted([exact, flexible], key=lambda f: f["id"])
+    done = "".join(json.dumps({k: v for k, v in f.items() if not k.startswith("@")}, separators=(",", ":")) + ","
+                   for f in items[:items.index(flexible)])
+    head = json.dumps({"@odata.context": context}, separators=(",", ":"))[:-1]
+    partial = json.dumps({"id": flexible["id"], "name": flexible["name"], "issuer": flexible["issuer"]},
+                         separators=(",", ":"))[:-1]
+    _in_stream_error(listed, f'{head},"value":[{done}{partial}')
+    single = client.get(f"{_fics_url(app)}/{flexible['id']}")
+    _in_stream_error(single, json.dumps({"@odata.context": f"{context}/$entity"}, separators=(",", ":"))[:-1]
+                     + "," + partial)
+    # what v1.0 never has to serialise still works: other credentials, and $select without subject
     only_exact = client.get(_fics_url(app), params={"$filter": "name eq 'gitlab-main'"}).json()["value"]
     assert [f["id"] for f in only_exact] == [exact["id"]]
     assert client.get(f"{_fics_url(app)}/{exact['id']}").status_code == 200
+    names = client.get(_fics_url(app), params={"$select": "id,name"}).json()["value"]
+    assert sorted(f["name"] for f in names) == sorted([exact["name"], flexible["name"]])
+    # in a $batch the item carries the error (a batch response cannot embed a malformed body)
+    batch = client.post("/v1.0/$batch", json={"requests": [
+        {"id": "1", "method": "GET", "url": f"/applications/{app['id']}/federatedIdentityCredentials"}]})
+    (item,) = batch.json()["responses"]
+    assert item["status"] == 500 and item["body"]["error"]["message"] == V1_SUBJECT_ERROR
     assert client.delete(f"{_fics_url(app)}/{flexible['id']}").status_code == 204
-    assert client.get(_fics_url(app)).status_code == 200
+    assert client.get(_fics_url(app)).json()["value"][0]["id"] == exact["id"]
 
 
 def test_flexible_patch_and_upsert_on_beta(graph_env, app):

@@ -59,6 +59,20 @@ def test_odd_paths(graph_env):
     assert client.get("/beta/applications/").status_code == 200  # a trailing slash is harmless
 
 
+def test_repeated_slashes_collapse_outside_quoted_keys(graph_env):
+    client = graph_env.http()
+    url = graph_env.url
+    created = client.patch(f"{url}//v1.0//applications(uniqueName='a//b')", json={"displayName": "slashes"},
+                           headers={"Prefer": "create-if-missing"})
+    assert created.status_code == 201, created.text
+    assert created.json()["uniqueName"] == "a//b"  # the key value keeps its slashes
+    assert client.get(f"{url}/v1.0/applications(uniqueName='a//b')").json()["id"] == created.json()["id"]
+    assert client.get(f"{url}/v1.0/applications(uniqueName='a/b')").status_code == 404
+    listed = client.get(f"{url}//v1.0///applications", params={"$filter": "uniqueName eq 'a//b'"})
+    assert [a["id"] for a in listed.json()["value"]] == [created.json()["id"]]
+    assert listed.json()["@odata.context"] == f"{url}/v1.0/$metadata#applications"
+
+
 @pytest.mark.parametrize("params", ODD_QUERIES, ids=[str(i) for i in range(len(ODD_QUERIES))])
 def test_odd_queries(graph_env, params):
     _assert_graph_4xx(graph_env.http().get("/v1.0/applications", params=params), ok_allowed=True)

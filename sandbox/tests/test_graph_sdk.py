@@ -4,8 +4,10 @@ SDK surfaces it (``ODataError``).  ``/beta`` is driven with the v1.0 SDK pointed
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 
+import pytest
 from kiota_abstractions.base_request_configuration import RequestConfiguration
 from msgraph.generated.applications.applications_request_builder import ApplicationsRequestBuilder
 from msgraph.generated.applications.item.federated_identity_credentials.federated_identity_credentials_request_builder \
@@ -330,9 +332,10 @@ def test_flexible_credentials_via_beta_and_the_v1_failure(graph_env):
             listed = await beta.applications.by_application_id(app.id).federated_identity_credentials.get()
             assert [f.additional_data["claimsMatchingExpression"]["value"] for f in listed.value] == [
                 expression["value"]]
-            # msgraph-sdk-python#1359: the v1.0 list fails on the flexible credential
-            error = await sdk_error(v1.applications.by_application_id(app.id).federated_identity_credentials.get())
-            _expect(error, 500, "InternalServerError", "The property 'subject[Nullable=False]'")
+            # msgraph-sdk-python#1359: the v1.0 list breaks off at the flexible credential (a 200 whose JSON is
+            # malformed), so the SDK fails while parsing it
+            with pytest.raises(json.JSONDecodeError):
+                await v1.applications.by_application_id(app.id).federated_identity_credentials.get()
             bad = FederatedIdentityCredential(
                 name="bad-expression", issuer="https://gitlab.com", audiences=["api://AzureADTokenExchange"],
                 additional_data={"claimsMatchingExpression": {"value": "claims['ref'] eq 'main'",
