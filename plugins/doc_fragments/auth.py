@@ -72,7 +72,7 @@ options:
       - The Azure cloud. It sets the Entra authority, the Microsoft Graph and Azure Resource Manager endpoints,
         and the token scopes.
       - V(AzurePublicCloud) uses C(https://login.microsoftonline.com), C(https://graph.microsoft.com) and
-        C(https://management.azure.com).
+        C(https://management.azure.com). V(AzureCloud), the Azure CLI's and AWX's name for it, is accepted too.
       - V(AzureChinaCloud) uses C(https://login.chinacloudapi.cn), C(https://microsoftgraph.chinacloudapi.cn) and
         C(https://management.chinacloudapi.cn).
       - V(AzureUSGovernment) uses C(https://login.microsoftonline.us), C(https://graph.microsoft.us) and
@@ -80,7 +80,7 @@ options:
       - If not set, the environment variable E(AZURE_CLOUD_ENVIRONMENT) is used.
     type: str
     default: AzurePublicCloud
-    choices: [AzurePublicCloud, AzureChinaCloud, AzureUSGovernment]
+    choices: [AzurePublicCloud, AzureChinaCloud, AzureUSGovernment, AzureCloud]
   authority_host:
     description:
       - Overrides the Entra authority (login endpoint) of O(cloud_environment), for example C(https://login.example.test:8443).

@@ -85,6 +85,9 @@ CLOUDS = {
         'https://graph.microsoft.us/.default', 'https://management.usgovcloudapi.net/.default'),
 }
 
+# Other names of the same clouds: the Azure CLI and AWX's Azure credential call the public cloud AzureCloud.
+CLOUD_ALIASES = {'AzureCloud': 'AzurePublicCloud'}
+
 
 def _env(option: str) -> dict:
     return {'fallback': (env_fallback, list(ENV_VARS[option]))}
@@ -98,7 +101,7 @@ AUTH_ARGSPEC = {
     'federated_token': dict(type='str', no_log=True, **_env('federated_token')),
     'federated_token_file': dict(type='path', **_env('federated_token_file')),
     'subscription_id': dict(type='str', **_env('subscription_id')),
-    'cloud_environment': dict(type='str', default=DEFAULT_CLOUD, choices=list(CLOUDS), **_env('cloud_environment')),
+    'cloud_environment': dict(type='str', default=DEFAULT_CLOUD, choices=list(CLOUDS) + list(CLOUD_ALIASES), **_env('cloud_environment')),
     'authority_host': dict(type='str', **_env('authority_host')),
     'graph_endpoint': dict(type='str', **_env('graph_endpoint')),
     'resource_manager_endpoint': dict(type='str', **_env('resource_manager_endpoint')),
@@ -257,8 +260,9 @@ def resolve_cloud(params: Mapping[str, Any]) -> Tuple[CloudEnvironment, bool]:
     resource the tokens are for. Returns ``(cloud, custom_authority)``.
     """
     name = params.get('cloud_environment') or DEFAULT_CLOUD
+    name = CLOUD_ALIASES.get(name, name)
     if name not in CLOUDS:
-        raise ValidationError('cloud_environment must be one of {0}, got {1!r}'.format(', '.join(CLOUDS), name))
+        raise ValidationError('cloud_environment must be one of {0}, got {1!r}'.format(', '.join(list(CLOUDS) + list(CLOUD_ALIASES)), name))
     base = CLOUDS[name]
     authority = base.authority_host
     if _given(params, 'authority_host'):

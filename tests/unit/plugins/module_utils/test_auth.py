@@ -282,3 +282,11 @@ def test_doc_fragment_matches_argspec():
         description = ' '.join(doc['description'])
         for env_name in ENV_VARS.get(name, ()):
             assert 'E({0})'.format(env_name) in description, (name, env_name)
+
+
+def test_azurecloud_is_the_public_cloud():
+    """AWX's credential and the Azure CLI call the public cloud AzureCloud."""
+    from ansible_collections.oidc_federation.azure.plugins.module_utils._auth import CLOUDS, resolve_cloud
+    cloud, custom = resolve_cloud({'cloud_environment': 'AzureCloud'})
+    assert cloud.name == 'AzurePublicCloud' and cloud.graph_endpoint == CLOUDS['AzurePublicCloud'].graph_endpoint
+    assert not custom
