@@ -47,15 +47,24 @@ sandbox-tests: collection azcli ## contract tests of the sandbox (HTTP, real SDK
 integration: collection ## integration tests: the modules against the sandbox
 	bash scripts/integration.sh
 
+.PHONY: e2e
+e2e: collection azcli ## end to end: onboard the example projects on the sandbox, log in with GitLab ID tokens, offboard
+	$(PY) -m pytest -q -p no:cacheprovider tests/e2e
+
+.PHONY: bench
+bench: collection ## benchmark onboarding N generated projects on the sandbox (BENCH_PROJECTS=100); prints JSON
+	$(PY) benchmarks/bench_onboard.py --projects $${BENCH_PROJECTS:-100}
+
 .PHONY: sanity
 sanity: collection ## ansible-test sanity, offline, no ignore file
 	bash scripts/sanity.sh
 
 .PHONY: lint
-lint: sanity ## all linters
+lint: collection ## all linters and packaging checks: changelog, ansible-lint, docs, galaxy-importer, EE, sanity
+	bash scripts/lint.sh
 
 .PHONY: test
-test: units sandbox-tests integration sanity ## everything CI runs
+test: units sandbox-tests integration e2e lint ## everything CI runs (lint includes sanity)
 
 .PHONY: sandbox
 sandbox: venv ## run the sandbox in the foreground (writes .sandbox/env)

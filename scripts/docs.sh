@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Build and check the collection's documentation from what it ships (the tools come from .venv-lint):
+#   1. antsibull-docs lint-collection-docs: schema and markup of every module, filter and role argument spec,
+#      references (M(), O(), RV(), ...) resolved, rstcheck on the generated pages;
+#   2. antsibull-docs collection: the docsite (RST) build Galaxy / docs.ansible.com would do, into .build/docs/rst,
+#      failing on any error;
+#   3. ansible-doc -t role: the role's argument spec is what `ansible-doc` shows;
+#   4. scripts/docs_md.py: the Markdown reference in docs/modules/ (every option typed, EXAMPLES in FQCN form).
+#
+#   bash scripts/docs.sh           regenerate docs/modules/ (commit the result)
+#   bash scripts/docs.sh --check   fail if docs/modules/ is out of date (what `make lint` runs)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+check=
+[ "${1:-}" = "--check" ] && check=--check
+bash scripts/lint-venv.sh
+venv=${LINT_VENV:-$root/.venv-lint}
+coll_root=$root/.build/collections
+mkdir -p "$coll_root/ansible_collections/oidc_federation"
+ln -sfn "$root" "$coll_root/ansible_collections/oidc_federation/azure"
+export PATH="$venv/bin:$PATH" ANSIBLE_COLLECTIONS_PATH=$coll_root PYTHONPATH=$coll_root ANSIBLE_NOCOLOR=1
+export ANSIBLE_LOCAL_TEMP=$root/.build/docs/tmp
+mkdir -p "$ANSIBLE_LOCAL_TEMP"
+
+failed=()
+step() {  # step NAME COMMAND...: run one check, remember a failure, go on with the next
+  local name=$1; shift
+  echo "docs: $name"
+  "$@" || failed+=("$name")
+}
+lint_refs() {
+  antsibull-docs lint-collection-docs --plugin-docs --validate-collection-refs all \
+    --disallow-unknown-collection-refs "$coll_root/ansible_collections/oidc_federation/azure"
+}
+docsite() {
+  rm -rf .build/docs/rst && mkdir -p .build/docs/rst
+  antsibull-docs collection --use-current --squash-hierarchy --fail-on-error --no-add-antsibull-docs-version \
+    --output-format simplified-rst --dest-dir .build/docs/rst oidc_federation.azure
+}
+role_spec() {
+  ansible-doc -t role oidc_federation.azure.gitlab_oidc >/dev/null || return 1
+  ansible-doc -t role --json oidc_federation.azure.gitlab_oidc | python -c '
+import json, sys
+spec = json.load(sys.stdin)["oidc_federation.azure.gitlab_oidc"]["entry_points"].get("main", {})
+sys.exit(0 if spec.get("options") else "docs: ansible-doc shows no argument spec (options) for the role entry point main")'
+
+}
+
+step "antsibull-docs lint-collection-docs" lint_refs
+step "antsibull-docs collection (docsite RST build into .build/docs/rst)" docsite
+step "ansible-doc -t role oidc_federation.azure.gitlab_oidc" role_spec
+step "Markdown reference in docs/modules/${check:+ (check)}" python scripts/docs_md.py $check docs/modules
+if [ ${#failed[@]} -gt 0 ]; then
+  printf 'docs: FAILED: %s\n' "${failed[@]}" >&2
+  exit 1
+fi
+echo "docs: OK"
