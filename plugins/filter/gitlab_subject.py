@@ -3,14 +3,23 @@
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
 
-"""Filters that build GitLab ID token ``sub`` claims and flexible expressions (documented in gitlab_sub*.yml)."""
+"""Filters for GitLab projects: ID token ``sub`` claims, flexible expressions and application unique names.
+
+Documented in gitlab_sub.yml, gitlab_sub_match.yml and gitlab_app_unique_name.yml; the logic lives in
+``module_utils/_gitlab.py``, shared with the modules.
+"""
 
 from __future__ import annotations
 
 from ansible.errors import AnsibleFilterError
 
 from ansible_collections.oidc_federation.azure.plugins.module_utils._errors import ValidationError
-from ansible_collections.oidc_federation.azure.plugins.module_utils._gitlab import REF_TYPE_BRANCH, SubjectBuilder
+from ansible_collections.oidc_federation.azure.plugins.module_utils._gitlab import (
+    APP_UNIQUE_NAME_PREFIX,
+    REF_TYPE_BRANCH,
+    SubjectBuilder,
+    app_unique_name,
+)
 
 
 def _builder(project, components, claim_values):
@@ -41,9 +50,19 @@ def gitlab_sub_match(project, ref='*', ref_type=REF_TYPE_BRANCH, any_ref=False, 
     return match.expression if match.expression is not None else match.subject
 
 
+def gitlab_app_unique_name(project, prefix=APP_UNIQUE_NAME_PREFIX):
+    """The application uniqueName for ``project`` (path or numeric id), as azure_ad_app derives it from gitlab_project_path/_id."""
+    text = str(project) if project is not None and not isinstance(project, bool) else ''
+    by_id = text.isdigit()
+    try:
+        return app_unique_name(project_path=None if by_id else text, project_id=text if by_id else None, prefix=prefix, field='project')
+    except ValidationError as exc:
+        raise AnsibleFilterError('gitlab_app_unique_name: {0}'.format(exc)) from None
+
+
 class FilterModule:
-    """GitLab subject builders."""
+    """GitLab subject builders and application unique names."""
 
     def filters(self):
         """Filter name -> function."""
-        return {'gitlab_sub': gitlab_sub, 'gitlab_sub_match': gitlab_sub_match}
+        return {'gitlab_sub': gitlab_sub, 'gitlab_sub_match': gitlab_sub_match, 'gitlab_app_unique_name': gitlab_app_unique_name}

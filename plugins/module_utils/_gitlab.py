@@ -96,6 +96,16 @@ _REF_FORBIDDEN = frozenset(" ~^:?*[\\")
 _FULL_REF_PREFIXES = ("refs/heads/", "refs/tags/")
 _HASH_LENGTH = 8
 
+# Application uniqueName derived from a GitLab project (see ``app_unique_name``). Graph's uniqueName: letters, digits,
+# '.', '_', '-' and '~', starting with a letter or digit, at most 256 characters (the same rule as _graph.py checks).
+APP_UNIQUE_NAME_PREFIX = "gitlab-oidc-"
+APP_UNIQUE_NAME_MAX_LENGTH = 256
+APP_UNIQUE_NAME_PREFIX_MAX_LENGTH = 64
+_APP_PREFIX_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._~-]*\Z")
+_APP_SEPARATOR = "~"  # stands for '/', which GitLab paths contain and uniqueName does not allow; never in a path segment
+_APP_TRUNCATION_MARK = "~-"  # never in a derived name that fits: a GitLab path segment cannot start with '-'
+_APP_HASH_LENGTH = 32
+
 
 def _field_for(ref_type: str | None) -> str:
     return {REF_TYPE_BRANCH: "branches", REF_TYPE_TAG: "tags"}.get(ref_type or "", "any_ref")
@@ -262,6 +272,42 @@ def _check_claim_values(components: Sequence[str], claim_values: Mapping[str, An
                 "claim_values.%s" % key, "the project's sub claim does not include %s, so this value would restrict nothing" % key,
                 "add %s to the project's %s, or remove claim_values.%s" % (key, FIELD_COMPONENTS, key))
     return {component: _extra_value(component, values) for component in components if component in EXTRA_SUB_CLAIM_COMPONENTS}
+
+
+# --------------------------------------------------------------------------------------------
+# Application uniqueName for a GitLab project
+# --------------------------------------------------------------------------------------------
+
+def app_unique_name(*, project_path: str | None = None, project_id: int | str | None = None, prefix: str = APP_UNIQUE_NAME_PREFIX,
+                    field: str | None = None) -> str:
+    """The application ``uniqueName`` for one GitLab project: ``<prefix><path with '/' as '~'>`` or ``<prefix>id-<id>``.
+
+    Exactly one of ``project_path`` and ``project_id``. Collision-free: ``'~'`` never occurs in a GitLab path, so
+    ``a/b-c`` and ``a-b/c`` give ``gitlab-oidc-a~b-c`` and ``gitlab-oidc-a-b~c``; a name derived from a path always
+    contains ``'~'`` (a path has a namespace) and one derived from an id never does. GitLab paths are unique
+    regardless of case, like uniqueNames. A name longer than 256 characters is cut and ends with ``'~-'`` and 32 hex
+    digits of SHA-256 over the full name; no name that fits contains ``'~-'`` (a path segment never starts with
+    ``'-'``), so cut names cannot collide with the others, and among themselves only through a SHA-256 collision.
+    Raises ``FicValidationError`` naming ``field`` (or ``project_path``/``project_id``/``prefix``) for bad input.
+    """
+    given_path, given_id = project_path not in (None, ""), project_id not in (None, "")
+    if given_path == given_id:
+        raise FicValidationError(field or "project_path", "give exactly one of a project path and a project id",
+                                 "give the project's full path (mygroup/myproject), or its numeric id for a name that survives renames")
+    if not isinstance(prefix, str) or not prefix or len(prefix) > APP_UNIQUE_NAME_PREFIX_MAX_LENGTH or not _APP_PREFIX_RE.match(prefix):
+        raise FicValidationError("prefix", "%r is not a valid uniqueName prefix" % (prefix,),
+                                 "use 1 to %d letters, digits, '.', '_', '-' or '~', starting with a letter or digit (default %s)"
+                                 % (APP_UNIQUE_NAME_PREFIX_MAX_LENGTH, APP_UNIQUE_NAME_PREFIX))
+    if given_path:
+        body = validate_project_path(project_path, field=field or "project_path").replace("/", _APP_SEPARATOR)
+    else:
+        body = "id-" + validate_project_id(project_id, field=field or "project_id")
+    name = prefix + body
+    if len(name) <= APP_UNIQUE_NAME_MAX_LENGTH:
+        return name
+    digest = hashlib.sha256(name.encode("utf-8")).hexdigest()[:_APP_HASH_LENGTH]
+    head = name[:APP_UNIQUE_NAME_MAX_LENGTH - len(_APP_TRUNCATION_MARK) - _APP_HASH_LENGTH]
+    return head + _APP_TRUNCATION_MARK + digest
 
 
 # --------------------------------------------------------------------------------------------

@@ -33,12 +33,15 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, List, Mapping, Optional, Sequence
 
 from ansible_collections.oidc_federation.azure.plugins.module_utils._errors import AzureApiError, ValidationError
+from ansible_collections.oidc_federation.azure.plugins.module_utils._gitlab import app_unique_name
 from ansible_collections.oidc_federation.azure.plugins.module_utils._module import gather_limited
 
 MANAGED_TAG = 'oidc_federation.azure:managed'
 SIGN_IN_AUDIENCES = ('AzureADMyOrg', 'AzureADMultipleOrgs', 'AzureADandPersonalMicrosoftAccount', 'PersonalMicrosoftAccount')
 DEFAULT_SIGN_IN_AUDIENCE = 'AzureADMyOrg'
 STATES = ('present', 'absent')
+# Options that derive ``unique_name`` from a GitLab project when it is not given.
+GITLAB_PROJECT_OPTIONS = ('gitlab_project_path', 'gitlab_project_id')
 
 # Properties read for an application (``$select``).
 APP_SELECT = ('id', 'appId', 'uniqueName', 'displayName', 'description', 'notes', 'tags', 'signInAudience',
@@ -248,7 +251,7 @@ class ApplicationSpec:
         def name(option: str) -> str:
             return field_prefix + option
 
-        unique_name = _check_unique_name(p.get('unique_name'), name('unique_name'))
+        unique_name = _check_unique_name(_unique_name_param(p, name), name('unique_name'))
         state = p.get('state') or 'present'
         if state not in STATES:
             raise _invalid(name('state'), 'must be one of {0}, got {1!r}'.format(', '.join(STATES), state),
@@ -277,9 +280,29 @@ class ApplicationSpec:
         return self.display_name or self.unique_name
 
 
+def _unique_name_param(p: Mapping[str, Any], name: Any) -> Any:
+    """``unique_name``, or the name derived from ``gitlab_project_path``/``gitlab_project_id`` (``_gitlab.app_unique_name``)."""
+    given = [option for option in GITLAB_PROJECT_OPTIONS if p.get(option) not in (None, '')]
+    if p.get('unique_name') not in (None, '') and given:
+        raise _invalid(name(given[0]), 'unique_name and {0} are mutually exclusive'.format(given[0]),
+                       'give unique_name, or let {0} derive it (see the gitlab_app_unique_name filter), not both'.format(given[0]))
+    if len(given) > 1:
+        raise _invalid(name('gitlab_project_id'), 'gitlab_project_path and gitlab_project_id are mutually exclusive',
+                       'derive the unique name from the path (readable) or from the id (survives renames and transfers), not both')
+    if not given:
+        return p.get('unique_name')
+    option = given[0]
+    value = p[option]
+    # A bad path or id raises FicValidationError (a ValidationError) naming the option and the fix.
+    if option == 'gitlab_project_path':
+        return app_unique_name(project_path=value, field=name(option))
+    return app_unique_name(project_id=value, field=name(option))
+
+
 def _check_unique_name(value: Any, field_name: str) -> str:
     if not isinstance(value, str) or not value:
-        raise _invalid(field_name, 'is required', 'give the stable key of the application, e.g. gitlab-oidc-mygroup-myproject')
+        raise _invalid(field_name, 'is required', 'give the stable key of the application, e.g. gitlab-oidc-mygroup~myproject, or '
+                       'gitlab_project_path / gitlab_project_id to derive it from the GitLab project')
     if len(value) > MAX_UNIQUE_NAME:
         raise _invalid(field_name, 'is {0} characters long, at most {1} are allowed'.format(len(value), MAX_UNIQUE_NAME),
                        'use a shorter name')
@@ -288,7 +311,8 @@ def _check_unique_name(value: Any, field_name: str) -> str:
         reason = ('must start with a letter or digit' if not bad else
                   'contains {0}'.format(', '.join(repr(c) for c in bad)))
         raise _invalid(field_name, '{0!r} {1}'.format(value, reason),
-                       "use only letters, digits, '.', '_', '-' and '~' (replace '/' with '-', e.g. gitlab-oidc-group-project)")
+                       "use only letters, digits, '.', '_', '-' and '~' (for a GitLab project, gitlab_project_path derives a collision-free name "
+                       "such as gitlab-oidc-group~project)")
     return value
 
 

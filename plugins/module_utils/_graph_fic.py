@@ -11,16 +11,21 @@
 
 Three layers, each usable on its own:
 
-1. **Specs (pure).** ``spec_from_options(item, defaults=..., field=...)`` turns one credential as a user writes it
+1. **Specs (pure).** ``specs_from_item(item, defaults=..., field=..., index=...)`` turns one item as a user writes it
    (``name``, ``issuer``, ``audiences``, ``description``, ``subject`` | ``claims_matching_expression`` | ``gitlab``
-   builder, ``state``, ``allow_broad_trust``) into a ``CredentialSpec`` holding the Graph-shaped credential. Every
-   per-credential rule is checked here, before any request: Graph's rules (``_fic.validate_credential``), the flexible
-   expression grammar and issuer allow-list, and how widely a GitLab subject/expression trusts
-   (``_fic.check_gitlab_trust``).
-2. **Plan (pure).** ``plan_application(existing, specs, exclusive=...)`` resolves derived names against what exists
-   (a credential whose name was not given adopts the existing credential with the same issuer and subject or
-   expression), checks the application's final set (20 per application, with a suggestion of flexible credentials
-   per GitLab project; unique names; unique issuer+subject; immutable names) and returns an ``ApplicationPlan``.
+   builder, ``state``, ``allow_broad_trust``) into ``CredentialSpec`` objects holding Graph-shaped credentials: one,
+   or, for a project request (``gitlab.branches``/``gitlab.tags``), one per credential ``_gitlab.plan_project_credentials``
+   plans. ``spec_from_options`` is the one-credential form. Every per-credential rule is checked here, before any
+   request: Graph's rules (``_fic.validate_credential``), the flexible expression grammar and issuer allow-list, and
+   how widely a GitLab subject/expression trusts (``_fic.check_gitlab_trust``).
+2. **Plan (pure).** ``plan_application(existing, specs, exclusive=..., exclusive_scope=...)`` resolves derived names
+   against what exists (a credential whose name was not given adopts the existing credential with the same issuer
+   and subject or expression), limits what ``exclusive`` deletes to an ``ExclusiveScope`` (the whole application, the
+   credentials confined to listed GitLab projects, or those marked as made by this collection), re-checks each
+   project request against the room the application has for it, checks the application's final set (20 per
+   application, with a suggestion of flexible credentials per GitLab project; unique names; unique issuer+subject;
+   immutable names) and returns an ``ApplicationPlan``. ``plan_without_application`` plans against an empty set (an
+   application check mode only predicts); ``item_results`` maps a report back to the requested items.
 3. **Graph (async, every call through ``clients.call``).** ``list_credentials`` reads through ``/beta`` (``/v1.0``
    fails with HTTP 500 on a flexible credential); ``upsert_credential`` is
    ``PATCH .../federatedIdentityCredentials(name='...')`` with ``Prefer: create-if-missing`` (``/beta`` for a
@@ -33,7 +38,7 @@ Three layers, each usable on its own:
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass, field as dataclass_field
+from dataclasses import dataclass, field as dataclass_field, replace as dataclass_replace
 from typing import Any, Iterable, Iterator, Mapping, Optional, Sequence
 
 from ansible_collections.oidc_federation.azure.plugins.module_utils._errors import AzureApiError
@@ -41,7 +46,9 @@ from ansible_collections.oidc_federation.azure.plugins.module_utils._fic import 
     GITLAB_COM_ISSUER,
     LANGUAGE_VERSION,
     MAX_CREDENTIALS_PER_APP,
+    TRUST_PROJECT,
     FicValidationError,
+    analyze_gitlab_trust,
     check_gitlab_trust,
     credential_differences,
     is_gitlab_issuer,
@@ -51,9 +58,11 @@ from ansible_collections.oidc_federation.azure.plugins.module_utils._fic import 
     validate_name,
 )
 from ansible_collections.oidc_federation.azure.plugins.module_utils._gitlab import (
+    MANAGED_MARKER,
     REF_TYPE_BRANCH,
     REF_TYPE_TAG,
     SubjectBuilder,
+    plan_matches,
     plan_project_credentials,
     validate_project_id,
     validate_project_path,
@@ -66,6 +75,19 @@ STATES = (STATE_PRESENT, STATE_ABSENT)
 DEFAULT_ISSUER = GITLAB_COM_ISSUER
 DEFAULT_NAME_PREFIX = "gitlab"
 GRAPH_FIELDS = ("id", "name", "issuer", "subject", "claimsMatchingExpression", "audiences", "description")
+
+# What ``exclusive`` may delete (see ``ExclusiveScope``).
+SCOPE_APPLICATION = "application"
+SCOPE_GITLAB_PROJECT = "gitlab_project"
+SCOPE_MANAGED = "managed"
+EXCLUSIVE_SCOPES = (SCOPE_APPLICATION, SCOPE_GITLAB_PROJECT, SCOPE_MANAGED)
+
+# Per-item result actions (``item_results``).
+ACTION_CREATED = "created"
+ACTION_UPDATED = "updated"
+ACTION_UNCHANGED = "unchanged"
+ACTION_DELETED = "deleted"
+ACTION_ABSENT = "absent"
 
 # Graph property names (as used in _fic errors) -> this collection's option names.
 _OPTION_NAMES = {
@@ -84,7 +106,10 @@ _GITLAB_OPTION_NAMES = {
     "name_prefix": "gitlab.name_prefix",
     "issuer": "issuer",
 }
+# The same for a project request (gitlab.branches / gitlab.tags): errors name the list.
+_PROJECT_OPTION_NAMES = dict(_GITLAB_OPTION_NAMES, branches="gitlab.branches", tags="gitlab.tags")
 _GITLAB_SELECTORS = ("ref", "all_branches", "all_tags", "any_ref")
+_GITLAB_LISTS = ("branches", "tags")
 
 
 # --------------------------------------------------------------------------------------------
@@ -116,7 +141,10 @@ class CredentialSpec:
     ``credential`` is Graph-shaped; its ``name`` may be None for an absent credential identified by issuer and
     subject/expression. ``name_given`` is False when the name was derived (gitlab builder): such a credential
     adopts the name of an existing credential with the same issuer and subject/expression instead of duplicating it.
-    ``field`` is the option path for errors (``credentials[2].``); ``project`` the GitLab project label, if known.
+    ``field`` is the option path for errors (``credentials[2].``); ``project`` the GitLab project label, if known, and
+    ``project_path``/``project_id`` the project itself (built credentials, or the intended project of a hand-written
+    one); ``index`` the position of the item in ``credentials`` (None for the single form); ``request`` the
+    ``ProjectRequest`` the credential is part of (``gitlab.branches``/``gitlab.tags``), if any.
     """
 
     credential: dict
@@ -125,6 +153,39 @@ class CredentialSpec:
     name_given: bool = True
     project: Optional[str] = None
     ref_type: Optional[str] = None
+    project_path: Optional[str] = None
+    project_id: Optional[str] = None
+    index: Optional[int] = None
+    request: Optional["ProjectRequest"] = None
+
+
+@dataclass(frozen=True, eq=False)
+class ProjectRequest:
+    """A project-level trust request (``gitlab: {project_path, branches, tags, any_ref}``) expanded into ``size`` credentials.
+
+    Kept on each of its specs, so that the plan can re-check it against the room the application really has
+    (20 minus the credentials this request does not manage) with ``check_budget``.
+    """
+
+    builder: SubjectBuilder
+    issuer: str
+    branches: tuple
+    tags: tuple
+    any_ref: bool
+    audience: str
+    name_prefix: str
+    gitlab_issuers: tuple
+    field: str
+    size: int
+
+    def check_budget(self, available: int) -> None:
+        """Raise the planner's refusal (with suggested patterns) when the request needs more than ``available`` credentials."""
+        if self.size <= available:
+            return
+        with _option_fields(self.field, _PROJECT_OPTION_NAMES):
+            plan_project_credentials(self.builder, issuer=self.issuer, branches=self.branches, tags=self.tags, any_ref=self.any_ref,
+                                     audience=self.audience, name_prefix=self.name_prefix, available=max(0, available),
+                                     gitlab_issuers=self.gitlab_issuers)
 
 
 def _rename_field(name: str, prefix: str, mapping: Mapping[str, str]) -> str:
@@ -153,7 +214,7 @@ def _given(value: Any) -> bool:
 
 
 _GITLAB_KEYS = ("project_path", "project_id", "ref_type", "ref", "all_branches", "all_tags", "any_ref", "sub_claim_components",
-                "claim_values")
+                "claim_values", "branches", "tags")
 
 
 def _meaningful(gitlab: Optional[Mapping[str, Any]]) -> dict:
@@ -176,8 +237,29 @@ def _selector_count(gitlab: Mapping[str, Any]) -> int:
     return sum(1 for key in _GITLAB_SELECTORS if (gitlab.get(key) if key != "ref" else _given(gitlab.get("ref"))))
 
 
+def is_project_request(gitlab: Optional[Mapping[str, Any]]) -> bool:
+    """True if the gitlab suboption lists ``branches`` and/or ``tags`` (a project request: several credentials)."""
+    return bool(gitlab) and any(gitlab.get(key) is not None for key in _GITLAB_LISTS)
+
+
+def _check_project_request(gitlab: Mapping[str, Any], prefix: str) -> None:
+    for key in ("ref", "ref_type", "all_branches", "all_tags"):
+        if _given(gitlab.get(key)) and gitlab.get(key) is not False:
+            raise FicValidationError(
+                prefix + "gitlab." + key, "%s cannot be combined with branches/tags: the lists already select the refs" % key,
+                "list every ref in branches/tags ('*' stands for all branches or all tags), or use %s without the lists" % key)
+    for key in _GITLAB_LISTS:
+        value = gitlab.get(key)
+        if value is not None and (isinstance(value, str) or not isinstance(value, Sequence)):
+            raise FicValidationError(prefix + "gitlab." + key, "%s must be a list of ref names or patterns" % key,
+                                     "write %s: [main, 'release/*']" % key)
+
+
 def _check_gitlab_selectors(gitlab: Mapping[str, Any], prefix: str) -> bool:
     """True if the gitlab suboption selects refs (so it builds the subject); validates the combination."""
+    if is_project_request(gitlab):
+        _check_project_request(gitlab, prefix)
+        return True
     count = _selector_count(gitlab)
     if count > 1:
         raise FicValidationError(prefix + "gitlab", "give only one of ref, all_branches, all_tags and any_ref",
@@ -268,7 +350,24 @@ def spec_from_options(item: Mapping[str, Any], *, defaults: CredentialDefaults =
     """Build and validate one ``CredentialSpec`` from module-style options (see the module's ``credentials`` suboptions).
 
     ``field`` prefixes error fields (``credentials[3].``). Raises ``FicValidationError`` naming the option and the fix.
-    Pure: no request is made.
+    Pure: no request is made. An item that describes several credentials (``gitlab.branches``/``gitlab.tags``) is
+    refused here; ``specs_from_item`` expands it.
+    """
+    specs = specs_from_item(item, defaults=defaults, field=field)
+    if len(specs) != 1:
+        raise FicValidationError(field + "gitlab", "the request describes %d credentials, not one" % len(specs),
+                                 "expand it with specs_from_item (the module does)")
+    return specs[0]
+
+
+def specs_from_item(item: Mapping[str, Any], *, defaults: CredentialDefaults = CredentialDefaults(), field: str = "",
+                    index: Optional[int] = None) -> list:
+    """The ``CredentialSpec`` list one item describes: one credential, or one per planned credential of a project request.
+
+    A project request (``gitlab: {project_path, branches: [...], tags: [...], any_ref}``) goes through
+    ``_gitlab.plan_project_credentials``: literal refs become exact subjects, patterns and ``'*'`` flexible expressions,
+    entries covered by another one are dropped, more than 20 is refused with suggested patterns (the plan re-checks
+    the request against the application's real room). ``index`` is recorded on every spec (``credentials[index]``).
     """
     prefix = field
     state = item.get("state") or defaults.state
@@ -284,8 +383,12 @@ def spec_from_options(item: Mapping[str, Any], *, defaults: CredentialDefaults =
             validate_name(item["name"], field=prefix + "name")
     context = _ItemContext(prefix, state, issuer, audiences, allow_broad, gitlab_issuers, gitlab)
     if gitlab and _check_gitlab_selectors(gitlab, prefix):
-        return _built_spec(item, context)
-    return _written_spec(item, context, defaults)
+        specs = _request_specs(item, context) if is_project_request(gitlab) else [_built_spec(item, context)]
+    else:
+        specs = [_written_spec(item, context, defaults)]
+    for spec in specs:
+        spec.index = index
+    return specs
 
 
 @dataclass(frozen=True)
@@ -316,7 +419,40 @@ def _built_spec(item: Mapping[str, Any], ctx: _ItemContext) -> CredentialSpec:
         credential["description"] = item["description"]
     with _option_fields(ctx.prefix):
         validate_credential(credential, gitlab_issuers=ctx.gitlab_issuers, field_prefix=ctx.prefix)
-    return CredentialSpec(credential, ctx.state, ctx.prefix, name_given, builder.label, ref_type)
+    return CredentialSpec(credential, ctx.state, ctx.prefix, name_given, builder.label, ref_type, builder.project_path, builder.project_id)
+
+
+def _request_specs(item: Mapping[str, Any], ctx: _ItemContext) -> list:
+    """The credentials of a project request (``gitlab.branches``/``gitlab.tags``/``gitlab.any_ref``), names derived."""
+    for option in ("name", "subject", "claims_matching_expression"):
+        if _given(item.get(option)):
+            raise FicValidationError(ctx.prefix + option, "%s cannot be combined with gitlab.branches/gitlab.tags: the request derives one "
+                                     "credential, with its subject or expression and name, per listed ref" % option,
+                                     "remove %s, or describe a single credential (gitlab.ref, or subject/claims_matching_expression)" % option)
+    if len(ctx.audiences) != 1:
+        raise FicValidationError(ctx.prefix + "audiences", "a credential must have exactly one audience, not %d" % len(ctx.audiences),
+                                 "keep one audience and make the CI job request the same aud")
+    gitlab = ctx.gitlab
+    builder = _builder(gitlab, ctx.prefix)
+    request = ProjectRequest(builder=builder, issuer=ctx.issuer, branches=tuple(gitlab.get("branches") or ()), tags=tuple(gitlab.get("tags") or ()),
+                             any_ref=bool(gitlab.get("any_ref")), audience=ctx.audiences[0],
+                             name_prefix=gitlab.get("name_prefix") or DEFAULT_NAME_PREFIX, gitlab_issuers=ctx.gitlab_issuers, field=ctx.prefix,
+                             size=0)
+    with _option_fields(ctx.prefix, _PROJECT_OPTION_NAMES):
+        matches = plan_matches(builder, branches=request.branches, tags=request.tags, any_ref=request.any_ref)
+        credentials = plan_project_credentials(builder, issuer=request.issuer, branches=request.branches, tags=request.tags,
+                                               any_ref=request.any_ref, audience=request.audience, name_prefix=request.name_prefix,
+                                               gitlab_issuers=request.gitlab_issuers)
+    request = dataclass_replace(request, size=len(credentials))
+    specs = []
+    for match, credential in zip(matches, credentials):
+        if item.get("description") is not None:
+            credential["description"] = item["description"]
+            with _option_fields(ctx.prefix):
+                validate_credential(credential, gitlab_issuers=ctx.gitlab_issuers, field_prefix=ctx.prefix)
+        specs.append(CredentialSpec(credential, ctx.state, ctx.prefix, False, builder.label, match.ref_type, builder.project_path,
+                                    builder.project_id, request=request))
+    return specs
 
 
 def _written_spec(item: Mapping[str, Any], ctx: _ItemContext, defaults: CredentialDefaults) -> CredentialSpec:
@@ -331,7 +467,7 @@ def _written_spec(item: Mapping[str, Any], ctx: _ItemContext, defaults: Credenti
             _check_trust(credential, prefix=ctx.prefix, project_path=project_path, project_id=project_id,
                          allow_broad_trust=ctx.allow_broad_trust, gitlab_issuers=ctx.gitlab_issuers)
     label = project_path or ("project id %s" % project_id if project_id else None)
-    return CredentialSpec(credential, ctx.state, ctx.prefix, _given(item.get("name")), label)
+    return CredentialSpec(credential, ctx.state, ctx.prefix, _given(item.get("name")), label, None, project_path, project_id)
 
 
 def _intended_project(gitlab: Mapping[str, Any], defaults: CredentialDefaults, prefix: str) -> tuple:
@@ -350,8 +486,12 @@ def _intended_project(gitlab: Mapping[str, Any], defaults: CredentialDefaults, p
 
 def specs_from_options(items: Sequence[Mapping[str, Any]], *, defaults: CredentialDefaults = CredentialDefaults(),
                        field: str = "credentials") -> list:
-    """``spec_from_options`` for a list, then ``check_specs``; errors name ``<field>[<index>].<option>``."""
-    specs = [spec_from_options(item, defaults=defaults, field="%s[%d]." % (field, index)) for index, item in enumerate(items)]
+    """``specs_from_item`` for every item of a list (flattened, in item order), then ``check_specs``.
+
+    Errors name ``<field>[<index>].<option>``; every spec records its item's ``index``.
+    """
+    specs = [spec for index, item in enumerate(items)
+             for spec in specs_from_item(item, defaults=defaults, field="%s[%d]." % (field, index), index=index)]
     check_specs(specs, field=field)
     return specs
 
@@ -428,18 +568,28 @@ def _capacity_fix(specs: Sequence[CredentialSpec]) -> str:
         key = "project_path: %s" % project if "/" in project else "project_id: %s" % project.replace("project id ", "")
         hints.append("%s has %d exact %s credentials: replace them by one flexible credential, e.g. gitlab: {%s, %s} or a pattern "
                      "such as ref: 'release/*'" % (project, count, kind, key, selector))
-    generic = "remove credentials you no longer need (exclusive: true removes every credential not listed)"
+    generic = "remove credentials you no longer need (exclusive: true removes every credential not listed; with exclusive_scope: " \
+        "gitlab_project only those of the listed projects)"
     if hints:
         return "; ".join(hints + [generic])
     return generic + ", or replace a project's exact credentials by one flexible credential (gitlab: {project_path: mygroup/myproject, " \
         "all_branches: true})"
 
 
-def _check_capacity(existing: Sequence[Mapping[str, Any]], specs: Sequence[CredentialSpec], names: Sequence[Optional[str]],
-                    exclusive: bool, field: str) -> None:
+def _final_names(existing: Sequence[Mapping[str, Any]], specs: Sequence[CredentialSpec], names: Sequence[Optional[str]],
+                 exclusive: bool, removed: Iterable[str] = ()) -> tuple:
+    """(desired names, names of existing credentials kept without being desired), case-folded."""
     desired = {name.casefold() for spec, name in zip(specs, names) if spec.state == STATE_PRESENT and name}
     absent = {name.casefold() for spec, name in zip(specs, names) if spec.state == STATE_ABSENT and name}
-    kept = [item for item in existing if (item.get("name") or "").casefold() not in desired | absent and not exclusive]
+    absent |= {name.casefold() for name in removed}
+    kept = {(item.get("name") or "").casefold() for item in existing
+            if (item.get("name") or "").casefold() not in desired | absent and not exclusive}
+    return desired, kept
+
+
+def _check_capacity(existing: Sequence[Mapping[str, Any]], specs: Sequence[CredentialSpec], names: Sequence[Optional[str]],
+                    exclusive: bool, field: str, removed: Iterable[str] = ()) -> None:
+    desired, kept = _final_names(existing, specs, names, exclusive, removed)
     total = len(kept) + len(desired)
     if total > MAX_CREDENTIALS_PER_APP:
         raise FicValidationError(
@@ -448,12 +598,29 @@ def _check_capacity(existing: Sequence[Mapping[str, Any]], specs: Sequence[Crede
             _capacity_fix(specs))
 
 
+def _check_requests(existing: Sequence[Mapping[str, Any]], specs: Sequence[CredentialSpec], names: Sequence[Optional[str]],
+                    exclusive: bool, removed: Iterable[str]) -> None:
+    """Re-check each project request against the room it really has: 20 minus the final credentials it does not manage."""
+    desired, kept = _final_names(existing, specs, names, exclusive, removed)
+    final = desired | kept
+    requests: list = []
+    for spec in specs:
+        if spec.state == STATE_PRESENT and spec.request is not None and not any(spec.request is seen for seen in requests):
+            requests.append(spec.request)
+    for request in requests:
+        own = {name.casefold() for spec, name in zip(specs, names) if spec.request is request and spec.state == STATE_PRESENT and name}
+        request.check_budget(MAX_CREDENTIALS_PER_APP - len(final - own))
+
+
 def plan_application(existing: Sequence[Mapping[str, Any]], specs: Sequence[CredentialSpec], *, exclusive: bool = False,
-                     gitlab_issuers: Iterable[str] = (), field: str = "credentials") -> ApplicationPlan:
+                     gitlab_issuers: Iterable[str] = (), field: str = "credentials",
+                     exclusive_scope: Optional["ExclusiveScope"] = None) -> ApplicationPlan:
     """Plan one application's changes from its ``existing`` credentials (Graph shape) and the ``specs``.
 
-    Pure. Validates the final set before returning (at most 20, unique names, unique issuer+subject, no rename);
-    ``exclusive`` deletes every existing credential not desired. Apply: deletes, then updates, then creates.
+    Pure. Validates the final set before returning (at most 20, unique names, unique issuer+subject, no rename; each
+    project request within the room the application has for it). ``exclusive`` deletes the existing credentials that
+    are not listed and that ``exclusive_scope`` covers (None or ``application``: every one). Apply: deletes, then
+    updates, then creates.
     """
     existing = [normalize_credential(item) for item in existing]
     names = _resolve_names(existing, specs)
@@ -464,9 +631,104 @@ def plan_application(existing: Sequence[Mapping[str, Any]], specs: Sequence[Cred
                 absent.append(name)
             continue
         desired.append(dict(spec.credential, name=name))
-    _check_capacity(existing, specs, names, exclusive, field)
+    removed: list = []
+    if exclusive and exclusive_scope is not None and exclusive_scope.kind != SCOPE_APPLICATION:
+        listed = {name.casefold() for name in names if name}
+        removed = [item["name"] for item in existing if (item.get("name") or "").casefold() not in listed and exclusive_scope.covers(item)]
+        absent.extend(removed)
+        exclusive = False
+    _check_requests(existing, specs, names, exclusive, removed)
+    _check_capacity(existing, specs, names, exclusive, field, removed)
     changes = plan_credential_changes(existing, desired, absent=absent, exclusive=exclusive, gitlab_issuers=gitlab_issuers, field=field)
     return ApplicationPlan(changes=changes, names=names, before=existing)
+
+
+# --------------------------------------------------------------------------------------------
+# Exclusivity scope: which unlisted credentials ``exclusive`` may delete
+# --------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ProjectTarget:
+    """One GitLab project (path and/or id) of one issuer, whose credentials a ``gitlab_project`` scope covers."""
+
+    issuer: str
+    project_path: Optional[str] = None
+    project_id: Optional[str] = None
+
+    def scopes(self) -> set:
+        """The ``TrustAnalysis.scope`` values that name this project."""
+        found = set()
+        if self.project_path:
+            found.add("project_path:%s" % self.project_path)
+        if self.project_id:
+            found.add("project_id:%s" % self.project_id)
+        return found
+
+    def confines(self, credential: Mapping[str, Any]) -> bool:
+        """True if ``credential`` has this issuer and trusts this project and nothing else (``_fic.analyze_gitlab_trust``).
+
+        A credential that cannot be analysed (no subject or expression, an expression that does not parse) is never covered.
+        """
+        if credential.get("issuer") != self.issuer:
+            return False
+        expression = credential.get("claimsMatchingExpression")
+        if expression is not None:
+            target = {"expression": expression.get("value")}
+        elif _given(credential.get("subject")):
+            target = {"subject": credential["subject"]}
+        else:
+            return False
+        try:
+            analysis = analyze_gitlab_trust(project_path=self.project_path, project_id=self.project_id, **target)
+        except (ValueError, TypeError):  # FicValidationError is a ValueError: an expression Graph holds but we cannot parse
+            return False
+        return analysis.level == TRUST_PROJECT and analysis.scope in self.scopes()
+
+
+@dataclass(frozen=True)
+class ExclusiveScope:
+    """Which existing credentials that are not listed ``exclusive`` deletes.
+
+    * ``application``: every one (the application holds exactly the listed credentials).
+    * ``gitlab_project``: only those whose issuer is the issuer of one of ``projects`` and whose subject or expression
+      trusts that project and nothing else (per ``_fic.analyze_gitlab_trust``): the credentials of other projects on a
+      shared application, group-wide ones and hand-made ones of other issuers are kept.
+    * ``managed``: only those whose description carries ``MANAGED_MARKER`` (made by this collection's builders).
+    """
+
+    kind: str = SCOPE_APPLICATION
+    projects: tuple = ()
+
+    def covers(self, credential: Mapping[str, Any]) -> bool:
+        """True if ``exclusive`` may delete ``credential`` when it is not listed."""
+        if self.kind == SCOPE_GITLAB_PROJECT:
+            return any(project.confines(credential) for project in self.projects)
+        if self.kind == SCOPE_MANAGED:
+            return MANAGED_MARKER in (credential.get("description") or "")
+        return True
+
+
+def exclusive_scope_for(kind: str, specs: Sequence[CredentialSpec], *, defaults: CredentialDefaults = CredentialDefaults(),
+                        field: str = "exclusive_scope") -> ExclusiveScope:
+    """The ``ExclusiveScope`` of ``kind`` for a request: for ``gitlab_project``, the projects its specs name (gitlab suboptions,
+    intended projects) plus ``defaults.project_path``/``project_id`` (issuer ``defaults.issuer``). Pure; raises
+    ``FicValidationError`` naming ``field`` for an unknown kind, or a ``gitlab_project`` scope that names no project.
+    """
+    if kind not in EXCLUSIVE_SCOPES:
+        raise FicValidationError(field, "%r is not one of %s" % (kind, ", ".join(EXCLUSIVE_SCOPES)), "use %s" % " or ".join(EXCLUSIVE_SCOPES))
+    if kind != SCOPE_GITLAB_PROJECT:
+        return ExclusiveScope(kind)
+    projects: list = []
+    candidates = [(spec.credential.get("issuer"), spec.project_path, spec.project_id) for spec in specs]
+    candidates.append((defaults.issuer, defaults.project_path, defaults.project_id))
+    for issuer, path, ident in candidates:
+        target = ProjectTarget(issuer, path or None, str(ident) if _given(ident) else None)
+        if issuer and target.scopes() and target not in projects:
+            projects.append(target)
+    if not projects:
+        raise FicValidationError(field, "gitlab_project limits exclusive to the credentials of the listed GitLab project, but no project is named",
+                                 "name it with gitlab_project_path (or gitlab_project_id), or with gitlab.project_path in the credentials")
+    return ExclusiveScope(kind, tuple(projects))
 
 
 # --------------------------------------------------------------------------------------------
@@ -622,19 +884,34 @@ async def apply_plan(clients: Any, app_object_id: str, plan: ApplicationPlan) ->
 
 
 async def plan_for_application(clients: Any, application: Mapping[str, Any], specs: Sequence[CredentialSpec], *, exclusive: bool = False,
-                               gitlab_issuers: Iterable[str] = (), field: str = "credentials") -> ApplicationPlan:
+                               gitlab_issuers: Iterable[str] = (), field: str = "credentials",
+                               exclusive_scope: Optional[ExclusiveScope] = None) -> ApplicationPlan:
     """Read the application's credentials and plan (validate) the changes; no write."""
     existing = await list_credentials(clients, application["id"])
-    return plan_application(existing, specs, exclusive=exclusive, gitlab_issuers=gitlab_issuers, field=field)
+    return plan_application(existing, specs, exclusive=exclusive, gitlab_issuers=gitlab_issuers, field=field, exclusive_scope=exclusive_scope)
+
+
+def plan_without_application(specs: Sequence[CredentialSpec], *, exclusive: bool = False, gitlab_issuers: Iterable[str] = (),
+                             field: str = "credentials", exclusive_scope: Optional[ExclusiveScope] = None) -> CredentialReport:
+    """The report for an application that does not exist yet (check mode, its creation predicted by an earlier task).
+
+    Plans against an empty credential set, so every rule is still checked and ``created``/``after`` are what a real
+    run would create once the application exists. ``application`` is empty. Pure.
+    """
+    plan = plan_application([], specs, exclusive=exclusive, gitlab_issuers=gitlab_issuers, field=field, exclusive_scope=exclusive_scope)
+    return _report({}, plan, plan.changes.final)
 
 
 async def reconcile_application(clients: Any, application: Mapping[str, Any], specs: Sequence[CredentialSpec], *, exclusive: bool = False,
-                                gitlab_issuers: Iterable[str] = (), check_mode: bool = False, field: str = "credentials") -> CredentialReport:
+                                gitlab_issuers: Iterable[str] = (), check_mode: bool = False, field: str = "credentials",
+                                exclusive_scope: Optional[ExclusiveScope] = None) -> CredentialReport:
     """Bring one application's credentials to ``specs``: read, plan (every rule checked), then write unless ``check_mode``.
 
     ``application`` needs ``id`` (the object id). Safe to gather for many applications: no shared state.
+    ``exclusive_scope`` limits what ``exclusive`` deletes (see ``ExclusiveScope``).
     """
-    plan = await plan_for_application(clients, application, specs, exclusive=exclusive, gitlab_issuers=gitlab_issuers, field=field)
+    plan = await plan_for_application(clients, application, specs, exclusive=exclusive, gitlab_issuers=gitlab_issuers, field=field,
+                                      exclusive_scope=exclusive_scope)
     if check_mode or not plan.changed:
         return _report(application, plan, plan.changes.final)
     after = await apply_plan(clients, application["id"], plan)
@@ -649,6 +926,7 @@ class ApplicationRequest:
     specs: list
     exclusive: bool = False
     field: str = "credentials"
+    exclusive_scope: Optional[ExclusiveScope] = None
 
 
 async def reconcile_applications(clients: Any, requests: Sequence[ApplicationRequest], *, gitlab_issuers: Iterable[str] = (),
@@ -662,7 +940,7 @@ async def reconcile_applications(clients: Any, requests: Sequence[ApplicationReq
     issuers = tuple(gitlab_issuers)
     plans = await gather_limited([
         (lambda req=req: plan_for_application(clients, req.application, req.specs, exclusive=req.exclusive, gitlab_issuers=issuers,
-                                              field=req.field)) for req in requests], limit=limit)
+                                              field=req.field, exclusive_scope=req.exclusive_scope)) for req in requests], limit=limit)
     if check_mode:
         return [_report(req.application, plan, plan.changes.final) for req, plan in zip(requests, plans)]
 
@@ -677,6 +955,36 @@ async def reconcile_applications(clients: Any, requests: Sequence[ApplicationReq
 # --------------------------------------------------------------------------------------------
 # Results in the module's option names
 # --------------------------------------------------------------------------------------------
+
+def item_results(report: CredentialReport, specs: Sequence[CredentialSpec]) -> list:
+    """One result per spec, in spec (so item) order: what became of the credential each requested item resolved to.
+
+    ``{index, name, id, issuer, subject, claims_matching_expression, state, action}``; ``index`` is the item's position in
+    ``credentials`` (None for the single form; a project request gives several results with the same index); ``action``
+    is ``created``, ``updated`` or ``unchanged`` for ``state: present``, ``deleted`` or ``absent`` (there was nothing to
+    delete) for ``state: absent``. In check mode, what would happen (``id`` null for a credential to create).
+    """
+    def folded(names: Iterable[str]) -> set:
+        return {(name or "").casefold() for name in names}
+
+    created, deleted = folded(report.created), folded(report.deleted)
+    updated = folded(item["name"] for item in report.updated)
+    after = {(item.get("name") or "").casefold(): item for item in report.after}
+    before = {(item.get("name") or "").casefold(): item for item in report.before}
+    results = []
+    for spec, name in zip(specs, report.names):
+        key = (name or "").casefold()
+        if spec.state == STATE_PRESENT:
+            action = ACTION_CREATED if key in created else ACTION_UPDATED if key in updated else ACTION_UNCHANGED
+            credential = after.get(key) or dict(spec.credential, name=name)
+        else:
+            action = ACTION_DELETED if key in deleted else ACTION_ABSENT
+            credential = before.get(key) or dict(spec.credential, name=name)
+        shown = credential_result(credential)
+        results.append({"index": spec.index, "name": name, "id": shown["id"], "issuer": shown["issuer"], "subject": shown["subject"],
+                        "claims_matching_expression": shown["claims_matching_expression"], "state": spec.state, "action": action})
+    return results
+
 
 def credential_result(credential: Optional[Mapping[str, Any]]) -> Optional[dict]:
     """A credential in the module's (snake_case) shape: the same keys as the options, plus ``id``."""

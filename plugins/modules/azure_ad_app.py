@@ -35,14 +35,32 @@ options:
   unique_name:
     description:
       - The stable key of the application, stored in its C(uniqueName) property. It cannot be changed once set.
-      - Letters, digits, C(.), C(_), C(-) and C(~), starting with a letter or digit, at most 256 characters. A GitLab
-        project path such as C(group/project) becomes for example C(gitlab-oidc-group-project).
+      - Letters, digits, C(.), C(_), C(-) and C(~), starting with a letter or digit, at most 256 characters.
+        Compared regardless of case.
+      - Exactly one of O(unique_name), O(gitlab_project_path) and O(gitlab_project_id) is required.
     type: str
-    required: true
+  gitlab_project_path:
+    description:
+      - Derive O(unique_name) from the full path of the GitLab project the application is for, for example
+        C(mygroup/sub/my-project) gives C(gitlab-oidc-mygroup~sub~my-project).
+      - The derivation is collision-free - C(/) becomes C(~), which GitLab paths never contain, so C(a/b-c) and
+        C(a-b/c) give different names. A name longer than 256 characters is cut and ends with C(~-) and 32 hexadecimal
+        digits of a SHA-256 hash. The filter P(oidc_federation.azure.gitlab_app_unique_name#filter) computes the same
+        name in a play (for reports, or to look the application up).
+      - The name follows the path, so after a rename or transfer of the project a new application is created; use
+        O(gitlab_project_id) for a name that survives them.
+      - Mutually exclusive with O(unique_name) and O(gitlab_project_id). RV(unique_name) returns the derived name.
+    type: str
+  gitlab_project_id:
+    description:
+      - Derive O(unique_name) from the numeric ID of the GitLab project, for example C(57382910) gives
+        C(gitlab-oidc-id-57382910) (names derived from IDs never collide with names derived from paths).
+      - Mutually exclusive with O(unique_name) and O(gitlab_project_path).
+    type: str
   display_name:
     description:
       - The display name of the application (and of its service principal). At most 256 characters.
-      - Defaults to O(unique_name) when the application is created. When not set, an existing display name is kept.
+      - Defaults to the unique name when the application is created. When not set, an existing display name is kept.
     type: str
   description:
     description:
@@ -160,7 +178,7 @@ EXAMPLES = r'''
   block:
     - name: Create the application and its service principal
       oidc_federation.azure.azure_ad_app:
-        unique_name: gitlab-oidc-mygroup-myproject
+        unique_name: gitlab-oidc-mygroup~myproject
         display_name: GitLab CI mygroup/myproject
         description: Deploys mygroup/myproject from GitLab CI
         tags: [team-platform]
@@ -179,16 +197,27 @@ EXAMPLES = r'''
 
     - name: Exactly these owners and tags
       oidc_federation.azure.azure_ad_app:
-        unique_name: gitlab-oidc-mygroup-myproject
+        unique_name: gitlab-oidc-mygroup~myproject
         owners:
           - 6f1c2d3e-4a5b-4c6d-8e7f-9a0b1c2d3e4f
         purge_owners: true
         tags: [team-platform, prod]
         purge_tags: true
 
+    - name: Name the application after its GitLab project (unique_name gitlab-oidc-mygroup~sub~my-project)
+      oidc_federation.azure.azure_ad_app:
+        gitlab_project_path: mygroup/sub/my-project
+        display_name: GitLab CI mygroup/sub/my-project
+      register: project_app
+
+    - name: The same name, computed without the module (for example for a report)
+      ansible.builtin.assert:
+        that:
+          - project_app.unique_name == 'mygroup/sub/my-project' | oidc_federation.azure.gitlab_app_unique_name
+
     - name: Delete the application and its service principal
       oidc_federation.azure.azure_ad_app:
-        unique_name: gitlab-oidc-mygroup-myproject
+        unique_name: gitlab-oidc-mygroup~myproject
         state: absent
 '''
 
@@ -219,10 +248,10 @@ tenant_id:
   type: str
   sample: 5a1d5b0e-7e4a-4c1f-9d2e-3f0a6b8c9d10
 unique_name:
-  description: The unique name of the application.
+  description: The unique name of the application (derived from O(gitlab_project_path) or O(gitlab_project_id) when given).
   returned: always
   type: str
-  sample: gitlab-oidc-mygroup-myproject
+  sample: gitlab-oidc-mygroup~myproject
 display_name:
   description: The display name of the application (after the change with O(state=present)).
   returned: always
@@ -236,7 +265,7 @@ application:
   returned: always
   type: dict
   sample:
-    unique_name: gitlab-oidc-mygroup-myproject
+    unique_name: gitlab-oidc-mygroup~myproject
     display_name: GitLab CI mygroup/myproject
     description: Deploys mygroup/myproject from GitLab CI
     notes: null
@@ -250,7 +279,7 @@ actions:
   type: list
   elements: str
   sample:
-    - create application gitlab-oidc-mygroup-myproject
+    - create application gitlab-oidc-mygroup~myproject
     - create service principal
 '''
 
@@ -262,7 +291,9 @@ from ansible_collections.oidc_federation.azure.plugins.module_utils._graph impor
 from ansible_collections.oidc_federation.azure.plugins.module_utils._module import AzureModule  # noqa: E402
 
 ARGUMENT_SPEC = dict(
-    unique_name=dict(type='str', required=True),
+    unique_name=dict(type='str'),
+    gitlab_project_path=dict(type='str'),
+    gitlab_project_id=dict(type='str'),
     display_name=dict(type='str'),
     description=dict(type='str'),
     notes=dict(type='str'),
@@ -277,6 +308,9 @@ ARGUMENT_SPEC = dict(
     force_delete=dict(type='bool', default=False),
     state=dict(type='str', default='present', choices=['present', 'absent']),
 )
+
+# The application's key: given, or derived from the GitLab project (exactly one).
+NAME_OPTIONS = ['unique_name', 'gitlab_project_path', 'gitlab_project_id']
 
 
 async def core(module: AzureModule, clients) -> dict:
@@ -293,7 +327,8 @@ async def core(module: AzureModule, clients) -> dict:
 
 def main() -> None:
     """Module entry point."""
-    module = AzureModule(ARGUMENT_SPEC, supports_check_mode=True, checks=[ApplicationSpec.from_params])
+    module = AzureModule(ARGUMENT_SPEC, supports_check_mode=True, required_one_of=[NAME_OPTIONS], mutually_exclusive=[NAME_OPTIONS],
+                         checks=[ApplicationSpec.from_params])
     module.run(core)
 
 

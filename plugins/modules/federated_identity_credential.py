@@ -14,13 +14,21 @@ description:
   - Creates, updates and deletes the federated identity credentials of one Microsoft Entra application registration,
     so that GitLab CI/CD jobs (or another OpenID Connect issuer) can exchange their ID token for an Entra token.
   - Manages one credential (O(name), O(subject) or O(claims_matching_expression) or O(gitlab), ...) or a list
-    (O(credentials)). With O(exclusive=true), credentials of the application that are not listed are deleted.
+    (O(credentials)). With O(exclusive=true), credentials of the application that are not listed are deleted - all of
+    them, or with O(exclusive_scope) only those of the listed GitLab project (for an application shared by several
+    projects) or only those this collection made.
   - Exact credentials match the token's C(sub) claim literally (O(subject)). Flexible credentials match it with an
     expression (O(claims_matching_expression), for example C(claims['sub'] matches 'project_path:g/p:ref_type:branch:ref:*'));
     they are a Microsoft Graph C(/beta) feature, written and read through C(/beta).
   - The O(gitlab) suboption builds the subject or expression from a GitLab project and a ref selection (one branch or
     tag, a pattern, all branches, all tags, any ref), honouring the project's C(ci_id_token_sub_claim_components), and
-    derives a stable credential name.
+    derives a stable credential name. With O(gitlab.branches) and O(gitlab.tags) it plans every credential a project
+    needs at once - literal refs as exact subjects, patterns as flexible expressions, entries covered by another entry
+    dropped, and a clear refusal with suggested patterns when they do not fit in the application's 20 credentials.
+  - In check mode, an application that does not exist yet (because an earlier task of the same check run only
+    predicted its creation) is not waited for; the credentials are planned against an empty set, with a warning
+    (see O(missing_application)), so the result shows what would be created. A real run still fails clearly when the
+    application does not exist.
   - Every rule Microsoft Graph enforces is checked before anything is written, and the error names the option and the
     fix - at most 20 credentials per application, name characters and length, exactly one audience, 600-character
     limits, issuer and subject unique per application, subject or expression (not both), names immutable, the
@@ -56,16 +64,42 @@ options:
       - The default of the O(credentials[].state) of list items.
       - An absent credential is identified by its name; without a name, by its issuer and subject or expression
         (or the name and target the O(gitlab) suboption derives).
+      - O(state=absent) with O(exclusive=true) and O(exclusive_scope=gitlab_project) deletes every credential that
+        trusts the named project and nothing else (offboarding a project, even after its trust settings changed);
+        no credential needs to be listed. Likewise with O(exclusive_scope=managed), every credential this collection made.
     type: str
     choices: [present, absent]
     default: present
   exclusive:
     description:
-      - Delete every credential of the application that is not in O(credentials) (or is not the single credential
-        described by the top-level options), including credentials this collection did not create.
-      - Only with O(state=present). O(credentials=[]) and O(exclusive=true) delete every credential of the application.
+      - Delete the credentials of the application that are not in O(credentials) (or are not the single credential
+        described by the top-level options) and that O(exclusive_scope) covers.
+      - With the default O(exclusive_scope=application), every such credential is deleted, including credentials this
+        collection did not create, so that the application trusts exactly what is listed. O(credentials=[]) and
+        O(exclusive=true) then delete every credential of the application.
+      - With O(state=absent), only together with O(exclusive_scope=gitlab_project) or O(exclusive_scope=managed) (see O(state)).
     type: bool
     default: false
+  exclusive_scope:
+    description:
+      - Which unlisted credentials O(exclusive=true) deletes. No effect without O(exclusive=true).
+      - V(application) - every credential of the application. The default - O(exclusive) is a control over what the
+        application trusts, so a credential added by hand (maybe a forgotten or unwanted trust) is deleted too, whoever made it.
+      - V(gitlab_project) - only credentials with the issuer of a listed item (or O(issuer)) whose subject or expression
+        trusts one of the listed GitLab projects and nothing else, as this module's trust analysis classifies it (exact
+        subjects and expressions led by C(project_path:<path>:) or C(project_id:<id>:), any refs). Credentials of other
+        projects, group-wide ones (C(project_path:mygroup/*)), those of other issuers and those that cannot be analysed
+        are kept. For an application shared by several projects - it removes the stale credentials of a narrowed trust
+        without touching the other projects.
+      - The listed projects are those named by O(gitlab_project_path), O(gitlab_project_id), O(gitlab.project_path),
+        O(gitlab.project_id) and the same suboptions of the items; a project named only by path does not cover
+        credentials led by its id, and the other way round. A V(gitlab_project) scope that names no project is refused.
+      - V(managed) - only credentials whose description contains C(managed by oidc_federation.azure), which the
+        O(gitlab) builders write (unless O(description) replaces it). The description is free text that anyone who can
+        edit the application can change, so this is a convention, not a proof of ownership.
+    type: str
+    choices: [application, gitlab_project, managed]
+    default: application
   name:
     description:
       - Name of the single credential (3 to 120 letters, digits, C(-) and C(_), starting with a letter or digit). Names
@@ -117,6 +151,9 @@ options:
         (one of O(gitlab.ref), O(gitlab.all_branches), O(gitlab.all_tags), O(gitlab.any_ref)).
       - A literal ref gives an exact subject; a pattern, all branches, all tags and any ref give a flexible credential
         (unless the project's sub claim has no ref component).
+      - With O(gitlab.branches) and/or O(gitlab.tags), a project request - every credential the listed refs need
+        (one per literal ref or pattern; O(gitlab.any_ref) covers them all), names derived; RV(credential) is then not
+        returned, see RV(results).
       - Without a ref selection, names the project that a hand-written O(subject) or O(claims_matching_expression) is
         checked against.
     type: dict
@@ -173,11 +210,30 @@ options:
           - First part of derived credential names.
         type: str
         default: gitlab
+      branches:
+        description:
+          - A project request - the branches to trust, each a literal name (exact subject), a pattern with C(*) and
+            C(?) (one flexible credential), or C(*) for every branch.
+          - An entry covered by another one is dropped (C(release/1.0) next to C(release/*)); nothing is ever widened
+            automatically. The expression language has no C(or), so every remaining entry is one credential. When they
+            do not fit in the room the application has (20 minus the credentials this request does not manage, after
+            the deletions of the same task) the task fails before any write, suggesting patterns.
+          - Not together with O(gitlab.ref), O(gitlab.ref_type), O(gitlab.all_branches) or O(gitlab.all_tags), nor with
+            O(name), O(subject) or O(claims_matching_expression) of the same item; O(description) applies to every credential.
+        type: list
+        elements: str
+      tags:
+        description:
+          - A project request - the tags to trust, like O(gitlab.branches).
+        type: list
+        elements: str
   credentials:
     description:
       - Several credentials of the application, instead of the single-credential options O(name), O(subject),
         O(claims_matching_expression), O(description) and O(gitlab).
       - Items inherit O(issuer), O(audiences), O(state) and O(allow_broad_trust) from the top level.
+      - An item with O(credentials[].gitlab.branches) or O(credentials[].gitlab.tags) stands for every credential of that
+        project request. RV(results) tells which credential each item became, in item order.
     type: list
     elements: dict
     suboptions:
@@ -232,6 +288,7 @@ options:
     description:
       - The GitLab project that hand-written subjects and expressions are meant for; a subject or expression trusting
         another project is refused. An item's O(gitlab.project_path) takes precedence.
+      - Also a project whose credentials O(exclusive_scope=gitlab_project) covers.
       - When no project is named, the project spelled out in the subject or expression is taken as the intended one,
         so wildcards after C(project_path:<group>/<project>:) are accepted and wider ones need O(allow_broad_trust) or are refused.
     type: str
@@ -239,6 +296,18 @@ options:
     description:
       - Like O(gitlab_project_path), by project ID (for subjects led by C(project_id:)).
     type: str
+  missing_application:
+    description:
+      - What check mode does when the application does not exist (yet). Either way the credentials are planned against
+        an empty set and RV(application) is null; a real run (not check mode) always fails when the application does
+        not exist.
+      - V(warn) - also warn that the application was not found (it may be a typo, or an application an earlier task
+        of the same check run only predicted).
+      - V(plan) - no warning, for a task that expects it (for example a plan step that runs in check mode before the
+        task that creates the application).
+    type: str
+    choices: [warn, plan]
+    default: warn
   gitlab_issuers:
     description:
       - More issuer URLs to treat as GitLab (self-managed instances whose host is not C(gitlab.<name>.<tld>)) for
@@ -280,6 +349,35 @@ EXAMPLES = r'''
       - gitlab: {project_path: mygroup/sub/my.project, ref_type: tag, ref: 'v*'}
       - gitlab: {project_path: mygroup/sub/my.project, ref: 'release/*'}
 
+- name: Trust a project's branches and tags in one request (main exact, release/* and v* flexible; release/1.0 is covered)
+  oidc_federation.azure.federated_identity_credential:
+    app_unique_name: gitlab-oidc-mygroup~myproject
+    gitlab:
+      project_path: mygroup/myproject
+      branches: [main, 'release/*', release/1.0]
+      tags: ['v*']
+  register: trust
+
+- name: Show the credential each requested ref became
+  ansible.builtin.debug:
+    msg: "{{ trust.results | map(attribute='name') | list }}"
+
+- name: Application shared by several projects - remove this project's stale credentials, keep the other projects'
+  oidc_federation.azure.federated_identity_credential:
+    app_unique_name: gitlab-oidc-shared-deployer
+    exclusive: true
+    exclusive_scope: gitlab_project
+    credentials:
+      - gitlab: {project_path: mygroup/project-a, branches: [main], tags: ['v*']}
+
+- name: Offboard a project from a shared application - delete every credential that trusts it and nothing else
+  oidc_federation.azure.federated_identity_credential:
+    app_unique_name: gitlab-oidc-shared-deployer
+    gitlab_project_path: mygroup/project-a
+    exclusive: true
+    exclusive_scope: gitlab_project
+    state: absent
+
 - name: Self-managed GitLab, project_id-led subjects, every ref of the project
   oidc_federation.azure.federated_identity_credential:
     app_id: 00000000-0000-0000-0000-000000000001
@@ -320,7 +418,10 @@ EXAMPLES = r'''
 
 RETURN = r'''
 application:
-  description: The application whose credentials were managed; null when deleting from an application that does not exist.
+  description:
+    - The application whose credentials were managed.
+    - Null when deleting from an application that does not exist, and in check mode when the application does not exist
+      yet (its credentials are then planned against an empty set).
   returned: always
   type: dict
   contains:
@@ -345,8 +446,8 @@ application:
 credential:
   description:
     - The single credential after the run (same keys as an item of RV(credentials)); null when it is absent.
-    - Only when the single-credential options were used (not O(credentials)).
-  returned: when O(credentials) is not used
+    - Only when the single-credential options were used (not O(credentials), nor O(gitlab.branches)/O(gitlab.tags)).
+  returned: when the single-credential options describe one credential
   type: dict
   sample:
     id: 6a9c1e0b-3f7d-4c57-9a3b-2f1e0d9c8b7a
@@ -394,6 +495,62 @@ credentials:
       description: "GitLab CI/CD of mygroup/myproject: all branches (managed by oidc_federation.azure)"
       subject: null
       claims_matching_expression: "claims['sub'] matches 'project_path:mygroup/myproject:ref_type:branch:ref:*'"
+results:
+  description:
+    - One entry per requested credential, in the order of O(credentials) (one entry for the single-credential
+      options; a project request with O(gitlab.branches)/O(gitlab.tags) gives one entry per planned credential, all
+      with the item's index). Tells which credentials of a shared application are this task's.
+    - Credentials deleted by O(exclusive) are not listed here (see RV(deleted)).
+  returned: always
+  type: list
+  elements: dict
+  contains:
+    index:
+      description: Position of the item in O(credentials) (from 0); null for the single-credential options.
+      type: int
+    name:
+      description: The name the item resolved to (given, derived, or adopted from an existing credential with the same
+        issuer and subject or expression); null for an absent item identified by a target that does not exist.
+      type: str
+    id:
+      description: Credential ID; null when the credential does not exist (yet, in check mode).
+      type: str
+    issuer:
+      description: Issuer URL.
+      type: str
+    subject:
+      description: Exact subject, or null.
+      type: str
+    claims_matching_expression:
+      description: Flexible expression, or null.
+      type: str
+    state:
+      description: The item's state.
+      type: str
+      choices: [present, absent]
+    action:
+      description:
+        - V(created), V(updated) or V(unchanged) for O(state=present); V(deleted) or V(absent) (there was nothing to
+          delete) for O(state=absent). In check mode, what would happen.
+      type: str
+      choices: [created, updated, unchanged, deleted, absent]
+  sample:
+    - index: 0
+      name: gitlab-mygroup-myproject-branch-main-1a2b3c4d
+      id: 6a9c1e0b-3f7d-4c57-9a3b-2f1e0d9c8b7a
+      issuer: https://gitlab.com
+      subject: project_path:mygroup/myproject:ref_type:branch:ref:main
+      claims_matching_expression: null
+      state: present
+      action: unchanged
+    - index: 1
+      name: gitlab-mygroup-myproject-tags-v-9f8e7d6c
+      id: null
+      issuer: https://gitlab.com
+      subject: null
+      claims_matching_expression: "claims['sub'] matches 'project_path:mygroup/myproject:ref_type:tag:ref:v*'"
+      state: present
+      action: created
 created:
   description: Names of the credentials created (in check mode, that would be created).
   returned: always
@@ -432,11 +589,18 @@ from ansible_collections.oidc_federation.azure.plugins.module_utils._fic import 
 from ansible_collections.oidc_federation.azure.plugins.module_utils._gitlab import validate_project_id, validate_project_path
 from ansible_collections.oidc_federation.azure.plugins.module_utils._graph import is_guid, resolve_application
 from ansible_collections.oidc_federation.azure.plugins.module_utils._graph_fic import (
+    EXCLUSIVE_SCOPES,
+    SCOPE_APPLICATION,
     STATE_ABSENT,
     CredentialDefaults,
+    check_specs,
     credential_result,
+    exclusive_scope_for,
+    is_project_request,
+    item_results,
+    plan_without_application,
     reconcile_application,
-    spec_from_options,
+    specs_from_item,
     specs_from_options,
 )
 from ansible_collections.oidc_federation.azure.plugins.module_utils._module import ArgumentSpec, AzureModule
@@ -452,6 +616,8 @@ GITLAB_SUBOPTIONS = dict(
     sub_claim_components=dict(type='list', elements='str'),
     claim_values=dict(type='dict'),
     name_prefix=dict(type='str', default='gitlab'),
+    branches=dict(type='list', elements='str'),
+    tags=dict(type='list', elements='str'),
 )
 
 CREDENTIAL_SUBOPTIONS = dict(
@@ -480,6 +646,7 @@ def argument_spec():
         app_unique_name=dict(type='str'),
         state=dict(type='str', choices=['present', 'absent'], default='present'),
         exclusive=dict(type='bool', default=False),
+        exclusive_scope=dict(type='str', choices=list(EXCLUSIVE_SCOPES), default=SCOPE_APPLICATION),
         name=dict(type='str'),
         issuer=dict(type='str', default='https://gitlab.com'),
         audiences=dict(type='list', elements='str', aliases=['audience']),
@@ -492,6 +659,7 @@ def argument_spec():
         gitlab_project_path=dict(type='str'),
         gitlab_project_id=dict(type='str'),
         gitlab_issuers=dict(type='list', elements='str', default=[]),
+        missing_application=dict(type='str', choices=['warn', 'plan'], default='warn'),
     )
     return ArgumentSpec(
         options,
@@ -502,10 +670,15 @@ def argument_spec():
     )
 
 
+def is_purge(params):
+    """True for the offboarding form: state=absent with exclusive and a narrower scope than the application (no list needed)."""
+    return bool(params.get('exclusive')) and params.get('state') == STATE_ABSENT and params.get('exclusive_scope') != SCOPE_APPLICATION
+
+
 def check_shape(params):
-    """Constraints Ansible cannot explain well: something to manage, and exclusive only with state=present."""
+    """Constraints Ansible cannot explain well: something to manage, and exclusive with state=absent only for a narrow scope."""
     single = any(params.get(option) for option in SINGLE_OPTIONS)
-    if params.get('credentials') is None and not single:
+    if params.get('credentials') is None and not single and not is_purge(params):
         raise FicValidationError('credentials', 'nothing to manage: no credential was described',
                                  'describe one credential (name with subject or claims_matching_expression, or gitlab), or list them in '
                                  'credentials (credentials: [] with exclusive: true deletes every credential of the application)')
@@ -513,13 +686,25 @@ def check_shape(params):
         if params.get(option) and not is_guid(params[option]):
             raise FicValidationError(option, '{0!r} is not a GUID'.format(params[option]),
                                      'use the GUID shown in the application\'s overview, or app_unique_name for its uniqueName')
-    if params.get('exclusive') and params.get('state') == STATE_ABSENT:
-        raise FicValidationError('exclusive', 'exclusive keeps only the listed credentials, which state=absent deletes',
-                                 'use state=present with exclusive=true (credentials: [] deletes every credential), or drop exclusive')
+    if params.get('exclusive') and params.get('state') == STATE_ABSENT and not is_purge(params):
+        raise FicValidationError('exclusive', 'exclusive with state=absent would delete every credential of the application',
+                                 'use exclusive_scope: gitlab_project (or managed) to delete every credential of the project (or every '
+                                 'credential this collection made), state=present with exclusive=true and credentials: [] to delete every '
+                                 'credential, or drop exclusive')
+
+
+class Request:
+    """The validated options: credential specs, the exclusivity scope, and the shape of the result."""
+
+    def __init__(self, specs, scope, single, field):
+        self.specs = specs
+        self.scope = scope
+        self.single = single  # the single-credential form: the result has ``credential``
+        self.field = field  # option path prefixed to plan errors
 
 
 def build_specs(params):
-    """Validate the options into credential specs (pure, before any request). Returns (specs, single form?)."""
+    """Validate the options into a ``Request`` (pure, before any request)."""
     defaults = CredentialDefaults(
         issuer=params['issuer'], audiences=params.get('audiences'), state=params['state'],
         allow_broad_trust=params['allow_broad_trust'],
@@ -527,9 +712,17 @@ def build_specs(params):
         project_id=validate_project_id(params['gitlab_project_id'], field='gitlab_project_id') if params.get('gitlab_project_id') else None,
         gitlab_issuers=tuple(params.get('gitlab_issuers') or ()))
     if params.get('credentials') is not None:
-        return specs_from_options(params['credentials'], defaults=defaults, field='credentials'), False
-    item = {option: params.get(option) for option in SINGLE_OPTIONS}
-    return [spec_from_options(item, defaults=defaults, field='')], True
+        specs, single, field = specs_from_options(params['credentials'], defaults=defaults, field='credentials'), False, 'credentials'
+    elif any(params.get(option) for option in SINGLE_OPTIONS):
+        item = {option: params.get(option) for option in SINGLE_OPTIONS}
+        specs = specs_from_item(item, defaults=defaults, field='')
+        project_request = is_project_request(params.get('gitlab'))
+        single, field = not project_request, 'gitlab' if project_request else 'credential'
+        check_specs(specs, field=field)
+    else:  # the purge form (check_shape allows nothing else)
+        specs, single, field = [], False, 'credentials'
+    scope = exclusive_scope_for(params['exclusive_scope'], specs, defaults=defaults) if params['exclusive'] else None
+    return Request(specs, scope, single, field)
 
 
 def application_result(app):
@@ -569,26 +762,42 @@ def _diff_view(credentials):
     return {'credentials': [dict((k, v) for k, v in credential_result(item).items() if k != 'id') for item in credentials]}
 
 
-def make_core(specs, single):
-    """The module's async core for these validated specs."""
+def _removing(params, specs):
+    """True when the task only deletes (a missing application then has nothing to delete)."""
+    return all(spec.state == STATE_ABSENT for spec in specs) and (not params['exclusive'] or params['state'] == STATE_ABSENT)
+
+
+def make_core(request):
+    """The module's async core for this validated ``Request``."""
+    specs = request.specs
+
     async def core(module, clients):
         params = module.params
-        removing = not params['exclusive'] and all(spec.state == STATE_ABSENT for spec in specs)
-        app = await find_application(clients, params, required=not removing)
+        removing = _removing(params, specs)
+        # In check mode a missing application is not waited for: an earlier task of the same check run may only have
+        # predicted its creation, and nothing a real run writes can appear while check mode runs.
+        app = await find_application(clients, params, required=not removing and not module.check_mode)
+        gitlab_issuers = params.get('gitlab_issuers') or ()
         if app is None:
-            module.warn('the application does not exist, so it has none of the credentials to delete')
-            result = dict(application=None, credentials=[], created=[], updated=[], deleted=[])
-            if single:
-                result['credential'] = None
-            return module.result(False, diff=({'credentials': []}, {'credentials': []}), **result)
-        report = await reconcile_application(
-            clients, app, specs, exclusive=params['exclusive'], gitlab_issuers=params.get('gitlab_issuers') or (),
-            check_mode=module.check_mode, field='credentials' if not single else 'credential')
+            if removing:
+                module.warn('the application does not exist, so it has none of the credentials to delete')
+            elif params['missing_application'] == 'warn':
+                option, _keyword, value = _app_key(params)
+                module.warn('check mode: no application with {0} {1!r} exists yet (an earlier task of this run may create it); the '
+                            'credentials are planned against an empty set. A real run fails if the application still does not '
+                            'exist.'.format(APP_KEY_LABELS[option], value))
+            report = plan_without_application(specs, exclusive=params['exclusive'], gitlab_issuers=gitlab_issuers, field=request.field,
+                                              exclusive_scope=request.scope)
+        else:
+            report = await reconcile_application(
+                clients, app, specs, exclusive=params['exclusive'], gitlab_issuers=gitlab_issuers, check_mode=module.check_mode,
+                field=request.field, exclusive_scope=request.scope)
         result = dict(
-            application=application_result(app),
+            application=application_result(app) if app is not None else None,
             credentials=[credential_result(item) for item in report.after],
-            created=report.created, updated=report.updated, deleted=report.deleted)
-        if single:
+            created=report.created, updated=report.updated, deleted=report.deleted,
+            results=item_results(report, specs))
+        if request.single:
             name = report.names[0] if report.names else None
             found = [item for item in report.after if name and (item.get('name') or '').casefold() == name.casefold()]
             result['credential'] = credential_result(found[0]) if found else None
@@ -600,10 +809,10 @@ def main():
     """Entry point."""
     module = AzureModule(argument_spec=argument_spec(), supports_check_mode=True)
     try:
-        specs, single = build_specs(module.params)
+        request = build_specs(module.params)
     except ValidationError as exc:
         module.fail(str(exc), **exc.extra)
-    module.run(make_core(specs, single))
+    module.run(make_core(request))
 
 
 if __name__ == '__main__':

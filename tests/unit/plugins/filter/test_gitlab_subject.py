@@ -15,6 +15,7 @@ from ansible.errors import AnsibleFilterError  # noqa: E402  pylint: disable=wro
 
 from ansible_collections.oidc_federation.azure.plugins.filter.gitlab_subject import (  # noqa: E402  pylint: disable=wrong-import-position
     FilterModule,
+    gitlab_app_unique_name,
     gitlab_sub,
     gitlab_sub_match,
 )
@@ -59,5 +60,27 @@ def test_errors_are_filter_errors(call, text):
         call()
 
 
+@pytest.mark.parametrize('args,kwargs,want', [
+    (('mygroup/sub/my.project-x',), {}, 'gitlab-oidc-mygroup~sub~my.project-x'),
+    (('a/b-c',), {}, 'gitlab-oidc-a~b-c'),
+    (('a-b/c',), {}, 'gitlab-oidc-a-b~c'),
+    ((57382910,), {}, 'gitlab-oidc-id-57382910'),
+    (('42',), {'prefix': 'deploy-'}, 'deploy-id-42'),
+])
+def test_gitlab_app_unique_name(args, kwargs, want):
+    assert gitlab_app_unique_name(*args, **kwargs) == want
+
+
+@pytest.mark.parametrize('args,kwargs,text', [
+    (('project',), {}, 'no namespace'),
+    ((None,), {}, 'exactly one'),
+    ((True,), {}, 'exactly one'),
+    (('g/p',), {'prefix': ''}, 'prefix'),
+])
+def test_gitlab_app_unique_name_errors(args, kwargs, text):
+    with pytest.raises(AnsibleFilterError, match='gitlab_app_unique_name: .*' + text):
+        gitlab_app_unique_name(*args, **kwargs)
+
+
 def test_filter_names():
-    assert sorted(FilterModule().filters()) == ['gitlab_sub', 'gitlab_sub_match']
+    assert sorted(FilterModule().filters()) == ['gitlab_app_unique_name', 'gitlab_sub', 'gitlab_sub_match']

@@ -22,7 +22,9 @@ from ansible_collections.oidc_federation.azure.plugins.module_utils._fic import 
     validate_credential,
 )
 from ansible_collections.oidc_federation.azure.plugins.module_utils._gitlab import (
+    APP_UNIQUE_NAME_MAX_LENGTH,
     DEFAULT_SUB_CLAIM_COMPONENTS,
+    app_unique_name,
     SubjectBuilder,
     build_sub,
     credential_name,
@@ -587,3 +589,71 @@ def test_property_builders(seed):
 
 def test_default_components_constant():
     assert DEFAULT_SUB_CLAIM_COMPONENTS == ("project_path", "ref_type", "ref")
+
+
+# --------------------------------------------------------------------------------------------
+# Application uniqueName derived from a project
+# --------------------------------------------------------------------------------------------
+
+def test_app_unique_name_examples():
+    assert app_unique_name(project_path="mygroup/sub/my-project") == "gitlab-oidc-mygroup~sub~my-project"
+    assert app_unique_name(project_path="a/b-c") != app_unique_name(project_path="a-b/c")  # '/' -> '-' would collide
+    assert app_unique_name(project_id=57382910) == app_unique_name(project_id="57382910") == "gitlab-oidc-id-57382910"
+    assert app_unique_name(project_path="g/p", prefix="ci-") == "ci-g~p"
+
+
+def test_app_unique_name_limit_matches_graph_rule():
+    from ansible_collections.oidc_federation.azure.plugins.module_utils._graph import MAX_UNIQUE_NAME, UNIQUE_NAME_RE
+    assert APP_UNIQUE_NAME_MAX_LENGTH == MAX_UNIQUE_NAME
+    name = app_unique_name(project_path="/".join(["g" * 200, "p" * 200]))
+    assert len(name) == MAX_UNIQUE_NAME and UNIQUE_NAME_RE.match(name)
+
+
+def _random_segment(rng):
+    first = rng.choice("abcAB019_.")
+    rest = "".join(rng.choice("abAB09_.-") for _index in range(rng.randint(0, 6)))
+    segment = (first + rest).rstrip(".")
+    return segment if segment and not segment.endswith((".git", ".atom")) else "x"
+
+
+def test_app_unique_name_is_injective_and_valid_on_random_paths():
+    """Thousands of short and long paths, chosen to collide under lossy mappings: all names distinct and valid."""
+    from ansible_collections.oidc_federation.azure.plugins.module_utils._graph import UNIQUE_NAME_RE
+    rng = random.Random(20260101)
+    paths = {}  # GitLab paths are unique regardless of case: one path per case-folded key
+    while len(paths) < 4000:
+        segments = [_random_segment(rng) for _index in range(rng.randint(2, 4))]
+        if rng.random() < 0.1:  # long paths, cut with a hash
+            segments = [segment + "y" * rng.randint(60, 120) for segment in segments] + ["z" * rng.randint(0, 3) + "p"]
+        path = "/".join(segments)
+        paths.setdefault(path.lower(), path)
+    for path in ("a/b-c", "a-b/c", "a/b/c", "a-b-c/d", "a.b/c", "a/b.c"):  # collide under '/' -> '-' or '.'
+        paths.setdefault(path, path)
+    paths = set(paths.values())
+    names = {}
+    for path in paths:
+        name = app_unique_name(project_path=path)
+        assert len(name) <= APP_UNIQUE_NAME_MAX_LENGTH and UNIQUE_NAME_RE.match(name), (path, name)
+        assert ("~-" in name) == (len("gitlab-oidc-" + path) > APP_UNIQUE_NAME_MAX_LENGTH), (path, name)
+        assert name.lower() not in names, (path, names.get(name.lower()))
+        names[name.lower()] = path
+    ids = {app_unique_name(project_id=number).lower() for number in range(1, 2000)}
+    assert len(ids) == 1999 and not ids & set(names)
+    assert all("~" not in name for name in ids) and all("~" in name for name in names)
+
+
+@pytest.mark.parametrize("kwargs,field,text", [
+    ({}, "project_path", "exactly one"),
+    ({"project_path": "g/p", "project_id": 1}, "project_path", "exactly one"),
+    ({"project_path": "p"}, "project_path", "no namespace"),
+    ({"project_path": "g/-p"}, "project_path", "not a valid GitLab path segment"),
+    ({"project_id": "01"}, "project_id", "not a GitLab project id"),
+    ({"project_path": "g/p", "prefix": "-x"}, "prefix", "not a valid uniqueName prefix"),
+    ({"project_path": "g/p", "prefix": "a/b"}, "prefix", "not a valid uniqueName prefix"),
+    ({"project_path": "g/p", "prefix": "x" * 65}, "prefix", "not a valid uniqueName prefix"),
+    ({"project_path": "p", "field": "gitlab_project_path"}, "gitlab_project_path", "no namespace"),
+])
+def test_app_unique_name_errors(kwargs, field, text):
+    with pytest.raises(FicValidationError) as caught:
+        app_unique_name(**kwargs)
+    assert caught.value.field == field and text in str(caught.value) and caught.value.fix

@@ -367,6 +367,49 @@ def test_adopt_ignores_apps_with_another_unique_name(run_module, clean_sandbox):
     assert len(apps_named(sb, 'first-key')) == 1 and len(apps_named(sb, 'second-key')) == 1
 
 
+# --- unique name derived from a GitLab project --------------------------------------------------------------------
+
+def test_unique_name_derived_from_gitlab_project_is_collision_free(run_module, clean_sandbox):
+    """a/b-c and a-b/c (the same name with '/' -> '-') get two applications; the filter computes the same names."""
+    from ansible_collections.oidc_federation.azure.plugins.filter.gitlab_subject import gitlab_app_unique_name
+    sb = clean_sandbox
+    reset_stats(sb)
+    planned = ok(run_module, sb, check=True, gitlab_project_path='a/b-c')
+    assert (planned['changed'], planned['unique_name'], writes(sb)) == (True, 'gitlab-oidc-a~b-c', 0)
+    first = ok(run_module, sb, gitlab_project_path='a/b-c')
+    second = ok(run_module, sb, gitlab_project_path='a-b/c')
+    by_id = ok(run_module, sb, gitlab_project_id='57382910')
+    assert (first['unique_name'], second['unique_name'], by_id['unique_name']) == \
+        ('gitlab-oidc-a~b-c', 'gitlab-oidc-a-b~c', 'gitlab-oidc-id-57382910')
+    assert [first['unique_name'], second['unique_name'], by_id['unique_name']] == \
+        [gitlab_app_unique_name('a/b-c'), gitlab_app_unique_name('a-b/c'), gitlab_app_unique_name(57382910)]
+    assert first['app_id'] != second['app_id']
+    for result in (first, second, by_id):
+        app = the_app(sb, result['unique_name'])  # stored under the derived key, per the sandbox
+        assert app['appId'] == result['app_id'] and app['displayName'] == result['unique_name']
+    reset_stats(sb)
+    again = ok(run_module, sb, gitlab_project_path='a/b-c')
+    assert (again['changed'], again['app_id'], writes(sb)) == (False, first['app_id'], 0)
+    # an application created with the same name given explicitly is the same application
+    same = ok(run_module, sb, unique_name='gitlab-oidc-a~b-c')
+    assert (same['changed'], same['app_id']) == (False, first['app_id'])
+    gone = ok(run_module, sb, gitlab_project_path='a/b-c', state='absent')
+    assert gone['changed'] is True and apps_named(sb, 'gitlab-oidc-a~b-c') == []
+    assert len(apps_named(sb, 'gitlab-oidc-a-b~c')) == 1
+
+
+def test_long_project_path_gives_a_hashed_name_within_the_limit(run_module, clean_sandbox):
+    sb = clean_sandbox
+    group = '/'.join('level-{0}-{1}'.format(index, 'x' * 40) for index in range(6))
+    names = []
+    for project in ('project-one', 'project-two'):
+        result = ok(run_module, sb, gitlab_project_path='{0}/{1}'.format(group, project), service_principal=False)
+        names.append(result['unique_name'])
+        assert len(result['unique_name']) == 256 and '~-' in result['unique_name']
+        the_app(sb, result['unique_name'])
+    assert names[0] != names[1] and names[0][:200] == names[1][:200]  # same cut prefix, different hash
+
+
 # --- bad input ----------------------------------------------------------------------------------------------------
 
 BAD_INPUT = [
@@ -381,6 +424,13 @@ BAD_INPUT = [
     ({'unique_name': 'ok-name', 'owners': ['7d0a3a1e-0000-4000-8000-000000000001']}, 'owners', 'no user or service principal'),
     ({'unique_name': 'ok-name', 'sign_in_audience': 'Everyone'}, 'sign_in_audience', 'Everyone'),
     ({'unique_name': 'ok-name', 'state': 'gone'}, 'state', 'gone'),
+    ({'gitlab_project_path': 'project-without-namespace'}, 'gitlab_project_path', 'no namespace'),
+    ({'gitlab_project_path': 'https://gitlab.com/g/p'}, 'gitlab_project_path', 'is a URL'),
+    ({'gitlab_project_path': 'g/-p'}, 'gitlab_project_path', 'not a valid GitLab path segment'),
+    ({'gitlab_project_id': '0042'}, 'gitlab_project_id', 'not a GitLab project id'),
+    ({'gitlab_project_path': 'g/p', 'unique_name': 'ok-name'}, 'unique_name', 'mutually exclusive'),
+    ({'gitlab_project_path': 'g/p', 'gitlab_project_id': '42'}, 'gitlab_project_id', 'mutually exclusive'),
+    ({'display_name': 'no-key'}, 'unique_name', 'one of the following is required'),
 ]
 
 

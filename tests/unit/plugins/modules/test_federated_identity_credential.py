@@ -5,14 +5,17 @@
 """federated_identity_credential: the real module, in-process, against the sandbox (Graph over HTTPS).
 
 Flows: check mode writes nothing, apply, idempotent re-run with zero writes, drift corrected, absent, absent again;
-exclusive; subject builders used through the module (and a real GitLab token exchange against what they built);
-the 21st credential and every other bad input refused before any write; replication lag + throttling; no secrets.
+exclusive, also scoped to a GitLab project (shared applications) or to managed credentials, and offboarding with
+state=absent; check mode with an application that does not exist yet; project requests (gitlab.branches/tags);
+per-item results; subject builders used through the module (and a real GitLab token exchange against what they
+built); the 21st credential and every other bad input refused before any write; replication lag + throttling; no secrets.
 """
 
 from __future__ import annotations
 
 import json
 import sys
+import time
 import uuid
 
 import pytest
@@ -258,6 +261,234 @@ def test_subject_to_expression_switch_in_place(clean_sandbox, run_module):
     assert stored(sb, app)['switch']['claimsMatchingExpression'] is None
 
 
+# --- exclusivity scoped to a GitLab project (shared application) --------------------------------------------------
+
+SUB_A = 'project_path:g/a:ref_type:branch:ref:'
+EXAMPLE = 'https://gitlab.example.com'
+
+
+def shared_app(sb):
+    """An application shared by project g/a, project g/b and others, with stale credentials of g/a."""
+    app = new_app(sb)
+    token = sb.token()
+    add_fic(sb, app, token=token, name='a-main', subject=SUB_A + 'main')
+    add_fic(sb, app, token=token, name='a-dev-stale', subject=SUB_A + 'dev')
+    add_fic(sb, app, token=token, name='a-tags-stale', claimsMatchingExpression={
+        'value': "claims['sub'] matches 'project_path:g/a:ref_type:tag:ref:*'", 'languageVersion': 1})
+    add_fic(sb, app, token=token, name='a-other-issuer', issuer=EXAMPLE, audiences=[EXAMPLE], subject=SUB_A + 'dev')
+    add_fic(sb, app, token=token, name='b-main', subject='project_path:g/b:ref_type:branch:ref:main')
+    add_fic(sb, app, token=token, name='ab-lookalike', subject='project_path:g/ab:ref_type:branch:ref:main')
+    add_fic(sb, app, token=token, name='a-subproject', subject='project_path:g/a/sub:ref_type:branch:ref:main')
+    add_fic(sb, app, token=token, name='group-wide', claimsMatchingExpression={
+        'value': "claims['sub'] matches 'project_path:g/*'", 'languageVersion': 1})
+    add_fic(sb, app, token=token, name='by-id-42', subject='project_id:42:ref_type:branch:ref:main')
+    add_fic(sb, app, token=token, name='github', issuer='https://token.actions.githubusercontent.com',
+            audiences=['api://AzureADTokenExchange'], subject='repo:g/a:ref:refs/heads/main')
+    return app
+
+
+KEPT_BY_PROJECT_SCOPE = ['a-other-issuer', 'a-subproject', 'ab-lookalike', 'b-main', 'by-id-42', 'github', 'group-wide']
+
+
+def test_exclusive_scoped_to_gitlab_project_keeps_other_projects(clean_sandbox, run_module):
+    sb = clean_sandbox
+    app = shared_app(sb)
+    args = dict(exclusive=True, exclusive_scope='gitlab_project', credentials=[{'gitlab': {'project_path': 'g/a', 'ref': 'main'}}])
+    reset_stats(sb)
+    code, result = run(run_module, sb, app, check=True, **args)
+    assert (code, result['changed'], sorted(result['deleted'])) == (0, True, ['a-dev-stale', 'a-tags-stale']), result
+    assert writes(sb) == 0 and len(stored(sb, app)) == 10
+    assert result['results'] == [{'index': 0, 'name': 'a-main', 'id': stored(sb, app)['a-main']['id'], 'issuer': GITLAB,
+                                  'subject': SUB_A + 'main', 'claims_matching_expression': None, 'state': 'present',
+                                  'action': 'updated'}]  # adopted by issuer+subject, its description completed
+    code, result = run(run_module, sb, app, **args)
+    assert (code, sorted(result['deleted']), result['created']) == (0, ['a-dev-stale', 'a-tags-stale'], []), result
+    assert sorted(stored(sb, app)) == sorted(KEPT_BY_PROJECT_SCOPE + ['a-main'])
+    reset_stats(sb)
+    code, result = run(run_module, sb, app, **args)
+    assert (code, result['changed'], writes(sb)) == (0, False, 0), result
+    # the id-led credential belongs to the project only when its id is named too
+    code, result = run(run_module, sb, app, gitlab_project_id='42', **args)
+    assert (code, result['deleted']) == (0, ['by-id-42']), result
+    # issuer: the items' (and the top-level) issuer, so the other instance's credential goes only when it is named
+    code, result = run(run_module, sb, app, issuer=EXAMPLE, exclusive=True, exclusive_scope='gitlab_project', gitlab_project_path='g/a',
+                       credentials=[])
+    assert (code, result['deleted']) == (0, ['a-other-issuer']), result
+    assert sorted(stored(sb, app)) == ['a-main', 'a-subproject', 'ab-lookalike', 'b-main', 'github', 'group-wide']
+
+
+def test_offboarding_a_project_with_state_absent(clean_sandbox, run_module):
+    sb = clean_sandbox
+    app = shared_app(sb)
+    args = dict(state='absent', exclusive=True, exclusive_scope='gitlab_project', gitlab_project_path='g/a')
+    reset_stats(sb)
+    code, result = run(run_module, sb, app, check=True, diff=True, **args)
+    assert (code, result['changed'], sorted(result['deleted'])) == (0, True, ['a-dev-stale', 'a-main', 'a-tags-stale']), result
+    assert writes(sb) == 0 and result['results'] == [] and 'credential' not in result
+    assert len(result['diff']['before']['credentials']) == 10 and len(result['diff']['after']['credentials']) == 7
+    code, result = run(run_module, sb, app, **args)
+    assert (code, result['changed']) == (0, True) and sorted(stored(sb, app)) == KEPT_BY_PROJECT_SCOPE
+    reset_stats(sb)
+    code, result = run(run_module, sb, app, **args)
+    assert (code, result['changed'], result['deleted'], writes(sb)) == (0, False, [], 0), result
+    # the role's form: the listed credentials plus every other one of the project, per the items' project
+    add_fic(sb, app, name='b-stale', subject='project_path:g/b:ref_type:branch:ref:old')
+    code, result = run(run_module, sb, app, state='absent', exclusive=True, exclusive_scope='gitlab_project',
+                       credentials=[{'gitlab': {'project_path': 'g/b', 'ref': 'main'}}])
+    assert (code, sorted(result['deleted'])) == (0, ['b-main', 'b-stale']), result
+    assert result['results'][0]['action'] == 'deleted' and result['results'][0]['name'] == 'b-main'
+    # offboarding from an application that is gone is a no-op
+    code, result = run_module(main, dict(auth_args(sb), app_id=str(uuid.uuid4()), **args))
+    assert (code, result['changed'], result['application']) == (0, False, None), result
+
+
+def test_exclusive_scope_managed_spares_unmarked_credentials_default_does_not(clean_sandbox, run_module):
+    sb = clean_sandbox
+    app = new_app(sb)
+    add_fic(sb, app, name='by-hand', subject=SUB_A + 'hand')
+    code, result = run(run_module, sb, app, gitlab={'project_path': 'g/a', 'ref': 'stale'})
+    stale = result['credential']['name']
+    assert code == 0 and 'managed by oidc_federation.azure' in stored(sb, app)[stale]['description']
+    keep = {'project_path': 'g/a', 'ref': 'main'}
+    code, result = run(run_module, sb, app, check=True, exclusive=True, exclusive_scope='managed', gitlab=keep)
+    assert (code, result['deleted']) == (0, [stale]), result
+    code, result = run(run_module, sb, app, check=True, exclusive=True, gitlab=keep)  # default scope: the application
+    assert (code, sorted(result['deleted'])) == (0, sorted(['by-hand', stale])), result
+    code, result = run(run_module, sb, app, exclusive=True, exclusive_scope='managed', gitlab=keep)
+    assert code == 0 and sorted(stored(sb, app)) == sorted(['by-hand', result['credential']['name']])
+
+
+# --- check mode with an application that does not exist yet -------------------------------------------------------
+
+def test_check_mode_plans_against_empty_set_when_application_is_missing(clean_sandbox, run_module, monkeypatch):
+    from ansible.module_utils.common import warnings as ansible_warnings
+    sb = clean_sandbox
+    # In-process runs share ansible-core's warning list: start this test with an empty one.
+    monkeypatch.setattr(ansible_warnings, '_global_warnings', {})
+    reset_stats(sb)
+    params = dict(auth_args(sb), app_unique_name='gitlab-oidc-g~a', replication_timeout=60, _ansible_check_mode=True,
+                  credentials=[{'gitlab': {'project_path': 'g/a', 'branches': ['main'], 'tags': ['v*']}},
+                               {'name': 'hand-written', 'subject': SUB_A + 'dev'}])
+    # expected by the caller: no warning (first, as warnings accumulate in the process)
+    code, quiet = run_module(main, dict(params, missing_application='plan'))
+    assert (code, quiet['changed'], quiet['application'], len(quiet['created'])) == (0, True, None, 3), quiet
+    assert not quiet.get('warnings'), quiet
+    started = time.monotonic()
+    code, result = run_module(main, params)
+    assert time.monotonic() - started < 10  # no wait for replication in check mode
+    assert (code, result['changed'], result['application']) == (0, True, None), result
+    assert result['created'] == [item['name'] for item in result['results']] and len(result['created']) == 3
+    assert [(item['index'], item['action'], item['id']) for item in result['results']] == [
+        (0, 'created', None), (0, 'created', None), (1, 'created', None)]
+    assert [item['subject'] or item['claims_matching_expression'] for item in result['results']] == [
+        SUB_A + 'main', "claims['sub'] matches 'project_path:g/a:ref_type:tag:ref:*'".replace('*', 'v*'), SUB_A + 'dev']
+    assert sorted(item['name'] for item in result['credentials']) == sorted(result['created'])
+    assert 'planned against an empty set' in json.dumps(result['warnings'])
+    assert writes(sb) == 0
+    # bad input is still refused in check mode without an application
+    params['credentials'] = [{'name': 'x', 'subject': SUB_A + 'dev'}]
+    code, result = run_module(main, params)
+    assert code == 1 and result['msg'].startswith('credentials[0].name:'), result
+    # a real run with a missing application still fails clearly (missing_application only affects check mode)
+    params.update(_ansible_check_mode=False, replication_timeout=0, credentials=[{'name': 'hand-written', 'subject': SUB_A + 'dev'}],
+                  missing_application='plan')
+    code, result = run_module(main, params)
+    assert code == 1 and result['msg'].startswith("app_unique_name: no application with uniqueName 'gitlab-oidc-g~a'"), result
+    assert writes(sb) == 0
+
+
+# --- project requests (gitlab.branches / gitlab.tags) --------------------------------------------------------------
+
+def test_project_request_plans_every_credential_of_a_project(clean_sandbox, run_module):
+    sb = clean_sandbox
+    app = new_app(sb, service_principal=True)
+    project = 'my.group/my-project'
+    gitlab = {'project_path': project, 'branches': ['main', 'release/*', 'release/1.0'], 'tags': ['v*']}
+    args = dict(issuer=sb.gitlab_issuer, gitlab_issuers=[sb.gitlab_issuer], gitlab=gitlab)
+    reset_stats(sb)
+    code, result = run(run_module, sb, app, check=True, **args)
+    assert (code, result['changed'], len(result['created']), writes(sb)) == (0, True, 3, 0), result
+    assert 'credential' not in result
+    code, result = run(run_module, sb, app, **args)
+    assert code == 0, result
+    fics = stored(sb, app)
+    assert sorted(fic['subject'] or fic['claimsMatchingExpression']['value'] for fic in fics.values()) == sorted([
+        'project_path:%s:ref_type:branch:ref:main' % project,
+        "claims['sub'] matches 'project_path:%s:ref_type:branch:ref:release/*'" % project,
+        "claims['sub'] matches 'project_path:%s:ref_type:tag:ref:v*'" % project])  # release/1.0 covered by release/*
+    assert [(item['index'], item['action']) for item in result['results']] == [(None, 'created')] * 3
+    assert sorted(item['name'] for item in result['results']) == sorted(fics)
+    for ref_type, ref, accepted in (('branch', 'main', True), ('branch', 'release/1.0', True), ('tag', 'v2.1', True),
+                                    ('branch', 'feature', False), ('tag', 'release/1.0', False)):
+        token = sb.mint_gitlab_token(issuer=sb.gitlab_issuer, project_path=project, ref_type=ref_type, ref=ref, aud=sb.gitlab_issuer)
+        assert (exchange(sb, app, token).status_code == 200) is accepted, (ref_type, ref)
+    reset_stats(sb)
+    code, result = run(run_module, sb, app, **args)
+    assert (code, result['changed'], writes(sb)) == (0, False, 0), result
+    assert [item['action'] for item in result['results']] == ['unchanged'] * 3
+    # narrowing the request with the project scope removes the dropped credential, and only that one
+    add_fic(sb, app, name='other-project', issuer=sb.gitlab_issuer, audiences=[sb.gitlab_issuer],
+            subject='project_path:other/p:ref_type:branch:ref:main')
+    narrowed = dict(args)
+    narrowed.update(gitlab=dict(gitlab, tags=None), exclusive=True, exclusive_scope='gitlab_project')
+    code, result = run(run_module, sb, app, **narrowed)
+    assert code == 0 and len(result['deleted']) == 1 and result['deleted'][0].startswith('gitlab-my-group-my-project-tags-v'), result
+    assert len(stored(sb, app)) == 3
+    code, result = run(run_module, sb, app, state='absent', **args)
+    assert code == 0 and sorted(stored(sb, app)) == ['other-project']
+    assert [item['action'] for item in result['results']] == ['deleted', 'deleted', 'absent']
+
+
+def test_project_request_fits_in_the_room_left_by_other_credentials(clean_sandbox, run_module):
+    sb = clean_sandbox
+    app = new_app(sb)
+    token = sb.token()
+    for index in range(17):
+        add_fic(sb, app, token=token, name='other-%02d' % index, subject='project_path:other/p:ref_type:branch:ref:b%02d' % index)
+    add_fic(sb, app, token=token, name='a-stale', subject=SUB_A + 'stale')
+    branches = ['release/a', 'release/b', 'release/c']
+    reset_stats(sb)
+    code, result = run(run_module, sb, app, credentials=[{'name': 'first', 'subject': SUB_A + 'first'},
+                                                         {'gitlab': {'project_path': 'g/a', 'branches': branches}}])
+    assert code == 1 and result['msg'].startswith('credentials[1].gitlab.branches: g/a needs 3 credentials but only 1 are available'), result
+    assert 'branch release/*' in result['msg'] and writes(sb) == 0
+    # 17 others + the stale one + 'first' leave room for 1; deleting the project's stale credential in the same task
+    # (and not asking for 'first') leaves room for 3
+    code, result = run(run_module, sb, app, exclusive=True, exclusive_scope='gitlab_project',
+                       credentials=[{'gitlab': {'project_path': 'g/a', 'branches': branches}}])
+    assert code == 0 and result['deleted'] == ['a-stale'] and len(result['created']) == 3, result
+    assert len(stored(sb, app)) == 20
+    assert [item['index'] for item in result['results']] == [0, 0, 0]
+
+
+# --- per-item results ---------------------------------------------------------------------------------------------
+
+def test_results_tell_which_credential_each_item_became(clean_sandbox, run_module):
+    sb = clean_sandbox
+    app = new_app(sb)
+    existing = add_fic(sb, app, name='made-by-hand', subject=SUB_A + 'main', description='old')
+    add_fic(sb, app, name='to-delete', subject=SUB_A + 'old')
+    add_fic(sb, app, name='foreign', subject='project_path:g/b:ref_type:branch:ref:main')
+    items = [
+        {'gitlab': {'project_path': 'g/a', 'ref': 'main'}, 'description': 'new'},  # adopts made-by-hand, updated
+        {'name': 'to-delete', 'state': 'absent'},
+        {'name': 'hand-new', 'subject': SUB_A + 'dev'},
+        {'gitlab': {'project_path': 'g/a', 'ref': 'gone'}, 'state': 'absent'},
+        {'gitlab': {'project_path': 'g/a', 'all_tags': True}},
+    ]
+    code, result = run(run_module, sb, app, credentials=items)
+    assert code == 0, result
+    got = [(item['index'], item['name'], item['action'], item['state']) for item in result['results']]
+    built_tags = result['results'][4]['name']
+    assert got == [(0, 'made-by-hand', 'updated', 'present'), (1, 'to-delete', 'deleted', 'absent'), (2, 'hand-new', 'created', 'present'),
+                   (3, result['results'][3]['name'], 'absent', 'absent'), (4, built_tags, 'created', 'present')]
+    assert result['results'][0]['id'] == existing['id'] and result['results'][2]['id'] == stored(sb, app)['hand-new']['id']
+    assert result['results'][3]['name'].startswith('gitlab-g-a-branch-gone-') and result['results'][3]['id'] is None
+    assert result['results'][4]['claims_matching_expression'] == "claims['sub'] matches 'project_path:g/a:ref_type:tag:ref:*'"
+    assert 'foreign' not in [item['name'] for item in result['results']]
+    assert sorted(stored(sb, app)) == sorted(['made-by-hand', 'hand-new', 'foreign', built_tags])
+
+
 # --- builders through the module ----------------------------------------------------------------------------------
 
 BUILDER_CASES = [
@@ -417,6 +648,26 @@ BAD_INPUT = [
     ('exclusive-with-absent', dict(state='absent', exclusive=True, name='x-name'), 'exclusive', 'state=present'),
     ('app-id-not-guid', dict(app_id='my-app', name='x-name', subject=SUB_MAIN), 'app_id', 'not a GUID'),
     ('bad-intended-project', dict(name='x-name', subject=SUB_MAIN, gitlab_project_path='https://gitlab.com/g/p'), 'gitlab_project_path', 'URL'),
+    ('request-with-ref', dict(gitlab={'project_path': 'g/p', 'ref': 'main', 'branches': ['dev']}), 'gitlab.ref', 'cannot be combined'),
+    ('request-with-all-tags', dict(credentials=[{'gitlab': {'project_path': 'g/p', 'all_tags': True, 'tags': ['v1']}}]),
+     'credentials[0].gitlab.all_tags', "'*' stands for all"),
+    ('request-with-name', dict(credentials=[{'name': 'x-name', 'gitlab': {'project_path': 'g/p', 'branches': ['main']}}]),
+     'credentials[0].name', 'one credential, with its subject or expression and name, per listed ref'),
+    ('request-empty', dict(gitlab={'project_path': 'g/p', 'branches': [], 'tags': []}), 'gitlab.branches', 'nothing would be trusted'),
+    ('request-bad-ref', dict(gitlab={'project_path': 'g/p', 'branches': ['main', 'a..b']}), 'gitlab.branches', "'..'"),
+    ('request-21-refs', dict(gitlab={'project_path': 'g/p', 'tags': ['v1.%d' % index for index in range(21)]}),
+     'gitlab.tags', 'needs 21 credentials but only 20 are available'),
+    ('request-flexible-unknown-issuer', dict(issuer='https://ci.example.com', gitlab={'project_path': 'g/p', 'branches': ['release/*']}),
+     'issuer', 'gitlab_issuers'),
+    ('request-duplicates-item', dict(credentials=[{'gitlab': {'project_path': 'g/p', 'branches': ['main']}},
+                                                  {'gitlab': {'project_path': 'g/p', 'ref': 'main'}}]), 'credentials', 'two credentials are named'),
+    ('project-scope-without-project', dict(exclusive=True, exclusive_scope='gitlab_project', name='x-name', subject=SUB_MAIN),
+     'exclusive_scope', 'no project is named'),
+    ('offboarding-without-project', dict(state='absent', exclusive=True, exclusive_scope='gitlab_project'), 'exclusive_scope',
+     'no project is named'),
+    ('offboarding-application-scope', dict(state='absent', exclusive=True, credentials=[]), 'exclusive', 'exclusive_scope: gitlab_project'),
+    ('absent-scope-without-exclusive', dict(state='absent', exclusive_scope='gitlab_project', gitlab_project_path='g/p'), 'credentials',
+     'nothing to manage'),
 ]
 
 
@@ -460,6 +711,7 @@ def test_absent_from_missing_application_is_a_no_op(clean_sandbox, run_module):
     code, result = run_module(main, params)
     assert (code, result['changed'], result['application'], result['credential']) == (0, False, None, None), result
     assert 'does not exist' in json.dumps(result['warnings']) and writes(sb) == 0
+    assert [(item['name'], item['action']) for item in result['results']] == [('x-name', 'absent')]
 
 
 def test_graph_refusal_is_reported_without_traceback(clean_sandbox, run_module):
@@ -495,6 +747,23 @@ def test_converges_with_replication_lag_and_throttling(clean_sandbox, run_module
     assert (code, result['changed']) == (0, True) and stored(sb, app) == {}
     rules = sb.control('GET', 'faults').json()['rules']
     assert rules[0]['fired'] == 1 and rules[1]['matched'] > 10, rules
+
+
+def test_shared_application_flow_converges_with_replication_lag_and_throttling(clean_sandbox, run_module):
+    sb = clean_sandbox
+    app = shared_app(sb)
+    sb.faults(seed=7, replication_lag=1.5, rules=[{'service': 'graph', 'kind': 'throttle', 'rate': 0.1, 'retry_after': 1}])
+    args = dict(exclusive=True, exclusive_scope='gitlab_project',
+                credentials=[{'gitlab': {'project_path': 'g/a', 'branches': ['main', 'feature/*'], 'tags': ['v*']}}])
+    code, result = run(run_module, sb, app, **args)
+    assert code == 0 and sorted(result['deleted']) == ['a-dev-stale', 'a-tags-stale'], result
+    assert [item['action'] for item in result['results']] == ['created', 'updated', 'created']  # main adopts a-main
+    reset_stats(sb)
+    code, result = run(run_module, sb, app, **args)
+    assert (code, result['changed'], writes(sb)) == (0, False, 0), result
+    code, result = run(run_module, sb, app, state='absent', exclusive=True, exclusive_scope='gitlab_project', gitlab_project_path='g/a')
+    assert code == 0 and len(result['deleted']) == 3 and sorted(stored(sb, app)) == KEPT_BY_PROJECT_SCOPE, result
+    assert sb.control('GET', 'faults').json()['rules'][0]['matched'] > 3
 
 
 def test_no_secret_or_token_in_results(clean_sandbox, run_module):

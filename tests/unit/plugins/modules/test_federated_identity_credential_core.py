@@ -17,11 +17,17 @@ from ansible_collections.oidc_federation.azure.plugins.module_utils._fic import 
 from ansible_collections.oidc_federation.azure.plugins.module_utils._graph_fic import (
     ApplicationRequest,
     CredentialDefaults,
+    ExclusiveScope,
+    ProjectTarget,
     credential_result,
+    exclusive_scope_for,
+    item_results,
     plan_application,
+    plan_without_application,
     reconcile_application,
     reconcile_applications,
     spec_from_options,
+    specs_from_item,
     specs_from_options,
 )
 
@@ -138,6 +144,140 @@ def test_plan_audiences_order_insensitive_and_description_compared_only_when_giv
     assert credential_differences(existing('x-y', subject=SUB_MAIN, audiences=['a', 'b']),
                                   {'name': 'x-y', 'audiences': ['b', 'a']}) == []
     assert credential_differences(existing('x-y', subject=SUB_MAIN, audiences=['a']), {'name': 'x-y', 'audiences': ['b']}) == ['audiences']
+
+
+# --- exclusivity scopes ----------------------------------------------------------------------------------------------
+
+def flex(name, value, **extra):
+    return existing(name, expression=value, **extra)
+
+
+PROJECT_A = ProjectTarget('https://gitlab.com', 'g/a', None)
+PROJECT_A_BOTH = ProjectTarget('https://gitlab.com', 'g/a', '42')
+COVERS = [
+    # (credential, target, covered?)
+    (existing('exact', subject='project_path:g/a:ref_type:branch:ref:main'), PROJECT_A, True),
+    (flex('any-ref', "claims['sub'] matches 'project_path:g/a:*'"), PROJECT_A, True),
+    (flex('narrowed', "claims['sub'] matches 'project_path:g/a:*' and claims['sub'] matches '*:ref_protected:true'"), PROJECT_A, True),
+    (existing('no-ref', subject='project_path:g/a'), PROJECT_A, True),
+    (existing('other', subject='project_path:g/b:ref_type:branch:ref:main'), PROJECT_A, False),
+    (existing('lookalike', subject='project_path:g/ab:ref_type:branch:ref:main'), PROJECT_A, False),
+    (existing('subgroup', subject='project_path:g/a/sub:ref_type:branch:ref:main'), PROJECT_A, False),
+    (existing('case', subject='project_path:G/A:ref_type:branch:ref:main'), PROJECT_A, False),
+    (flex('group', "claims['sub'] matches 'project_path:g/*'"), PROJECT_A, False),
+    (flex('everything', "claims['sub'] matches '*'"), PROJECT_A, False),
+    (existing('by-id', subject='project_id:42:ref_type:branch:ref:main'), PROJECT_A, False),
+    (existing('by-id', subject='project_id:42:ref_type:branch:ref:main'), PROJECT_A_BOTH, True),
+    (existing('by-other-id', subject='project_id:43:ref_type:branch:ref:main'), PROJECT_A_BOTH, False),
+    (flex('id-prefix', "claims['sub'] matches 'project_id:4*'"), PROJECT_A_BOTH, False),
+    (existing('other-issuer', subject='project_path:g/a:ref_type:branch:ref:main', issuer='https://gitlab.example.com'), PROJECT_A, False),
+    (flex('unparsable', "claims['sub'] matches \"project_path:g/a:*\""), PROJECT_A, False),
+    (existing('nothing'), PROJECT_A, False),
+]
+
+
+@pytest.mark.parametrize('credential,target,covered', COVERS, ids=['%s-%d' % (case[0]['name'], index) for index, case in enumerate(COVERS)])
+def test_gitlab_project_scope_covers_only_credentials_confined_to_the_project(credential, target, covered):
+    assert ExclusiveScope('gitlab_project', (target,)).covers(credential) is covered
+    assert ExclusiveScope('application').covers(credential) is True
+
+
+def test_managed_scope_reads_the_marker():
+    scope = ExclusiveScope('managed')
+    assert scope.covers(existing('x-y', subject=SUB_MAIN, description='GitLab CI/CD of g/p: branch main (managed by oidc_federation.azure)'))
+    assert not scope.covers(existing('x-y', subject=SUB_MAIN, description='made by hand'))
+    assert not scope.covers(existing('x-y', subject=SUB_MAIN))
+
+
+def test_scope_projects_come_from_items_and_defaults():
+    specs = specs_from_options([
+        {'gitlab': {'project_path': 'g/a', 'ref': 'main'}},
+        {'gitlab': {'project_id': '7', 'sub_claim_components': ['project_id', 'ref_type', 'ref'], 'ref': 'main'},
+         'issuer': 'https://gitlab.example.com'},
+        {'name': 'hand', 'subject': 'project_path:g/c:ref_type:branch:ref:main', 'gitlab': {'project_path': 'g/c'}},
+        {'name': 'unnamed-project', 'subject': 'project_path:g/d:ref_type:branch:ref:main'}])
+    scope = exclusive_scope_for('gitlab_project', specs, defaults=CredentialDefaults(project_id='99'))
+    assert scope.projects == (ProjectTarget('https://gitlab.com', 'g/a', None), ProjectTarget('https://gitlab.example.com', None, '7'),
+                              ProjectTarget('https://gitlab.com', 'g/c', None), ProjectTarget('https://gitlab.com', None, '99'))
+    assert exclusive_scope_for('managed', specs) == ExclusiveScope('managed')
+    with pytest.raises(FicValidationError) as caught:
+        exclusive_scope_for('gitlab_project', specs[3:])
+    assert caught.value.field == 'exclusive_scope' and 'gitlab_project_path' in caught.value.fix
+    with pytest.raises(FicValidationError, match='not one of'):
+        exclusive_scope_for('everything', specs)
+
+
+def test_plan_with_project_scope_deletes_only_the_projects_unlisted_credentials():
+    current = [existing('a-main', subject='project_path:g/a:ref_type:branch:ref:main'),
+               existing('a-stale', subject='project_path:g/a:ref_type:branch:ref:stale'),
+               existing('b-main', subject='project_path:g/b:ref_type:branch:ref:main')]
+    specs = specs_from_options([{'name': 'a-main', 'subject': 'project_path:g/a:ref_type:branch:ref:main', 'gitlab': {'project_path': 'g/a'}}])
+    scope = exclusive_scope_for('gitlab_project', specs)
+    plan = plan_application(current, specs, exclusive=True, exclusive_scope=scope)
+    assert [item['name'] for item in plan.changes.delete] == ['a-stale']
+    assert sorted(item['name'] for item in plan.changes.final) == ['a-main', 'b-main']
+    assert not plan_application(current, specs, exclusive=False, exclusive_scope=scope).changed  # scope alone deletes nothing
+    assert [item['name'] for item in plan_application(current, specs, exclusive=True).changes.delete] == ['a-stale', 'b-main']
+
+
+def test_offboarding_plan_deletes_the_whole_project():
+    current = [existing('a-main', subject='project_path:g/a:ref_type:branch:ref:main'),
+               flex('a-tags', "claims['sub'] matches 'project_path:g/a:ref_type:tag:ref:*'"),
+               existing('b-main', subject='project_path:g/b:ref_type:branch:ref:main')]
+    scope = exclusive_scope_for('gitlab_project', [], defaults=CredentialDefaults(project_path='g/a'))
+    plan = plan_application(current, [], exclusive=True, exclusive_scope=scope)
+    assert sorted(item['name'] for item in plan.changes.delete) == ['a-main', 'a-tags'] and plan.changes.create == []
+
+
+# --- project requests --------------------------------------------------------------------------------------------------
+
+def test_project_request_expands_into_sorted_specs_with_the_item_index():
+    specs = specs_from_options([
+        {'name': 'first', 'subject': SUB_MAIN.replace('main', 'first')},
+        {'gitlab': {'project_path': 'g/p', 'branches': ['release/1.0', 'main', 'release/*'], 'tags': ['v1', 'v1']}, 'description': 'same'}])
+    assert [spec.index for spec in specs] == [0, 1, 1, 1]  # release/1.0 covered, v1 once
+    built = specs[1:]
+    assert [spec.credential.get('subject') or spec.credential['claimsMatchingExpression']['value'] for spec in built] == [
+        "claims['sub'] matches 'project_path:g/p:ref_type:branch:ref:release/*'", 'project_path:g/p:ref_type:branch:ref:main',
+        'project_path:g/p:ref_type:tag:ref:v1']
+    assert {spec.credential['description'] for spec in built} == {'same'}
+    assert {spec.request for spec in built} == {built[0].request} and built[0].request.size == 3
+    assert [spec.name_given for spec in built] == [False] * 3 and specs[1].ref_type == 'branch' and specs[3].ref_type == 'tag'
+
+
+def test_project_request_with_any_ref_keeps_one_credential():
+    specs = specs_from_item({'gitlab': {'project_id': 5, 'sub_claim_components': ['project_id', 'ref_type', 'ref'], 'any_ref': True,
+                                        'branches': ['main'], 'tags': ['v*']}})
+    assert [spec.credential['claimsMatchingExpression']['value'] for spec in specs] == ["claims['sub'] matches 'project_id:5:*'"]
+    assert specs[0].project_id == '5' and specs[0].request.size == 1
+    spec_from_options({'gitlab': {'project_path': 'g/p', 'branches': ['main']}})  # one credential: fine
+    with pytest.raises(FicValidationError, match='describes 2 credentials'):
+        spec_from_options({'gitlab': {'project_path': 'g/p', 'branches': ['main', 'dev']}})
+
+
+def test_project_request_budget_counts_only_what_it_does_not_manage():
+    others = [existing('o%02d' % i, subject='project_path:o/p:ref_type:branch:ref:b%02d' % i) for i in range(16)]
+    specs = specs_from_options([{'gitlab': {'project_path': 'g/p', 'branches': ['release/a', 'release/b', 'release/c', 'main']}}])
+    plan = plan_application(others, specs)  # 16 + 4 = 20
+    assert len(plan.changes.create) == 4
+    again = plan_application(others + plan.changes.create, specs)  # its own credentials do not count against it
+    assert not again.changed
+    with pytest.raises(FicValidationError) as caught:
+        plan_application(others + [existing('extra', subject='project_path:o/p:ref_type:tag:ref:x')], specs)
+    assert caught.value.field == 'credentials[0].gitlab.branches'
+    assert 'needs 4 credentials but only 3 are available' in caught.value.message and 'branch release/*' in caught.value.fix
+
+
+def test_plan_without_application_and_item_results():
+    specs = specs_from_options([{'gitlab': {'project_path': 'g/p', 'branches': ['main'], 'tags': ['v*']}},
+                                {'name': 'gone', 'state': 'absent'}])
+    report = plan_without_application(specs)
+    assert report.application == {} and report.before == [] and len(report.created) == 2 and report.changed
+    results = item_results(report, specs)
+    assert [(item['index'], item['action'], item['state'], item['id']) for item in results] == [
+        (0, 'created', 'present', None), (0, 'created', 'present', None), (1, 'absent', 'absent', None)]
+    assert results[0]['subject'] == 'project_path:g/p:ref_type:branch:ref:main'
+    assert results[1]['claims_matching_expression'] == "claims['sub'] matches 'project_path:g/p:ref_type:tag:ref:v*'"
 
 
 def test_credential_result_shape():
