@@ -15,6 +15,9 @@ mkdir -p "$root/.build/collections/ansible_collections/oidc_federation"
 ln -sfn "$root" "$root/.build/collections/ansible_collections/oidc_federation/azure"
 
 mkdir -p .sandbox
+# Start from the sandbox's seed: the state file of an earlier demo would otherwise be loaded (with credentials for the
+# issuer URLs of an earlier port), and the first run would not show a fresh onboarding.
+rm -f .sandbox/state.json
 "$PY" -m oidc_sandbox start --state-dir .sandbox --state-file .sandbox/state.json
 trap '"$PY" -m oidc_sandbox stop --state-dir .sandbox >/dev/null 2>&1 || true' EXIT
 # shellcheck disable=SC1091

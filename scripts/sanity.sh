@@ -8,6 +8,11 @@ root=$PWD
 PY=.venv/bin/python
 mkdir -p .build
 bash scripts/ansible-test-pip-shim.sh "$PY" >/dev/null
+# ansible-test's shellcheck test silently skips when the command is missing: install it where we can (root + apt).
+if ! command -v shellcheck >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq shellcheck) >/dev/null 2>&1 \
+    || echo "sanity: could not install shellcheck; ansible-test will skip that test" >&2
+fi
 work=$(mktemp -d "$PWD/.build/sanity.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 dest=$work/ansible_collections/oidc_federation/azure
