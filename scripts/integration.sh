@@ -43,7 +43,7 @@ set +e
 PATH="$root/.venv/bin:$PATH" ansible-test integration --local --python 3.11 --color no -vvv "$@" >"$log" 2>&1
 rc=$?
 set -e
-grep -E '^(PLAY RECAP|[a-z0-9_.-]+ +: ok=)|Running .* integration test' "$log" || true
+grep -E '^(PLAY RECAP|[^ ]+ +: ok=)|Running .* integration test' "$log" || true
 if [ $rc -ne 0 ]; then
   echo "ansible-test integration failed (rc=$rc); last lines of the -vvv log:"
   tail -n 60 "$log"
