@@ -1,0 +1,344 @@
+#!/usr/bin/env python3
+"""Benchmark: onboard N generated GitLab projects with the gitlab_oidc role on the sandbox.  Prints JSON.
+
+Usage (``make bench`` runs it with ``--projects ${BENCH_PROJECTS:-100}``)::
+
+    .venv/bin/python benchmarks/bench_onboard.py --projects 100 [--forks 5] [--keep] [--output FILE]
+
+In a temporary directory it starts its own sandbox (``python -m oidc_sandbox start``), writes an inventory of N
+projects with varied trust and roles, then measures, in one go:
+
+1. ``first_run``: ``playbooks/onboard.yml`` on the empty tenant;
+2. ``rerun``: the same again (must write nothing: checked through ``/_sandbox/stats``);
+3. ``floor``: Ansible's own floor, the same inventory and forks running per host as many module tasks as the
+   onboarding ran module processes per host (``ansible.builtin.ping``) and as many controller-only tasks
+   (``ansible.builtin.set_fact``) as its other tasks, so ``ratio_*_to_floor`` is the cost of our modules over
+   Ansible's fixed cost per task.
+
+For each run: wall time, Graph/ARM requests per project split into reads and writes, access tokens issued, and the
+peak RSS of a module process (every module runs under an ``ansible_python_interpreter`` wrapper that records
+``getrusage(RUSAGE_SELF).ru_maxrss`` at exit).  Timings are printed, never asserted; the exit code is 1 only when
+a run fails, or when the re-run changes or writes anything.  See docs/benchmarks.md.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import ansible_harness as harness  # noqa: E402  (benchmarks/ is not a package)
+
+REPO = harness.REPO
+ONBOARD = REPO / "playbooks" / "onboard.yml"
+SANDBOX_DIR = REPO / "sandbox"
+DEFAULT_FORKS = 5  # Ansible's own default; see docs/benchmarks.md for other values
+RESOURCE_GROUP = "rg-sandbox"  # seeded by the sandbox
+
+# Trust patterns cycled through the generated projects: exact and flexible credentials, branches and tags.
+TRUST_PATTERNS: tuple[dict[str, Any], ...] = (
+    {"gitlab_oidc_branches": ["main"]},
+    {"gitlab_oidc_branches": ["*"]},
+    {"gitlab_oidc_branches": ["main"], "gitlab_oidc_tags": ["v*"]},
+    {"gitlab_oidc_branches": ["main", "develop", "release/*"]},
+    {"gitlab_oidc_tags": ["*"]},
+    {"gitlab_oidc_any_ref": True},
+)
+
+
+def log(message: str) -> None:
+    """Progress on stderr (stdout carries only the JSON result)."""
+    print(f"[bench] {message}", file=sys.stderr, flush=True)
+
+
+# --- the sandbox ------------------------------------------------------------------------------------------------
+
+def read_env_file(path: Path) -> dict[str, str]:
+    """The ``export NAME=value`` lines of the sandbox's env file."""
+    values: dict[str, str] = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.startswith("export "):
+            name, _, raw = line[len("export "):].partition("=")
+            parsed = shlex.split(raw)
+            values[name] = parsed[0] if parsed else ""
+    return values
+
+
+class Sandbox:
+    """A sandbox process started with the CLI in ``state_dir``; its control API over HTTPS."""
+
+    def __init__(self, state_dir: Path):
+        self.state_dir = state_dir
+        self.env: dict[str, str] = {}
+        self.http: httpx.Client | None = None
+
+    def _cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        env = {**os.environ, "PYTHONPATH": str(SANDBOX_DIR)}
+        env.pop("SANDBOX_STATE_FILE", None)
+        return subprocess.run([sys.executable, "-m", "oidc_sandbox", *args, "--state-dir", str(self.state_dir)],
+                              capture_output=True, text=True, env=env, timeout=120, check=False,
+                              stdin=subprocess.DEVNULL)
+
+    def start(self) -> None:
+        result = self._cli("start")
+        if result.returncode != 0:
+            raise harness.HarnessError(f"sandbox did not start: {result.stderr.strip()[-1500:]}")
+        self.env = read_env_file(self.state_dir / "env")
+        self.http = httpx.Client(base_url=self.env["SANDBOX_URL"], verify=self.env["SANDBOX_CA_FILE"],
+                                 timeout=60.0, trust_env=False)
+
+    def stop(self) -> None:
+        if self.http is not None:
+            self.http.close()
+        self._cli("stop")
+
+    def control(self, method: str, path: str) -> dict[str, Any]:
+        assert self.http is not None
+        response = self.http.request(method, f"/_sandbox/{path}")
+        response.raise_for_status()
+        return response.json()
+
+    def reset_stats(self) -> None:
+        self.control("POST", "stats/reset")
+
+    def stats(self) -> dict[str, Any]:
+        return self.control("GET", "stats")
+
+
+# --- the generated inventory ---------------------------------------------------------------------------------
+
+def project_vars(index: int) -> dict[str, Any]:
+    """Host variables of generated project ``index``: trust pattern, sub claim and roles vary with the index."""
+    host_vars: dict[str, Any] = dict(TRUST_PATTERNS[index % len(TRUST_PATTERNS)])
+    if index % 4 == 3:  # a quarter use GitLab 18's project_id-led sub claim
+        host_vars["gitlab_oidc_project_id"] = 100000 + index
+        host_vars["gitlab_oidc_sub_claim_components"] = ["project_id", "ref_type", "ref"]
+    if index % 5 == 1:  # Reader on a resource group instead of the subscription
+        host_vars["gitlab_oidc_role_assignments"] = [{"role": "Reader", "resource_group": RESOURCE_GROUP}]
+    elif index % 5 == 2:  # two roles
+        host_vars["gitlab_oidc_role_assignments"] = [{"role": "Reader"},
+                                                     {"role": "Contributor", "resource_group": RESOURCE_GROUP}]
+    return host_vars
+
+
+def project_path(index: int) -> str:
+    return f"bench/group-{index // 10:03d}/project-{index:04d}"
+
+
+def write_inventory(path: Path, projects: int, sandbox_env: dict[str, str], interpreter: Path,
+                    report_dir: Path) -> None:
+    """An inventory of ``projects`` GitLab projects on the sandbox's gitlab.com stand-in (group gitlab_projects)."""
+    issuer = sandbox_env["SANDBOX_GITLAB_ISSUER"]
+    inventory = {"all": {
+        "vars": {
+            "ansible_connection": "local",
+            "ansible_python_interpreter": str(interpreter),
+            "gitlab_oidc_issuer": issuer,
+            "gitlab_oidc_gitlab_issuers": [issuer],
+            "gitlab_oidc_role_assignments": [{"role": "Reader"}],
+            "gitlab_oidc_report_dir": str(report_dir),
+        },
+        "hosts": {
+            # The role delegates its tasks to localhost: declare it, so that its modules run under the RSS wrapper.
+            "localhost": {"ansible_connection": "local", "ansible_python_interpreter": str(interpreter)},
+        },
+        "children": {"gitlab_projects": {"hosts": {project_path(i): project_vars(i) for i in range(projects)}}},
+    }}
+    path.write_text(yaml.safe_dump(inventory, sort_keys=False), encoding="utf-8")
+
+
+def write_floor_playbook(path: Path, module_tasks: int, controller_tasks: int) -> None:
+    """Ansible's floor: per host ``module_tasks`` x ping and ``controller_tasks`` x set_fact, nothing else."""
+    tasks: list[dict[str, Any]] = [{"name": f"Module task {i + 1}", "ansible.builtin.ping": {}}
+                                   for i in range(module_tasks)]
+    tasks += [{"name": f"Controller task {i + 1}", "ansible.builtin.set_fact": {f"bench_floor_{i}": i}}
+              for i in range(controller_tasks)]
+    play = [{"name": "Ansible's floor for the same inventory and task count", "hosts": "gitlab_projects",
+             "gather_facts": False, "tasks": tasks}]
+    path.write_text(yaml.safe_dump(play, sort_keys=False), encoding="utf-8")
+
+
+# --- measuring -----------------------------------------------------------------------------------------------
+
+def rss_summary(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """Module processes and their peak RSS (MiB), overall and per module."""
+    by_module: dict[str, list[dict[str, Any]]] = {}
+    for record in records:
+        by_module.setdefault(str(record["module"]), []).append(record)
+    rss = [int(r["maxrss_kb"]) for r in records]
+    return {
+        "module_processes": len(records),
+        "peak_module_rss_mib": round(max(rss, default=0) / 1024, 1),
+        "median_module_rss_mib": round(statistics.median(rss) / 1024, 1) if rss else 0.0,
+        "by_module": {name: {"processes": len(items),
+                             "peak_rss_mib": round(max(int(r["maxrss_kb"]) for r in items) / 1024, 1),
+                             "mean_wall_s": round(statistics.mean(float(r["wall_s"]) for r in items), 2)}
+                      for name, items in sorted(by_module.items())},
+    }
+
+
+def run_summary(run: harness.PlaybookRun, stats: dict[str, Any] | None, projects: int,
+                records: list[dict[str, Any]]) -> dict[str, Any]:
+    """The figures of one run."""
+    summary: dict[str, Any] = {
+        "wall_s": round(run.wall_s, 2),
+        "returncode": run.returncode,
+        "hosts": len(run.recap),
+        "changed_hosts": len(run.hosts_with("changed")),
+        "failed_hosts": len(run.hosts_with("failed")) + len(run.hosts_with("unreachable")),
+    }
+    if stats is not None:
+        reads, writes = int(stats["reads"]), int(stats["writes"])
+        summary["requests"] = {"reads": reads, "writes": writes, "token": int(stats["by_service"].get("entra", 0)),
+                               "throttled": int(stats["throttled"]), "errors_5xx": int(stats["errors_5xx"])}
+        summary["per_project"] = {"reads": round(reads / projects, 2), "writes": round(writes / projects, 2),
+                                  "tokens": round(int(stats["tokens_issued"]) / projects, 2)}
+        summary["tokens_issued"] = int(stats["tokens_issued"])
+        summary["routes"] = {route: count for route, count in sorted(stats["by_route"].items())
+                             if not route.split(" ", 1)[-1].startswith("/_sandbox")}
+    summary.update(rss_summary(records))
+    return summary
+
+
+def tasks_per_host(run: harness.PlaybookRun) -> float:
+    """Mean number of tasks a host went through (ran or skipped) in ``run``."""
+    counts = [c.get("ok", 0) + c.get("skipped", 0) + c.get("failed", 0) for c in run.recap.values()]
+    return statistics.mean(counts) if counts else 0.0
+
+
+def measure(args: argparse.Namespace, workdir: Path) -> tuple[dict[str, Any], list[str]]:
+    """Run the three measurements; returns (result, problems)."""
+    harness.ensure_collection()
+    sandbox = Sandbox(workdir / "sandbox")
+    sandbox.state_dir.mkdir()
+    started = time.perf_counter()
+    sandbox.start()
+    log(f"sandbox up at {sandbox.env['SANDBOX_URL']} in {time.perf_counter() - started:.1f} s")
+    problems: list[str] = []
+    secrets = [value for name, value in sandbox.env.items() if "SECRET" in name]
+    try:
+        interpreter = harness.write_rss_interpreter(workdir / "python-rss", workdir / "rss.log")
+        inventory = workdir / "inventory.yml"
+        write_inventory(inventory, args.projects, sandbox.env, interpreter, workdir / "report")
+        env = harness.ansible_env(sandbox.env, workdir)
+        timeout = 600 + 30 * args.projects
+
+        def run(name: str, playbook: Path, with_stats: bool) -> tuple[harness.PlaybookRun, dict[str, Any]]:
+            rss_log = workdir / "rss.log"
+            rss_log.unlink(missing_ok=True)
+            if with_stats:
+                sandbox.reset_stats()
+            log(f"{name}: {args.projects} project(s), forks {args.forks} ...")
+            result = harness.run_playbook(playbook, inventory, env=env, cwd=workdir, forks=args.forks,
+                                          timeout=timeout)
+            (workdir / f"{name}.log").write_text(harness.redact(result.output, secrets), encoding="utf-8")
+            stats = sandbox.stats() if with_stats else None
+            summary = run_summary(result, stats, args.projects, harness.read_rss_log(rss_log))
+            if rss_log.exists():
+                rss_log.rename(workdir / f"{name}.rss.log")
+            log(f"{name}: {summary['wall_s']} s, rc {result.returncode}")
+            if result.returncode != 0 or summary["failed_hosts"] or len(result.recap) != args.projects:
+                problems.append(f"{name} failed (rc {result.returncode}, {summary['failed_hosts']} failed host(s), "
+                                f"{len(result.recap)} of {args.projects} in the recap):\n"
+                                + result.tail(40, secrets))
+            return result, summary
+
+        first, first_summary = run("first_run", ONBOARD, True)
+        _, rerun_summary = run("rerun", ONBOARD, True)
+        rerun_writes = rerun_summary.get("requests", {}).get("writes")
+        if rerun_writes != 0:
+            problems.append(f"the re-run made {rerun_writes} write(s); it must make none")
+        if rerun_summary["changed_hosts"]:
+            problems.append(f"the re-run reported changes on {rerun_summary['changed_hosts']} host(s)")
+
+        module_tasks = max(1, round(first_summary["module_processes"] / args.projects))
+        controller_tasks = max(0, round(tasks_per_host(first)) - module_tasks)
+        floor_playbook = workdir / "floor.yml"
+        write_floor_playbook(floor_playbook, module_tasks, controller_tasks)
+        _, floor_summary = run("floor", floor_playbook, False)
+        floor_summary["tasks_per_host"] = {"module": module_tasks, "controller": controller_tasks,
+                                           "module_used": "ansible.builtin.ping",
+                                           "controller_task_used": "ansible.builtin.set_fact"}
+    finally:
+        sandbox.stop()
+
+    floor_wall = max(float(floor_summary["wall_s"]), 1e-9)
+    result = {
+        "benchmark": "gitlab_oidc onboarding on the sandbox",
+        "projects": args.projects,
+        "forks": args.forks,
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+                    "ansible_core": ansible_core_version(), "load_avg_1m_at_end": round(os.getloadavg()[0], 2)},
+        "first_run": first_summary,
+        "rerun": rerun_summary,
+        "floor": floor_summary,
+        "ratio_first_run_to_floor": round(first_summary["wall_s"] / floor_wall, 2),
+        "ratio_rerun_to_floor": round(rerun_summary["wall_s"] / floor_wall, 2),
+        "rerun_writes": rerun_writes,
+        "rerun_zero_writes": rerun_writes == 0,
+        "ok": not problems,
+    }
+    return result, problems
+
+
+def ansible_core_version() -> str:
+    try:
+        from ansible.release import __version__
+    except ImportError:  # pragma: no cover - the dev venv has ansible-core
+        return "unknown"
+    return __version__
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--projects", type=int, default=100, help="number of generated projects (default 100)")
+    parser.add_argument("--forks", type=int, default=DEFAULT_FORKS,
+                        help=f"ansible-playbook --forks for every run (default {DEFAULT_FORKS}, Ansible's default)")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary directory (logs, inventory, report)")
+    parser.add_argument("--output", type=Path, help="also write the JSON result to this file")
+    args = parser.parse_args(argv)
+    if args.projects < 1:
+        parser.error("--projects must be at least 1")
+    if args.forks < 1:
+        parser.error("--forks must be at least 1")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    workdir = Path(tempfile.mkdtemp(prefix="bench-onboard-"))
+    problems: list[str] = ["interrupted"]
+    try:
+        result, problems = measure(args, workdir)
+        text = json.dumps(result, indent=2)
+        print(text, flush=True)
+        if args.output:
+            args.output.write_text(text + "\n", encoding="utf-8")
+        for problem in problems:
+            log(f"PROBLEM: {problem}")
+    except harness.HarnessError as exc:
+        log(f"error: {exc}")
+        return 2
+    finally:
+        if args.keep or problems:
+            log(f"logs, inventory and report kept in {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,126 @@
+# Copyright (c) 2026 oidc_federation.azure contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""Helpers of the end-to-end tests (imported by conftest.py and the tests; a unique module name on purpose).
+
+* ``fixtures``: ``sandbox/tests/conftest.py`` (the sandbox's own fixtures), ``azcli``: ``sandbox/tests/test_azcli.py``
+  (Azure CLI helpers ``make_az``, ``Az`` and the ``az_bin`` fixture), both loaded once under private names.
+* :func:`example_hosts`, :func:`run_example`, :func:`state_of`, :class:`Deployment`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+SANDBOX_TESTS = REPO / "sandbox" / "tests"
+INVENTORY = REPO / "playbooks" / "inventory" / "example.yml"
+ONBOARD = REPO / "playbooks" / "onboard.yml"
+OFFBOARD = REPO / "playbooks" / "offboard.yml"
+OTHER_RG = "rg-e2e-other"  # a second resource group, which no example project is granted anything on
+RG_API = "api-version=2021-04-01"
+
+sys.path.insert(0, str(REPO / "benchmarks"))
+import ansible_harness as harness  # noqa: E402  (shared with the benchmark)
+
+
+def _load(name: str, path: Path) -> Any:
+    """Import ``path`` as module ``name`` once per process (the unit tests load the same sandbox fixtures)."""
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+fixtures = _load("oidc_sandbox_test_fixtures", SANDBOX_TESTS / "conftest.py")
+if str(SANDBOX_TESTS) not in sys.path:  # test_azcli imports its sibling test_arm_helpers
+    sys.path.append(str(SANDBOX_TESTS))
+azcli = _load("oidc_sandbox_test_azcli", SANDBOX_TESTS / "test_azcli.py")
+
+
+def example_hosts() -> list[str]:
+    """Host names (GitLab project paths) of the example inventory, in file order (read at collection time)."""
+    hosts: list[str] = []
+
+    def walk(group: dict[str, Any] | None) -> None:
+        group = group or {}
+        for host in group.get("hosts") or {}:
+            if host not in hosts:
+                hosts.append(host)
+        for child in (group.get("children") or {}).values():
+            walk(child)
+
+    for group in (yaml.safe_load(INVENTORY.read_text(encoding="utf-8")) or {}).values():
+        walk(group)
+    return hosts
+
+
+@dataclasses.dataclass
+class Deployment:
+    """The example inventory onboarded on ``sandbox`` (see the module docstring)."""
+
+    sandbox: Any
+    workdir: Path
+    env: dict[str, str]
+    baseline: dict[str, Any]
+    first: harness.PlaybookRun
+    second: harness.PlaybookRun
+    second_stats: dict[str, Any]
+    report: dict[str, Any]
+    offboarding: harness.PlaybookRun | None = None
+
+    @property
+    def report_dir(self) -> Path:
+        return self.workdir / "report"
+
+    @property
+    def secrets(self) -> list[str]:
+        return secrets_of(self.env)
+
+    def project(self, host: str) -> dict[str, Any]:
+        """The role's report entry of ``host`` (fails if the report has none, or after offboarding)."""
+        assert self.offboarding is None, "the projects were offboarded already (test order changed?)"
+        entries = [p for p in self.report["projects"] if p.get("host") == host]
+        assert len(entries) == 1, f"the onboarding report has {len(entries)} entries for {host}"
+        return entries[0]
+
+    def offboard(self) -> harness.PlaybookRun:
+        """Run playbooks/offboard.yml (once)."""
+        if self.offboarding is None:
+            self.offboarding = run_example(OFFBOARD, self.env, self.workdir)
+        return self.offboarding
+
+    def explain(self, run: harness.PlaybookRun) -> str:
+        return f"ansible-playbook exit {run.returncode}, recap {run.recap}\n{run.tail(80, self.secrets)}"
+
+
+def run_example(playbook: Path, env: dict[str, str], workdir: Path) -> harness.PlaybookRun:
+    """``ansible-playbook -i playbooks/inventory/example.yml <playbook>`` in ``workdir``, report in workdir/report."""
+    return harness.run_playbook(playbook, INVENTORY, env=env, cwd=workdir,
+                                extra_vars={"gitlab_oidc_report_dir": str(workdir / "report")}, timeout=600)
+
+
+def secrets_of(env: dict[str, str]) -> list[str]:
+    """The secret values of an environment (to redact them from messages)."""
+    return [value for name, value in env.items() if "SECRET" in name]
+
+
+def state_of(sandbox: Any) -> dict[str, Any]:
+    response = sandbox.control("GET", "state")
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def add_resource_group(sandbox: Any, name: str) -> None:
+    response = sandbox.arm("PUT", f"/subscriptions/{sandbox.subscription_id}/resourceGroups/{name}?{RG_API}",
+                           json={"location": "westeurope"})
+    assert response.status_code in (200, 201), response.text

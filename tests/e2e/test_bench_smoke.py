@@ -1,0 +1,48 @@
+# Copyright (c) 2026 oidc_federation.azure contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""The onboarding benchmark runs (3 projects) and prints its JSON; the re-run writes nothing. No timing asserts."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from e2e_support import REPO
+
+BENCH = REPO / "benchmarks" / "bench_onboard.py"
+RUN_KEYS = {"wall_s", "returncode", "hosts", "changed_hosts", "failed_hosts", "module_processes",
+            "peak_module_rss_mib", "median_module_rss_mib", "by_module"}
+SANDBOX_RUN_KEYS = RUN_KEYS | {"requests", "per_project", "tokens_issued"}
+COLLECTION_MODULE = "ansible_collections.oidc_federation.azure.plugins.modules."
+
+
+def test_bench_prints_figures_and_the_rerun_writes_nothing(tmp_path):
+    output = tmp_path / "bench.json"
+    completed = subprocess.run([sys.executable, str(BENCH), "--projects", "3", "--output", str(output)],
+                               capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL, cwd=tmp_path,
+                               check=False)
+    assert completed.returncode == 0, completed.stderr[-4000:]
+    result = json.loads(completed.stdout)
+    assert json.loads(output.read_text(encoding="utf-8")) == result
+
+    assert result["projects"] == 3 and result["forks"] >= 1 and result["ok"] is True
+    assert SANDBOX_RUN_KEYS <= set(result["first_run"]) and SANDBOX_RUN_KEYS <= set(result["rerun"])
+    assert RUN_KEYS | {"tasks_per_host"} <= set(result["floor"])
+    for name in ("first_run", "rerun", "floor"):
+        run = result[name]
+        assert run["returncode"] == 0 and run["hosts"] == 3 and run["failed_hosts"] == 0, (name, run)
+        assert run["wall_s"] > 0 and run["module_processes"] > 0 and run["peak_module_rss_mib"] > 0, (name, run)
+
+    first, rerun = result["first_run"], result["rerun"]
+    assert first["requests"]["writes"] > 0 and first["changed_hosts"] == 3, first
+    assert rerun["requests"]["writes"] == 0 and rerun["per_project"]["writes"] == 0, rerun
+    assert rerun["changed_hosts"] == 0 and rerun["requests"]["reads"] > 0, rerun
+    assert result["rerun_writes"] == 0 and result["rerun_zero_writes"] is True
+    assert first["tokens_issued"] > 0 and first["per_project"]["tokens"] > 0, first
+    assert any(name.startswith(COLLECTION_MODULE) for name in first["by_module"]), first["by_module"]
+    assert set(result["floor"]["by_module"]) == {"ansible.modules.ping"}, result["floor"]["by_module"]
+    assert result["ratio_first_run_to_floor"] > 0 and result["ratio_rerun_to_floor"] > 0
+    # the sandbox's secrets never reach the output
+    assert "SECRET" not in completed.stdout and "client_secret" not in completed.stdout
