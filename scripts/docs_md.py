@@ -12,9 +12,12 @@ Checks, each failing the run:
 
 - every option (modules, filters, role entry points, at any depth) has a ``type``;
 - the EXAMPLES of every module are YAML task lists whose actions are all written as FQCNs;
+- every top-level option of every module is set by at least one of its EXAMPLES tasks (directly, through an alias, or
+  through ``module_defaults``), except the shared auth options, whose descriptions in the doc fragment
+  (``plugins/doc_fragments/auth.py``) must each carry an example instead (``Example: C(option: value)``);
+- every top-level option of every role entry point is set in a YAML example of the role's guide
+  (``docs/role-<role>.md``, next to the output directory), which the generated role page links to;
 - ``--check``: the committed pages are what the current documentation renders to.
-
-Also prints, without failing, the options of each module that no example uses (documentation coverage).
 
 Run with the Python of .venv-lint (ansible-core, antsibull-docs-parser, PyYAML) and ANSIBLE_COLLECTIONS_PATH
 pointing at the collection; ``scripts/docs.sh`` does both.
@@ -27,6 +30,7 @@ import difflib
 import functools
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -302,12 +306,33 @@ def index_page(entries: list[tuple[str, str, str]]) -> str:
     return "\n".join(lines)
 
 
+AUTH_FRAGMENT = "ansible_collections.oidc_federation.azure.plugins.doc_fragments.auth"
+# An example in an option's description: "Example: C(option: value)" (or "for example C(...)").
+DESCRIPTION_EXAMPLE = re.compile(r"\bexample:?\s+C\(", re.IGNORECASE)
+
+
 @functools.lru_cache(maxsize=None)
-def shared_options() -> frozenset[str]:
-    """Options of the shared auth doc fragment (every module has them; the how-to pages show them, not each module)."""
+def shared_option_specs() -> dict[str, t.Any]:
+    """Options of the shared auth doc fragment (every module has them; its own text gives their examples)."""
     import importlib
-    fragment = importlib.import_module("ansible_collections.oidc_federation.azure.plugins.doc_fragments.auth")
-    return frozenset(yaml.safe_load(fragment.ModuleDocFragment.DOCUMENTATION)["options"])
+    fragment = importlib.import_module(AUTH_FRAGMENT)
+    return yaml.safe_load(fragment.ModuleDocFragment.DOCUMENTATION)["options"]
+
+
+def shared_options() -> frozenset[str]:
+    """Names of the shared auth options (exempt from the EXAMPLES check)."""
+    return frozenset(shared_option_specs())
+
+
+def shared_options_without_example() -> list[str]:
+    """Auth fragment options whose description carries no ``Example: C(...)``."""
+    missing = []
+    for name, spec in sorted(shared_option_specs().items()):
+        description = (spec or {}).get("description") or []
+        text = " ".join([description] if isinstance(description, str) else [str(p) for p in description])
+        if not DESCRIPTION_EXAMPLE.search(text):
+            missing.append(name)
+    return missing
 
 
 @functools.lru_cache(maxsize=None)
@@ -364,8 +389,49 @@ def check_examples(fqcn: str, data: dict[str, t.Any]) -> list[str]:
     return sorted(set(options) - used)
 
 
-def render(out: Path) -> list[str]:
-    """Write every page into ``out``; return documentation-coverage notes."""
+def yaml_keys(value: t.Any) -> t.Iterator[str]:
+    """Every mapping key at any depth of a YAML document."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield str(key)
+            yield from yaml_keys(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from yaml_keys(item)
+
+
+def guide_keys(guide: Path) -> set[str]:
+    """The keys set by the YAML code blocks of a Markdown guide; a block that is not valid YAML fails the run."""
+    keys: set[str] = set()
+    blocks = re.findall(r"^```ya?ml[ \t]*\n(.*?)^```", guide.read_text(), re.S | re.M)
+    for number, block in enumerate(blocks, 1):
+        try:
+            keys.update(yaml_keys(yaml.safe_load(block)))
+        except yaml.YAMLError as exc:
+            raise DocsError("{0}: YAML block {1} is not valid YAML: {2}".format(guide, number, exc)) from exc
+    return keys
+
+
+def check_role_examples(fqcn: str, data: dict[str, t.Any], guide: Path) -> list[str]:
+    """Problems: role options (top level, every entry point) that no YAML example of the role's guide sets."""
+    if not guide.is_file():
+        return ["{0}: no role guide {1} with examples of its variables".format(fqcn, guide)]
+    keys = guide_keys(guide)
+    problems = []
+    for entrypoint in sorted(data.get("entry_points") or {}):
+        options = data["entry_points"][entrypoint].get("options") or {}
+        unused = sorted(set(options) - keys)
+        if unused:
+            problems.append("{0} (entry point {1}): no YAML example in {2} sets {3}".format(
+                fqcn, entrypoint, guide, ", ".join(unused)))
+    return problems
+
+
+def render(out: Path, guides: Path) -> list[str]:
+    """Write every page into ``out``; return the example-coverage problems (options no example sets).
+
+    ``guides`` is the directory of the role guides (``role-<role>.md``).
+    """
     plugins: dict[str, dict[str, t.Any]] = {}
     for plugin_type in PLUGIN_TYPES:
         names = sorted(ansible_doc("--list", "-t", plugin_type, COLLECTION))
@@ -378,6 +444,10 @@ def render(out: Path) -> list[str]:
     links = Links(known)
     entries: list[tuple[str, str, str]] = []
     coverage: list[str] = []
+    unexplained = shared_options_without_example()
+    if unexplained:
+        coverage.append("doc fragment {0}.auth (plugins/doc_fragments/auth.py): no 'Example: C(option: value)' in the "
+                        "description of {1}".format(COLLECTION, ", ".join(unexplained)))
     out.mkdir(parents=True, exist_ok=True)
     for plugin_type, docs in plugins.items():
         for fqcn in sorted(docs):
@@ -385,7 +455,7 @@ def render(out: Path) -> list[str]:
             if plugin_type == "module":
                 unused = check_examples(fqcn, data)
                 if unused:
-                    coverage.append("{0}: no example sets {1}".format(fqcn, ", ".join(unused)))
+                    coverage.append("{0}: no EXAMPLES task sets {1}".format(fqcn, ", ".join(unused)))
             (out / page_name(fqcn, plugin_type)).write_text(plugin_page(links, fqcn, plugin_type, data))
             short = Renderer(links, fqcn, plugin_type).markup(data["doc"].get("short_description"))
             entries.append((plugin_type, fqcn, short))
@@ -393,6 +463,7 @@ def render(out: Path) -> list[str]:
         data = role_docs[fqcn]
         if not data.get("entry_points"):
             raise DocsError("{0}: no argument spec (meta/argument_specs.yml)".format(fqcn))
+        coverage += check_role_examples(fqcn, data, guides / "role-{0}.md".format(fqcn.rsplit(".", 1)[1]))
         (out / page_name(fqcn, "role")).write_text(role_page(links, fqcn, data))
         main = data["entry_points"].get("main") or next(iter(data["entry_points"].values()))
         entries.append(("role", fqcn, Renderer(links, fqcn, "role", "main").markup(main.get("short_description"))))
@@ -435,21 +506,21 @@ def main(argv: list[str] | None = None) -> int:
     if "ANSIBLE_COLLECTIONS_PATH" not in os.environ:
         print("docs_md: ANSIBLE_COLLECTIONS_PATH is not set", file=sys.stderr)
         return 2
+    guides = Path(os.path.relpath(args.out.resolve().parent))
     try:
-        if args.check:
-            with tempfile.TemporaryDirectory() as tmp:
-                coverage = render(Path(tmp))
+        with tempfile.TemporaryDirectory() as tmp:
+            coverage = render(Path(tmp), guides)
+            if coverage:
+                raise DocsError("options without an example (every option must be set by an example, so users see "
+                                "how to write it):\n  " + "\n  ".join(coverage))
+            if args.check:
                 problems = compare(Path(tmp), args.out)
-        else:
-            with tempfile.TemporaryDirectory() as tmp:
-                coverage = render(Path(tmp))
+            else:
                 sync(Path(tmp), args.out)
-            problems = []
+                problems = []
     except DocsError as exc:
         print("docs_md: ERROR: {0}".format(exc), file=sys.stderr)
         return 1
-    for note in coverage:
-        print("docs_md: note: {0}".format(note))
     if problems:
         print("docs_md: ERROR: {0} is out of date; run `bash scripts/docs.sh` and commit the result:\n{1}".format(
             args.out, "\n".join(problems)), file=sys.stderr)

@@ -30,6 +30,7 @@ options:
         On a virtual machine with only the instance metadata service, select it explicitly, because V(auto) cannot detect it.
       - V(cli) uses the account of the Azure CLI (C(az login)); O(tenant_id) selects the tenant when set.
       - Values from options and from their environment variables count the same.
+      - 'Example: C(auth_source: federated_token) in a GitLab CI job, C(auth_source: cli) on a workstation after C(az login).'
     type: str
     default: auto
     choices: [auto, env, client_secret, federated_token, managed_identity, cli]
@@ -37,17 +38,20 @@ options:
     description:
       - The Microsoft Entra tenant (directory) ID or domain.
       - If not set, the environment variable E(AZURE_TENANT_ID) is used, then E(AZURE_TENANT) (set by AWX/AAP).
+      - 'Example: C(tenant_id: 5a1d5b0e-7c2f-4d3a-8e9b-0f1a2b3c4d5e) or C(tenant_id: contoso.onmicrosoft.com).'
     type: str
   client_id:
     description:
       - The application (client) ID to authenticate as.
       - With O(auth_source=managed_identity), the client ID of a user-assigned managed identity.
       - If not set, the environment variable E(AZURE_CLIENT_ID) is used.
+      - 'Example: C(client_id: 3c2e4a1f-8b7d-4e6a-9f10-2b3c4d5e6f70).'
     type: str
   client_secret:
     description:
       - A client secret of the application O(client_id), for O(auth_source=client_secret).
       - If not set, the environment variable E(AZURE_CLIENT_SECRET) is used, then E(AZURE_SECRET) (set by AWX/AAP).
+      - 'Example: C(client_secret: "{{ vault_azure_client_secret }}"), kept in Ansible Vault.'
     type: str
   federated_token:
     description:
@@ -55,17 +59,20 @@ options:
         a federated identity credential, for O(auth_source=federated_token).
       - If not set, the environment variable E(AZURE_FEDERATED_TOKEN) is used, then E(GITLAB_OIDC_TOKEN).
       - Takes precedence over O(federated_token_file) when both are set.
+      - 'Example: C(federated_token: "{{ gitlab_id_token }}"), a variable that holds the ID token of the CI job.'
     type: str
   federated_token_file:
     description:
       - Path of a file holding the federated token, for O(auth_source=federated_token).
       - The file is read again whenever a new Entra token is needed, so a rotated token is picked up.
       - If not set, the environment variable E(AZURE_FEDERATED_TOKEN_FILE) is used.
+      - 'Example: C(federated_token_file: /var/run/secrets/azure/tokens/azure-identity-token), the file AKS workload identity mounts.'
     type: path
   subscription_id:
     description:
       - The Azure subscription ID, for modules that work with Azure Resource Manager and need one.
       - If not set, the environment variable E(AZURE_SUBSCRIPTION_ID) is used.
+      - 'Example: C(subscription_id: 6b2e6c1f-0d4a-4b8e-9c3f-1a2b3c4d5e6f).'
     type: str
   cloud_environment:
     description:
@@ -78,6 +85,7 @@ options:
       - V(AzureUSGovernment) uses C(https://login.microsoftonline.us), C(https://graph.microsoft.us) and
         C(https://management.usgovcloudapi.net).
       - If not set, the environment variable E(AZURE_CLOUD_ENVIRONMENT) is used.
+      - 'Example: C(cloud_environment: AzureUSGovernment).'
     type: str
     default: AzurePublicCloud
     choices: [AzurePublicCloud, AzureChinaCloud, AzureUSGovernment, AzureCloud]
@@ -87,6 +95,7 @@ options:
         Instance discovery is disabled for a non-default authority.
       - Must use https. A host without a scheme gets C(https://).
       - If not set, the environment variable E(AZURE_AUTHORITY_HOST) is used.
+      - 'Example: C(authority_host: https://127.0.0.1:8443), a local test endpoint such as the collection''s sandbox.'
     type: str
   graph_endpoint:
     description:
@@ -94,18 +103,21 @@ options:
         (a trailing C(/v1.0) or C(/beta) is removed). Tokens keep the cloud's Graph scope.
       - Must use https. A host without a scheme gets C(https://).
       - If not set, the environment variable E(AZURE_GRAPH_ENDPOINT) is used.
+      - 'Example: C(graph_endpoint: https://127.0.0.1:8443).'
     type: str
   resource_manager_endpoint:
     description:
       - Overrides the Azure Resource Manager endpoint of O(cloud_environment). Tokens keep the cloud's ARM scope.
       - Must use https. A host without a scheme gets C(https://).
       - If not set, the environment variable E(AZURE_RESOURCE_MANAGER_ENDPOINT) is used.
+      - 'Example: C(resource_manager_endpoint: https://127.0.0.1:8443).'
     type: str
   ca_bundle:
     description:
       - Path of a PEM file with the certificate authorities to trust for the Entra, Graph and Resource Manager
         connections, instead of the default trust store.
       - If not set, the environment variable E(AZURE_CA_BUNDLE) is used, then E(REQUESTS_CA_BUNDLE).
+      - 'Example: C(ca_bundle: /etc/pki/ca-trust/source/anchors/corporate-root-ca.pem).'
     type: path
   replication_timeout:
     description:
@@ -115,6 +127,7 @@ options:
       - Throttling (HTTP 429, with its C(Retry-After)) and transient server or connection errors are retried
         separately, a bounded number of times.
       - Between 0 and 3600.
+      - 'Example: C(replication_timeout: 300) for a tenant that replicates slowly.'
     type: int
     default: 120
 '''

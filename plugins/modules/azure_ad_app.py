@@ -215,10 +215,28 @@ EXAMPLES = r'''
         that:
           - project_app.unique_name == 'mygroup/sub/my-project' | oidc_federation.azure.gitlab_app_unique_name
 
+    - name: Name the application after the GitLab project id, so it survives renames (gitlab-oidc-id-57382910)
+      oidc_federation.azure.azure_ad_app:
+        gitlab_project_id: '57382910'
+        display_name: GitLab CI project 57382910
+        notes: Managed by Ansible from the platform-iac repository; do not edit by hand
+        sign_in_audience: AzureADMyOrg   # single tenant, the default
+
+    - name: An app registration without a service principal (none is created; an existing one is kept)
+      oidc_federation.azure.azure_ad_app:
+        unique_name: gitlab-oidc-mygroup~docs
+        service_principal: false
+
     - name: Delete the application and its service principal
       oidc_federation.azure.azure_ad_app:
         unique_name: gitlab-oidc-mygroup~myproject
         state: absent
+
+    - name: Delete the adopted application too (it does not carry the oidc_federation.azure:managed tag)
+      oidc_federation.azure.azure_ad_app:
+        unique_name: gitlab-oidc
+        state: absent
+        force_delete: true
 '''
 
 RETURN = r'''

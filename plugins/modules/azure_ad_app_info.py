@@ -52,7 +52,7 @@ seealso:
 EXAMPLES = r'''
 - name: Find the application of a project
   oidc_federation.azure.azure_ad_app_info:
-    unique_name: gitlab-oidc-mygroup-myproject
+    unique_name: gitlab-oidc-mygroup~myproject
   register: found
 
 - name: Its client id and service principal
@@ -69,6 +69,11 @@ EXAMPLES = r'''
   oidc_federation.azure.azure_ad_app_info:
     display_name: gitlab-oidc
   register: by_name
+
+- name: Which application does a CI job log in as? (its AZURE_CLIENT_ID)
+  oidc_federation.azure.azure_ad_app_info:
+    app_id: 3c2e4a1f-8b7d-4e6a-9f10-2b3c4d5e6f70
+  register: by_client_id
 '''
 
 RETURN = r'''

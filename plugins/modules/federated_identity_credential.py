@@ -335,7 +335,7 @@ seealso:
 EXAMPLES = r'''
 - name: Trust the main branch of a GitLab project (exact subject, derived name)
   oidc_federation.azure.federated_identity_credential:
-    app_unique_name: gitlab-oidc-mygroup-myproject
+    app_unique_name: gitlab-oidc-mygroup~myproject
     gitlab:
       project_path: mygroup/myproject
       ref: main
@@ -393,7 +393,26 @@ EXAMPLES = r'''
     name: deploy-production
     subject: project_path:mygroup/myproject:ref_type:branch:ref:production
     audiences: [api://AzureADTokenExchange]
+    description: Production deploys of mygroup/myproject (managed by Ansible)
     gitlab_project_path: mygroup/myproject
+
+- name: Release tags of a project on a self-managed GitLab whose host is not gitlab.<name>.<tld>
+  oidc_federation.azure.federated_identity_credential:
+    app_id: 00000000-0000-0000-0000-000000000001
+    issuer: https://code.example.com
+    gitlab_issuers: [https://code.example.com]   # only if your tenant accepts expressions from this issuer
+    name: releases-57382910
+    claims_matching_expression: "claims['sub'] matches 'project_id:57382910:ref_type:tag:ref:v*'"
+    gitlab_project_id: '57382910'   # the project the expression must trust, and nothing else
+
+- name: Plan, in check mode, the trust of an application that an earlier task of the same check run would create
+  oidc_federation.azure.federated_identity_credential:
+    app_unique_name: gitlab-oidc-mygroup~newproject
+    gitlab:
+      project_path: mygroup/newproject
+      branches: [main]
+    missing_application: plan   # no warning that the application does not exist yet
+  check_mode: true
 
 - name: Every project of one group (broad trust, explicitly allowed)
   oidc_federation.azure.federated_identity_credential:

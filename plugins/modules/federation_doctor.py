@@ -180,6 +180,25 @@ EXAMPLES = r'''
     ref: v1.2.0
     audiences: [api://AzureADTokenExchange]
 
+- name: Only protected branches may log in (the project's sub claim includes ref_protected)
+  oidc_federation.azure.federation_doctor:
+    app_unique_name: gitlab-oidc-mygroup~myproject
+    project_path: mygroup/myproject
+    ref: main
+    sub_claim_components: [project_path, ref_type, ref, ref_protected]
+    claim_values:
+      ref_protected: true
+
+- name: The sub claim as the failed job printed it, an issuer the controller cannot reach, the job's own tenant
+  oidc_federation.azure.federation_doctor:
+    app_id: 00000000-0000-0000-0000-000000000001
+    issuer: https://code.example.com
+    gitlab_issuers: [https://code.example.com]   # a self-managed GitLab whose host is not gitlab.<name>.<tld>
+    subject: project_path:platform/deployer:ref_type:branch:ref:main
+    audiences: [api://AzureADTokenExchange]
+    check_issuer: false   # no discovery document or key checks (AADSTS501661 is not predicted)
+    pipeline_tenant_id: 5a1d5b0e-7c2f-4d3a-8e9b-0f1a2b3c4d5e   # the AZURE_TENANT_ID of the job
+
 - name: Shared connection options for every module of the collection
   module_defaults:
     group/oidc_federation.azure.azure:

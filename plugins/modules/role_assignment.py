@@ -189,6 +189,13 @@ EXAMPLES = r'''
     scope: "/subscriptions/{{ subscription_id }}/resourceGroups/rg-shared"
     allow_privileged: true
 
+- name: Let the Entra ID group of the on-call engineers read the resource group
+  oidc_federation.azure.role_assignment:
+    principal_id: "{{ oncall_group_object_id }}"
+    principal_type: Group
+    role: Reader
+    scope: "/subscriptions/{{ subscription_id }}/resourceGroups/rg-web"
+
 - name: Revoke a role
   oidc_federation.azure.role_assignment:
     app_id: "{{ gitlab_app_client_id }}"
