@@ -401,16 +401,23 @@ def same_assignment(assignment: Mapping[str, Any], scope: Scope, principal_id: s
             and role_guid_of(props.get('roleDefinitionId')) == role_guid.lower())
 
 
-async def list_principal_assignments(clients: Any, scope: Scope, principal_id: str) -> List[dict]:
-    """This principal's role assignments exactly AT ``scope`` (never inherited ones above it, nor those below).
+def _at_or_above(assignment_scope: str, scope: Scope) -> bool:
+    """True when an assignment at ``assignment_scope`` (a scope key) applies at ``scope`` (the same, or inherited)."""
+    return assignment_scope == '/' or scope.key == assignment_scope or scope.key.startswith(assignment_scope + '/')
+
+
+async def list_principal_assignments(clients: Any, scope: Scope, principal_id: str, *, inherited: bool = False) -> List[dict]:
+    """This principal's role assignments exactly AT ``scope`` (never those below it; with ``inherited``, also those
+    above it that apply there).
 
     Lists ``{scope}/providers/Microsoft.Authorization/roleAssignments?$filter=principalId eq '{id}'`` (which answers
-    at, above and below) and keeps those whose scope equals ``scope`` case-insensitively.
+    at, above and below) and keeps those whose scope equals ``scope`` case-insensitively (or contains it).
     """
     items = await clients.call('list role assignments', clients.arm_list, scope.path('roleAssignments'), api_version=API_VERSION,
                                params={'$filter': 'principalId eq {0}'.format(odata_string(principal_id))},
                                target='principalId={0} at {1}'.format(principal_id, scope.id), service='arm')
-    return [a for a in items if isinstance(a, Mapping) and assignment_scope_key(a) == scope.key
+    return [a for a in items if isinstance(a, Mapping)
+            and (_at_or_above(assignment_scope_key(a), scope) if inherited else assignment_scope_key(a) == scope.key)
             and str((a.get('properties') or {}).get('principalId') or '').lower() == principal_id.lower()]
 
 

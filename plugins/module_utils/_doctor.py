@@ -42,10 +42,10 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 from urllib.parse import urlsplit
 
 from ansible_collections.oidc_federation.azure.plugins.module_utils._arm import (
-    API_VERSION,
     RoleRef,
     Scope,
     assignment_scope_key,
+    list_principal_assignments,
     role_definition_cache,
     role_guid_of,
 )
@@ -58,9 +58,8 @@ from ansible_collections.oidc_federation.azure.plugins.module_utils._fic import 
 )
 from ansible_collections.oidc_federation.azure.plugins.module_utils._gitlab import REF_TYPE_BRANCH, SubjectBuilder
 from ansible_collections.oidc_federation.azure.plugins.module_utils._graph import (
-    odata_string,
+    get_service_principal,
     resolve_application,
-    sp_path,
     tenant_id_of,
 )
 from ansible_collections.oidc_federation.azure.plugins.module_utils._graph_fic import credential_result, list_credentials
@@ -676,21 +675,12 @@ async def check_tenant(http: Any, authority_host: str, tenant: str) -> TenantRep
 # Role assignments the service principal holds at a scope (ARM)
 # --------------------------------------------------------------------------------------------------------------
 
-def _at_or_above(assignment_scope: str, scope: Scope) -> bool:
-    return assignment_scope == '/' or scope.key == assignment_scope or scope.key.startswith(assignment_scope + '/')
-
-
 async def role_assignments_at_scope(clients: Any, scope: Scope, principal_id: str) -> List[dict]:
     """The role assignments that apply to ``principal_id`` at ``scope``: at the scope and inherited from above it.
 
-    (``_arm.list_principal_assignments`` keeps only those exactly at the scope.) Role names are resolved at the
-    scope; a role that cannot be read is shown by its GUID.
+    Role names are resolved at the scope; a role that cannot be read is shown by its GUID.
     """
-    items = await clients.call('list role assignments', clients.arm_list, scope.path('roleAssignments'), api_version=API_VERSION,
-                               params={'$filter': 'principalId eq {0}'.format(odata_string(principal_id))},
-                               target='principalId={0} at {1}'.format(principal_id, scope.id), service='arm')
-    mine = [a for a in items if isinstance(a, Mapping) and _at_or_above(assignment_scope_key(a), scope)
-            and str((a.get('properties') or {}).get('principalId') or '').lower() == principal_id.lower()]
+    mine = await list_principal_assignments(clients, scope, principal_id, inherited=True)
     cache = role_definition_cache(clients)
 
     async def describe(assignment: Mapping[str, Any]) -> dict:
@@ -982,15 +972,8 @@ SP_FIELDS = ('id', 'appId', 'displayName', 'appOwnerOrganizationId', 'accountEna
 
 
 async def read_service_principal(clients: Any, app_id: str) -> Optional[dict]:
-    """The service principal of ``app_id`` with ``accountEnabled`` (``_graph.get_service_principal`` does not select it), or None."""
-    try:
-        response = await clients.call('get service principal', clients.graph_request, 'GET', sp_path(app_id),
-                                      params={'$select': ','.join(SP_FIELDS)}, target='appId={0}'.format(app_id), service='graph')
-    except AzureApiError as err:
-        if err.status == 404:
-            return None
-        raise
-    return response.data if isinstance(response.data, dict) else None
+    """The service principal of ``app_id`` with ``accountEnabled`` (to tell a disabled one, AADSTS7000112), or None."""
+    return await get_service_principal(clients, app_id, select=SP_FIELDS)
 
 
 async def _read_app_side(clients: Any, app: Mapping[str, Any]) -> Tuple[list, Optional[dict]]:

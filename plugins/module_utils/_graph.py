@@ -152,10 +152,11 @@ def _app_target(*, app_id: Optional[str] = None, object_id: Optional[str] = None
     return 'id={0}'.format(object_id)
 
 
-async def get_service_principal(clients: Any, app_id: str, *, retry_not_found: bool = False) -> Optional[dict]:
-    """The service principal of ``app_id`` (``id``, ``appId``, ``displayName``, ``appOwnerOrganizationId``) or None."""
+async def get_service_principal(clients: Any, app_id: str, *, retry_not_found: bool = False,
+                                select: Sequence[str] = SP_SELECT) -> Optional[dict]:
+    """The service principal of ``app_id`` (the ``select``ed fields, by default ``SP_SELECT``) or None."""
     return await _get_optional(clients, 'get service principal', sp_path(app_id), target='appId={0}'.format(app_id),
-                               params=_select(SP_SELECT), retry_not_found=retry_not_found)
+                               params=_select(select), retry_not_found=retry_not_found)
 
 
 async def list_applications(clients: Any, filter_expr: str, *, select: Sequence[str] = APP_SELECT) -> list:
