@@ -21,17 +21,12 @@ pytestmark = pytest.mark.skipif('oidc_sandbox_test_fixtures' not in sys.modules,
 
 from ansible_collections.oidc_federation.azure.plugins.modules import azure_ad_app  # noqa: E402
 from ansible_collections.oidc_federation.azure.plugins.module_utils._graph import MANAGED_TAG  # noqa: E402
+from ansible_collections.oidc_federation.azure.tests.unit.plugins.modules.sandbox_auth import auth_args  # noqa: E402
 
 NAME = 'gitlab-oidc-mygroup-myproject'
 
 
 # --- helpers ------------------------------------------------------------------------------------------------------
-
-def auth_args(sb):
-    """The shared auth options pointing at the sandbox, as the operator with a client secret."""
-    return {'auth_source': 'client_secret', 'tenant_id': sb.tenant_id, 'client_id': sb.operator.client_id,
-            'client_secret': sb.operator.secret, 'subscription_id': sb.subscription_id, 'authority_host': sb.url,
-            'graph_endpoint': sb.url, 'resource_manager_endpoint': sb.url, 'ca_bundle': sb.ca_file}
 
 
 def run_app(run_module, sb, *, check=False, diff=True, **args):

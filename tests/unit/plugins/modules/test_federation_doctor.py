@@ -22,18 +22,12 @@ pytestmark = pytest.mark.skipif('oidc_sandbox_test_fixtures' not in sys.modules,
                                 reason='the sandbox package (sandbox/oidc_sandbox) is not in this checkout')
 
 from ansible_collections.oidc_federation.azure.plugins.modules.federation_doctor import main  # noqa: E402
+from ansible_collections.oidc_federation.azure.tests.unit.plugins.modules.sandbox_auth import auth_args  # noqa: E402
 
 AUD = 'api://AzureADTokenExchange'
 PROJECT = 'mygroup/myproject'
 SUB_MAIN = 'project_path:mygroup/myproject:ref_type:branch:ref:main'
 READER = 'acdd72a7-3385-48ef-bd42-f606fba81ae7'
-
-
-def auth_args(sb):
-    """The shared auth options pointing at the sandbox, as the operator."""
-    return {'auth_source': 'client_secret', 'tenant_id': sb.tenant_id, 'client_id': sb.operator.client_id,
-            'client_secret': sb.operator.secret, 'subscription_id': sb.subscription_id, 'authority_host': sb.url,
-            'graph_endpoint': sb.url, 'resource_manager_endpoint': sb.url, 'ca_bundle': sb.ca_file}
 
 
 def new_app(sb, *, service_principal=True, unique_name=None):

@@ -18,6 +18,7 @@ import pytest
 
 from ansible_collections.oidc_federation.azure.plugins.modules import role_assignment
 from ansible_collections.oidc_federation.azure.tests.unit.conftest import SANDBOX_AVAILABLE
+from ansible_collections.oidc_federation.azure.tests.unit.plugins.modules.sandbox_auth import auth_args as sandbox_auth_args  # noqa: E402
 
 pytestmark = pytest.mark.skipif(not SANDBOX_AVAILABLE, reason='the sandbox is not in this checkout')
 
@@ -31,10 +32,8 @@ RA_PATH = '/providers/Microsoft.Authorization/roleAssignments'
 # --- helpers ---------------------------------------------------------------------------------------------------------------
 
 def auth_args(sandbox):
-    """The shared auth options, explicitly (the autouse fixture clears the environment)."""
-    return dict(tenant_id=sandbox.tenant_id, client_id=sandbox.operator.client_id, client_secret=sandbox.operator.secret,
-                authority_host=sandbox.url, graph_endpoint=sandbox.url, resource_manager_endpoint=sandbox.url,
-                ca_bundle=sandbox.ca_file, replication_timeout=30)
+    """The shared auth options, with a shorter replication wait."""
+    return sandbox_auth_args(sandbox, replication_timeout=30)
 
 
 def sub_scope(sandbox):
