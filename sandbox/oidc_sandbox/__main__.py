@@ -147,8 +147,8 @@ def _bind(host: str, port: int) -> socket.socket:
 def serve(args: argparse.Namespace) -> int:
     """Run the sandbox in the foreground until SIGINT/SIGTERM."""
     from . import certs
-    from .app import build_app
-    from .context import Config, Sandbox
+    from .app import build_app, new_sandbox
+    from .context import Config
 
     logging.basicConfig(level=getattr(logging, args.log_level.upper()),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -178,7 +178,7 @@ def serve(args: argparse.Namespace) -> int:
     if args.gitlab_issuer:
         settings["gitlab_issuers"] = tuple(args.gitlab_issuer)
     try:
-        ctx = Sandbox(Config(**settings))
+        ctx = new_sandbox(Config(**settings))
         if args.state_file and Path(args.state_file).exists():
             ctx.load(args.state_file)
     except ValueError as exc:

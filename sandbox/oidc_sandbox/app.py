@@ -1,5 +1,9 @@
 """The ASGI application: one catch-all route that applies faults, dispatches by path, records stats and turns
-every error into the owning service's JSON envelope (never a stack trace)."""
+every error into the owning service's JSON envelope (never a stack trace).
+
+The top of the one-way import graph: it wires the services (entra, gitlab, control and the optional graph/arm
+modules) into the core ``context.Sandbox`` (``new_sandbox``) and routes requests to them (``build_app``).  Nothing
+in the package imports this module."""
 from __future__ import annotations
 
 import asyncio
@@ -9,21 +13,24 @@ import logging
 import re
 import types
 import uuid
-from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable
+from typing import AsyncIterator, Awaitable, Callable
 
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from .errors import ServiceError, control_error, graph_error, arm_error, internal_error, not_found
+from . import control, entra, gitlab
+from .context import Config, Sandbox
+from .errors import (ServiceError, arm_error, control_error, graph_error, internal_error, json_body_error,
+                     not_found, read_json)
 
-if TYPE_CHECKING:
-    from .context import Sandbox
+__all__ = ["build_app", "collapse_slashes", "error_response", "json_body_error", "new_sandbox", "read_json",
+           "service_for", "service_modules", "wire"]
 
 log = logging.getLogger("oidc_sandbox")
 
-Handler = Callable[["Sandbox", Request, str], Awaitable[Response | None]]
+Handler = Callable[[Sandbox, Request, str], Awaitable[Response | None]]
 _METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 _ARM_PREFIXES = ("/subscriptions", "/providers", "/metadata", "/tenants", "/resourcegroups")
 _OPTIONAL = {"graph": "graph", "arm": "arm"}
@@ -84,15 +91,26 @@ def service_modules() -> dict[str, types.ModuleType]:
     return modules
 
 
+def wire(ctx: Sandbox) -> None:
+    """Attach the services to a new ``Sandbox`` (its constructor calls this before the first reset)."""
+    ctx.entra = entra.Entra(ctx)
+    ctx.auth = entra.Auth(ctx)
+    ctx.gitlab = gitlab.GitLab(ctx)
+    ctx.modules = service_modules()
+    ctx.reset_hooks = [ctx.gitlab.seed, ctx.auth.clear_cache, ctx.entra.clear_cache]
+
+
+def new_sandbox(config: Config) -> Sandbox:
+    """A seeded sandbox with every service wired in: what ``build_app`` serves."""
+    return Sandbox(config, wire)
+
+
 def _handler(service: str) -> Handler:
     if service == "control":
-        from . import control
         return control.handle
     if service == "gitlab":
-        from . import gitlab
         return gitlab.handle
     if service == "entra":
-        from . import entra
         return entra.handle
     module = _optional_module(service)
     handle = getattr(module, "handle", None) if module is not None else None
@@ -101,7 +119,7 @@ def _handler(service: str) -> Handler:
     return handle
 
 
-async def _not_implemented(ctx: "Sandbox", request: Request, path: str) -> Response | None:
+async def _not_implemented(ctx: Sandbox, request: Request, path: str) -> Response | None:
     if path.lower().startswith(("/v1.0", "/beta")):
         raise graph_error(501, "NotImplemented", "Microsoft Graph is not available in this sandbox build.")
     raise arm_error(501, "NotImplemented", "Azure Resource Manager is not available in this sandbox build.")
@@ -133,7 +151,7 @@ def _request_id_headers(service: str, request: Request, response: Response) -> N
             headers.setdefault("client-request-id", request.headers["client-request-id"])
 
 
-def build_app(ctx: "Sandbox") -> Starlette:
+def build_app(ctx: Sandbox) -> Starlette:
     """The sandbox's ASGI app bound to ``ctx``; calls ``install(ctx)`` of the graph/arm modules that have one."""
     for module in service_modules().values():
         install = getattr(module, "install", None)
@@ -188,23 +206,3 @@ def build_app(ctx: "Sandbox") -> Starlette:
 
     return Starlette(routes=[Route("/{path:path}", endpoint, methods=_METHODS)], lifespan=lifespan)
 
-
-def json_body_error(service: str, message: str) -> ServiceError:
-    """400 for an unreadable JSON body, in the service's envelope (helper for handlers)."""
-    if service == "graph":
-        return graph_error(400, "BadRequest", message)
-    if service == "arm":
-        return arm_error(400, "InvalidRequestContent", message)
-    return control_error(400, message)
-
-
-async def read_json(request: Request, service: str) -> Any:
-    """The request's JSON body, or a 400 ``ServiceError`` in ``service``'s envelope."""
-    raw = await request.body()
-    if not raw.strip():
-        return None
-    try:
-        import json
-        return json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise json_body_error(service, f"The request body is not valid JSON: {exc}.") from None

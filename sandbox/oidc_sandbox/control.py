@@ -12,8 +12,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from . import __version__
-from .app import read_json
-from .errors import control_error, method_not_allowed
+from .errors import control_error, method_not_allowed, read_json
 from .faults import Faults
 from .state import public
 
@@ -185,10 +184,8 @@ ROUTES: dict[str, tuple[tuple[str, ...], Endpoint]] = {
 
 async def _delegate(ctx: "Sandbox", request: Request, path: str) -> Response | None:
     """``/_sandbox/arm/...`` and ``/_sandbox/graph/...``: the service module's ``control(ctx, request, path)``."""
-    from .app import service_modules
-
     parts = path.split("/")
-    module = service_modules().get(parts[2].lower()) if len(parts) > 3 else None
+    module = ctx.modules.get(parts[2].lower()) if len(parts) > 3 else None
     hook = getattr(module, "control", None)
     if hook is None:
         return None

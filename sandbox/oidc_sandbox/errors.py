@@ -2,8 +2,12 @@
 from __future__ import annotations
 
 import datetime as _dt
+import json
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from starlette.requests import Request
 
 
 class ServiceError(Exception):
@@ -177,3 +181,23 @@ def throttled(service: str, retry_after: int, *, tenant_id: str = "", app_id: st
     if service == "gitlab":
         return ServiceError(429, "Retry later\n", headers)
     return control_error(429, "Throttled.", headers)
+
+
+def json_body_error(service: str, message: str) -> ServiceError:
+    """400 for an unreadable JSON body, in the service's envelope (helper for handlers)."""
+    if service == "graph":
+        return graph_error(400, "BadRequest", message)
+    if service == "arm":
+        return arm_error(400, "InvalidRequestContent", message)
+    return control_error(400, message)
+
+
+async def read_json(request: "Request", service: str) -> Any:
+    """The request's JSON body, or a 400 ``ServiceError`` in ``service``'s envelope."""
+    raw = await request.body()
+    if not raw.strip():
+        return None
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise json_body_error(service, f"The request body is not valid JSON: {exc}.") from None

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from .state import State
 
 if TYPE_CHECKING:
-    from .context import Config
+    from .config import Config
 
 _NS = uuid.UUID("6f1d3a52-0b7e-4c55-9a42-5d0c1a8e7b31")
 

@@ -157,9 +157,10 @@ def test_unusable_state_file_stops_the_start(tmp_path: Path):
 
 def test_unusable_state_files_change_nothing(tmp_path: Path):
     """In process: every unusable file is refused with a clear ValueError and leaves the seeded state alone."""
-    from oidc_sandbox.context import Config, Sandbox
+    from oidc_sandbox.app import new_sandbox
+    from oidc_sandbox.context import Config
 
-    ctx = Sandbox(Config(state_dir=str(tmp_path), base_url="https://127.0.0.1:1"))
+    ctx = new_sandbox(Config(state_dir=str(tmp_path), base_url="https://127.0.0.1:1"))
     before = json.dumps(ctx.state.redacted(), sort_keys=True)
     cases = {"missing.json": None, "bad.json": "{not json", "list.json": "[]",
              "other-tenant.json": '{"tenant_id": "11111111-2222-4333-8444-555555555555"}',

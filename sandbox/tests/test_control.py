@@ -166,13 +166,13 @@ def test_unexpected_exception_is_a_500_envelope_without_trace(tmp_path, monkeypa
     import httpx
 
     from oidc_sandbox import app as app_module
-    from oidc_sandbox.context import Config, Sandbox
+    from oidc_sandbox.context import Config
 
     async def broken(ctx, request, path):
         raise RuntimeError("boom: internal detail")
 
     monkeypatch.setattr(app_module, "_handler", lambda service: broken)
-    ctx = Sandbox(Config(state_dir=str(tmp_path), base_url="https://127.0.0.1:1"))
+    ctx = app_module.new_sandbox(Config(state_dir=str(tmp_path), base_url="https://127.0.0.1:1"))
     async def call() -> httpx.Response:
         transport = httpx.ASGITransport(app=app_module.build_app(ctx))
         async with httpx.AsyncClient(transport=transport, base_url="https://127.0.0.1:1") as client:

@@ -578,9 +578,9 @@ def test_access_token_of_another_tenant_is_401(tmp_path):
     import httpx
 
     from oidc_sandbox import app as app_module
-    from oidc_sandbox.context import Config, Sandbox
+    from oidc_sandbox.context import Config
 
-    ctx = Sandbox(Config(state_dir=str(tmp_path), base_url="https://127.0.0.1:1"))
+    ctx = app_module.new_sandbox(Config(state_dir=str(tmp_path), base_url="https://127.0.0.1:1"))
     operator = ctx.state.operators[ctx.config.operator_client_id]
     tokens = {}
     for service, resource in (("graph", "https://graph.microsoft.com"), ("arm", "https://management.azure.com")):

@@ -83,10 +83,10 @@ def local(tmp_path):
     from starlette.testclient import TestClient
 
     from oidc_sandbox import graph
-    from oidc_sandbox.app import build_app
-    from oidc_sandbox.context import Config, Sandbox
+    from oidc_sandbox.app import build_app, new_sandbox
+    from oidc_sandbox.context import Config
 
-    ctx = Sandbox(Config(state_dir=str(tmp_path), base_url="https://127.0.0.1:1"))
+    ctx = new_sandbox(Config(state_dir=str(tmp_path), base_url="https://127.0.0.1:1"))
     app = build_app(ctx)
     operator = ctx.state.operators[ctx.config.operator_client_id]
     token, _ = ctx.entra.mint_access_token(app_id=operator["client_id"], sp_object_id=operator["object_id"],
