@@ -14,7 +14,8 @@ the HTTP status, the service's error code and text, and renders them in one mess
 tokens never reach that message: ``redact`` scrubs JWTs, bearer tokens, OAuth form fields and every value
 registered with ``register_secret``.
 
-``ValidationError`` is bad input, raised before any I/O. ``MissingLibraryError`` is a missing Python SDK.
+``GitLabApiError`` (a subclass) is a failed GitLab REST API call. ``ValidationError`` is bad input, raised before any
+I/O. ``MissingLibraryError`` is a missing Python SDK.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import re
 import time
 from typing import Any, Iterable, Mapping, Optional
 
-SERVICE_NAMES = {'graph': 'Graph', 'arm': 'ARM', 'entra': 'Entra ID'}
+SERVICE_NAMES = {'graph': 'Graph', 'arm': 'ARM', 'entra': 'Entra ID', 'gitlab': 'GitLab'}
 
 # Exception class names (anywhere in the MRO or the cause chain) that mean "the request never got an HTTP answer".
 _CONNECTION_CLASS_NAMES = frozenset((
@@ -43,6 +44,10 @@ _SECRET_PATTERNS = (
     # JSON Web Tokens (access tokens, GitLab ID tokens, client assertions)
     (re.compile(r'eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*'), '<redacted-jwt>'),
     (re.compile(r'(?i)(bearer\s+)[A-Za-z0-9._~+/=-]{8,}'), r'\1<redacted>'),
+    # GitLab tokens (personal, OAuth application, deploy, runner, CI job, pipeline trigger, feed, SCIM... prefixes)
+    (re.compile(r'\b(?:glpat|gloas|gldt|glrt|glrtr|glcbt|glptt|glft|glimt|glagent|glsoat|glffct|glwt|gltst)-[A-Za-z0-9_.-]{8,}'),
+     '<redacted-gitlab-token>'),
+    (re.compile(r'(?i)(private[-_]token["\']?\s*[:=]\s*["\']?)[^\s&\'",]+'), r'\1<redacted>'),
     (re.compile(r'(?i)((?:client_secret|client_assertion|access_token|refresh_token|assertion|password)=)[^&\s\'"]+'), r'\1<redacted>'),
     (re.compile(r'(?i)("(?:client_secret|client_assertion|access_token|refresh_token|secretText|password)"\s*:\s*")[^"]*(")'),
      r'\1<redacted>\2'),
@@ -165,8 +170,9 @@ class AzureApiError(Exception):
 
     def with_context(self, operation: Optional[str] = None, target: Optional[str] = None,
                      service: Optional[str] = None, note: Optional[str] = None) -> 'AzureApiError':
-        """Return a copy naming ``operation``/``target`` (kept when already set), the service if unknown, and ``note``."""
-        return AzureApiError(
+        """Return a copy (of the same class) naming ``operation``/``target`` (kept when already set), the service if
+        unknown, and ``note``."""
+        return type(self)(
             self.message, operation=self.operation or operation, target=self.target or target,
             service=self.service or service, status=self.status, code=self.code, details=self.details,
             retry_after=self.retry_after, request_id=self.request_id, kind=self.kind, hint=self.hint,
@@ -240,6 +246,20 @@ class AzureApiError(Exception):
             if err is not None:
                 return err.with_context(operation, target, service)
         return None
+
+
+class GitLabApiError(AzureApiError):
+    """One failed GitLab REST API call (or a connection failure on the way to one); ``service`` is ``gitlab``.
+
+    Same attributes and rendering as ``AzureApiError`` (so modules, ``_retry.py`` and ``AzureModule`` treat both
+    alike); ``code`` is GitLab's OAuth error (``insufficient_scope``, ``invalid_token``) when it sent one, else a word
+    naming the failure (``unauthorized``, ``forbidden``, ``not_found``, ``invalid``, ``conflict``, ``rate_limited``).
+    Built by ``_gitlab_api.py``.
+    """
+
+    def __init__(self, message: str, **kwargs: Any) -> None:
+        kwargs.setdefault('service', 'gitlab')
+        super().__init__(message, **kwargs)
 
 
 # --- exception classifiers (duck-typed; the SDKs are never imported here) ----------------------------------------

@@ -18,7 +18,8 @@ own retries are switched off, so this is the only place where the collection wai
   ``retry_not_found=True``; Graph 400 ``NoBackingApplicationObject``; ARM ``PrincipalNotFound``; plus any
   ``lag_codes`` the caller names): retried until ``replication_timeout`` seconds after the first such failure.
 
-Sleep, clock and randomness are injectable for tests; ``RetryStats`` counts what happened.
+``run_with_retry_sync`` is the same loop for blocking libraries (python-gitlab in ``_gitlab_api.py``), run in worker
+threads. Sleep, clock and randomness are injectable for tests; ``RetryStats`` counts what happened.
 """
 
 from __future__ import annotations
@@ -91,7 +92,8 @@ class RetryPolicy:
     ``max_retry_after``: clamp for a server's ``Retry-After``.
     ``replication_timeout``: how long (seconds, from the first replication-lag failure) lag errors are retried;
     waits grow from ``replication_delay`` to ``replication_max_delay``.
-    ``sleep`` (async), ``clock`` (monotonic seconds) and ``rand`` (float in [0, 1)) are injectable.
+    ``sleep`` (async), ``sync_sleep`` (for ``run_with_retry_sync``), ``clock`` (monotonic seconds) and ``rand``
+    (float in [0, 1)) are injectable.
     ``on_retry`` is called with a ``RetryEvent`` before every wait (never with secrets: errors are redacted).
     """
 
@@ -99,7 +101,8 @@ class RetryPolicy:
                  max_retry_after: float = 60.0, replication_timeout: float = 120.0, replication_delay: float = 2.0,
                  replication_max_delay: float = 15.0, sleep: Optional[Callable[[float], Awaitable[Any]]] = None,
                  clock: Optional[Callable[[], float]] = None, rand: Optional[Callable[[], float]] = None,
-                 on_retry: Optional[Callable[[RetryEvent], Any]] = None) -> None:
+                 on_retry: Optional[Callable[[RetryEvent], Any]] = None,
+                 sync_sleep: Optional[Callable[[float], Any]] = None) -> None:
         if max_attempts < 1:
             raise ValueError('max_attempts must be at least 1')
         if min(base_delay, max_delay, max_retry_after, replication_timeout, replication_delay, replication_max_delay) < 0:
@@ -112,6 +115,7 @@ class RetryPolicy:
         self.replication_delay = replication_delay
         self.replication_max_delay = replication_max_delay
         self.sleep = sleep or asyncio.sleep
+        self.sync_sleep = sync_sleep or time.sleep
         self.clock = clock or time.monotonic
         self.rand = rand or random.random
         self.on_retry = on_retry
@@ -196,6 +200,43 @@ async def run_with_retry(policy: RetryPolicy, operation: str, fn: Callable[..., 
             if policy.on_retry is not None:
                 policy.on_retry(RetryEvent(operation, target, reason, attempt + lag_attempt, delay, err))
             await policy.sleep(delay)
+
+
+def run_with_retry_sync(policy: RetryPolicy, operation: str, fn: Callable[..., Any], *args: Any,
+                        target: Optional[str] = None, service: Optional[str] = None, idempotent: bool = True,
+                        classify_error: Optional[Callable[[BaseException], Optional[AzureApiError]]] = None,
+                        **kwargs: Any) -> Any:
+    """``run_with_retry`` for a blocking call (python-gitlab): ``fn(*args, **kwargs)`` under ``policy``.
+
+    Waits with ``policy.sync_sleep``, so it is meant for a worker thread (``asyncio.to_thread``), never for the event
+    loop. ``classify_error(exc)`` turns a library exception into an ``AzureApiError`` (or a subclass such as
+    ``GitLabApiError``), None for "not an API error"; the default is ``AzureApiError.from_exception``. Throttling
+    (429/503 with ``Retry-After``) and, for idempotent calls, transient errors are retried; replication lag is an
+    Azure notion and is not retried here.
+    """
+    policy.stats.calls += 1
+    attempt = 0
+    while True:
+        try:
+            return fn(*args, **kwargs)
+        except ValidationError:
+            raise
+        except Exception as exc:  # pylint: disable=broad-exception-caught
+            err = classify_error(exc) if classify_error is not None else AzureApiError.from_exception(exc)
+            if err is None:
+                raise
+            err = err.with_context(operation, target, service)
+            reason = policy.classify(err, idempotent=idempotent)
+            if reason == REPLICATION:
+                reason = None
+            delay, note = _next_delay(policy, err, reason, attempt, 0, None)
+            if delay is None:
+                raise (err.with_context(note=note) if note else err) from exc
+            attempt += 1
+            policy.stats.record(reason, delay)
+            if policy.on_retry is not None:
+                policy.on_retry(RetryEvent(operation, target, reason, attempt, delay, err))
+            policy.sync_sleep(delay)
 
 
 def _next_delay(policy: RetryPolicy, err: AzureApiError, reason: Optional[str], attempt: int, lag_attempt: int,
