@@ -65,6 +65,7 @@ def env_values(config) -> dict[str, str]:  # noqa: ANN001 - context.Config (impo
         "SANDBOX_URL": url,
         "SANDBOX_CA_FILE": config.ca_file,
         "SANDBOX_GITLAB_ISSUER": f"{url}/gitlab/{config.gitlab_issuers[0]}",
+        "SANDBOX_GITLAB_TOKEN": config.gitlab_token,
         "SANDBOX_STATE_DIR": config.state_dir,
         "SANDBOX_RESTRICTED_CLIENT_ID": config.restricted_client_id,
         "SANDBOX_RESTRICTED_CLIENT_SECRET": config.restricted_secret,
@@ -80,6 +81,8 @@ def env_values(config) -> dict[str, str]:  # noqa: ANN001 - context.Config (impo
         "SSL_CERT_FILE": config.bundle_file,
         "AZURE_CORE_INSTANCE_DISCOVERY": "false",
         "AZURE_CORE_COLLECT_TELEMETRY": "false",
+        "GITLAB_URL": f"{url}/gitlab/{config.gitlab_issuers[0]}",
+        "GITLAB_TOKEN": config.gitlab_token,
     }
 
 
@@ -175,6 +178,8 @@ def serve(args: argparse.Namespace) -> int:
             settings[key] = getattr(args, key)
     if os.environ.get("SANDBOX_OPERATOR_SECRET"):
         settings["operator_secret"] = os.environ["SANDBOX_OPERATOR_SECRET"]
+    if os.environ.get("SANDBOX_GITLAB_TOKEN"):
+        settings["gitlab_token"] = os.environ["SANDBOX_GITLAB_TOKEN"]
     if args.gitlab_issuer:
         settings["gitlab_issuers"] = tuple(args.gitlab_issuer)
     try:

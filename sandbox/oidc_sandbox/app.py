@@ -20,7 +20,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from . import control, entra, gitlab
+from . import control, entra, gitlab, gitlab_api
 from .context import Config, Sandbox
 from .errors import (ServiceError, arm_error, control_error, graph_error, internal_error, json_body_error,
                      not_found, read_json)
@@ -96,7 +96,7 @@ def wire(ctx: Sandbox) -> None:
     ctx.entra = entra.Entra(ctx)
     ctx.auth = entra.Auth(ctx)
     ctx.gitlab = gitlab.GitLab(ctx)
-    ctx.modules = service_modules()
+    ctx.modules = {**service_modules(), "gitlab": gitlab_api}  # gitlab_api: seed, control (/_sandbox/gitlab/...)
     ctx.reset_hooks = [ctx.gitlab.seed, ctx.auth.clear_cache, ctx.entra.clear_cache]
 
 
@@ -109,7 +109,7 @@ def _handler(service: str) -> Handler:
     if service == "control":
         return control.handle
     if service == "gitlab":
-        return gitlab.handle
+        return _gitlab
     if service == "entra":
         return entra.handle
     module = _optional_module(service)
@@ -117,6 +117,14 @@ def _handler(service: str) -> Handler:
     if handle is None:
         return _not_implemented
     return handle
+
+
+async def _gitlab(ctx: Sandbox, request: Request, path: str) -> Response | None:
+    """A GitLab instance: its REST API (``/gitlab/<name>/api/v4/...``, gitlab_api.py), else the issuer documents."""
+    response = await gitlab_api.handle(ctx, request, path)
+    if response is None:
+        response = await gitlab.handle(ctx, request, path)
+    return response
 
 
 async def _not_implemented(ctx: Sandbox, request: Request, path: str) -> Response | None:

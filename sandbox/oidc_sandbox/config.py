@@ -32,6 +32,8 @@ class Config:
     restricted_client_id: str = DEFAULT_RESTRICTED_CLIENT_ID
     restricted_secret: str = dataclasses.field(default_factory=lambda: secrets.token_urlsafe(30))
     gitlab_issuers: tuple[str, ...] = DEFAULT_GITLAB_ISSUERS
+    # the administrator's personal access token of every sandbox GitLab instance (api scope, Owner everywhere)
+    gitlab_token: str = dataclasses.field(default_factory=lambda: "glpat-" + secrets.token_urlsafe(15))
     state_file: str | None = None
     base_url: str = ""
     ca_file: str = ""

@@ -87,6 +87,7 @@ def state_view(ctx: "Sandbox") -> dict[str, Any]:
         "role_definitions": len(st.role_definitions),
         "operators": [{k: v for k, v in op.items() if k != "secret"} for op in st.operators.values()],
         "issuers": [public(o) for o in st.issuers.values()],
+        "gitlab": ctx.modules["gitlab"].state_view(ctx) if "gitlab" in ctx.modules else {},
     }
 
 

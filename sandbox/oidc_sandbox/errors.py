@@ -179,6 +179,15 @@ def throttled(service: str, retry_after: int, *, tenant_id: str = "", app_id: st
         return entra_error(429, "temporarily_unavailable", 90055,
                            "TenantThrottlingError - There are too many incoming requests.", headers=headers)
     if service == "gitlab":
+        # Rack::Attack's throttled response as GitLab configures it (doc/security/rate_limits.md,
+        # doc/administration/settings/user_and_ip_rate_limits.md "Response headers"): plain text and RateLimit-*.
+        reset = int(_now().timestamp()) + retry_after
+        headers.update({
+            "RateLimit-Name": "throttle_authenticated_api", "RateLimit-Limit": "60", "RateLimit-Observed": "61",
+            "RateLimit-Remaining": "0", "RateLimit-Reset": str(reset),
+            "RateLimit-ResetTime": _dt.datetime.fromtimestamp(reset, _dt.timezone.utc).strftime(
+                "%a, %d %b %Y %H:%M:%S GMT"),
+            "Content-Type": "text/plain"})
         return ServiceError(429, "Retry later\n", headers)
     return control_error(429, "Throttled.", headers)
 

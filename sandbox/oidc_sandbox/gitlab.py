@@ -46,7 +46,7 @@ _CLAIMS = ["iss", "sub", "aud", "exp", "iat", "sub_legacy", "name", "nickname", 
            "https://gitlab.org/claims/groups/owner", "https://gitlab.org/claims/groups/maintainer",
            "https://gitlab.org/claims/groups/developer", "project_path", "ci_config_ref_uri", "ref_path", "sha",
            "environment", "jti"]
-_MINT_KEYS = {"issuer", "project_path", "project_id", "namespace_id", "ref_type", "ref", "ref_protected", "aud",
+_MINT_KEYS = {"issuer", "project", "project_path", "project_id", "namespace_id", "ref_type", "ref", "ref_protected", "aud",
               "sub_components", "sub", "environment", "environment_protected", "deployment_tier", "claims",
               "lifetime", "iat", "expired", "not_yet_valid", "signing", "typ", "user_login", "pipeline_source"}
 
@@ -106,6 +106,8 @@ class GitLab:
         self._keys: dict[str, list[SigningKey]] = {}
         self._foreign: SigningKey | None = None
         self.rng = random.Random(0)
+
+    validate_sub_components = staticmethod(validate_sub_components)
 
     # --- issuers ----------------------------------------------------------------------------------------
     def issuer_url(self, name: str) -> str:
@@ -238,8 +240,48 @@ class GitLab:
         header = {"alg": "RS256", "kid": kid or key.kid, **({"typ": typ} if typ is not None else {})}
         return {"token": token, "claims": claims, "header": header, "issuer": entry["issuer"]}
 
+    def _seeded_project(self, entry: dict[str, Any], spec: dict[str, Any]) -> dict[str, Any] | None:
+        """The instance's project (gitlab_api data in ``state.gitlab``) the token is for: ``project`` (id or full
+        path, must exist), else a seeded project whose id or path equals ``project_id`` / ``project_path``."""
+        data = self.ctx.state.gitlab.get(entry["name"]) or {"projects": {}, "groups": {}}
+        projects, groups = data["projects"], data["groups"]
+
+        def path_of(project: dict[str, Any]) -> str:
+            return f"{groups[project['namespace_id']]['full_path']}/{project['path']}"
+
+        def by(ref: Any) -> dict[str, Any] | None:
+            if isinstance(ref, int) and not isinstance(ref, bool) or isinstance(ref, str) and ref.isdigit():
+                return projects.get(int(ref))
+            if isinstance(ref, str):
+                return next((p for p in projects.values() if path_of(p).lower() == ref.strip("/").lower()), None)
+            return None
+
+        if "project" in spec:
+            found = by(spec["project"])
+            if found is None:
+                raise ValueError(f"no project {spec['project']!r} on the GitLab instance {entry['name']} "
+                                 "(create it with POST /_sandbox/gitlab/projects)")
+        elif "project_id" in spec:
+            found = by(str(spec["project_id"]))
+        elif "project_path" in spec:
+            found = by(spec["project_path"])
+        else:
+            found = None
+        if found is None:
+            return None
+        return {"project_path": path_of(found), "project_id": str(found["id"]),
+                "namespace_path": groups[found["namespace_id"]]["full_path"],
+                "namespace_id": str(found["namespace_id"]),
+                "sub_components": list(found.get("ci_id_token_sub_claim_components") or DEFAULT_SUB_COMPONENTS),
+                "visibility": found.get("visibility", "private")}
+
     def _claims(self, entry: dict[str, Any], spec: dict[str, Any]) -> dict[str, Any]:
         rng = self.rng
+        seeded = self._seeded_project(entry, spec)
+        if seeded is not None:
+            spec = {**spec, "project_path": seeded["project_path"], "project_id": seeded["project_id"],
+                    "namespace_id": spec.get("namespace_id", seeded["namespace_id"]),
+                    "sub_components": spec.get("sub_components", seeded["sub_components"])}
         project_path = _string(spec, "project_path", "sandbox-group/sandbox-project")
         if "/" not in project_path.strip("/"):
             raise ValueError("project_path must be 'namespace/project'")
@@ -297,7 +339,7 @@ class GitLab:
         claims.update({
             "runner_id": rng.randint(1, 10**8), "runner_environment": "gitlab-hosted", "sha": sha,
             "ci_config_ref_uri": f"{host_path}/{project_path}//.gitlab-ci.yml@{claims['ref_path']}",
-            "ci_config_sha": sha, "project_visibility": "private",
+            "ci_config_sha": sha, "project_visibility": seeded["visibility"] if seeded else "private",
             "job_project_id": project_id, "job_project_path": project_path,
             "job_namespace_id": namespace_id, "job_namespace_path": namespace_path,
             "job_source": "pipeline",

@@ -11,6 +11,7 @@ Owners:
   * ``subscriptions``, ``resource_groups``, ``role_assignments``, ``role_definitions`` -> arm.py
   * ``operators``, ``issued_tokens`` -> entra.py
   * ``issuers`` -> gitlab.py
+  * ``gitlab`` -> gitlab_api.py (groups, projects, CI/CD variables, access tokens of each GitLab instance)
 """
 from __future__ import annotations
 
@@ -52,6 +53,10 @@ class State:
     # GitLab issuers: short name -> {"name", "path", "issuer" (URL), "unreachable": None|"closed"|"503"|"timeout",
     # "broken": None|"document"|"issuer"|"keys"|"empty_keys"|"no_jwks_uri", "keys": [public JWKs]}
     issuers: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    # GitLab instances behind the issuers (gitlab_api.py): name -> {"groups": {id: group}, "projects": {id: project},
+    # "variables": {project id: [variable]}, "tokens": {SHA-256 of the token: record}, "next_id": {...}}.
+    # Not persisted in the state file (the issuers are this start's too); tokens are stored as digests only.
+    gitlab: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -66,6 +71,7 @@ class State:
         data = self.to_json()
         data["operators"] = {cid: {k: v for k, v in op.items() if k != "secret"}
                              for cid, op in data["operators"].items()}
+        data.pop("gitlab", None)  # GitLab data is this start's (and variable values may be secrets)
         return data
 
     def dump(self, path: str) -> None:

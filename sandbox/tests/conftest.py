@@ -65,6 +65,8 @@ class SandboxHandle:
         self.gitlab_issuer = env["SANDBOX_GITLAB_ISSUER"]
         self.operator = Principal(env["AZURE_CLIENT_ID"], env["AZURE_CLIENT_SECRET"])
         self.restricted = Principal(env["SANDBOX_RESTRICTED_CLIENT_ID"], env["SANDBOX_RESTRICTED_CLIENT_SECRET"])
+        self.gitlab_url = env["GITLAB_URL"]  # the first GitLab instance (its API is gitlab_url + "/api/v4")
+        self.gitlab_token = env["SANDBOX_GITLAB_TOKEN"]  # its administrator's token (api, Owner everywhere)
         self.http = httpx.Client(base_url=self.url, verify=ssl_context(self.ca_file), timeout=30.0, trust_env=False)
 
     # --- control API --------------------------------------------------------------------------------------
@@ -85,6 +87,23 @@ class SandboxHandle:
         response = self.control("POST", "gitlab/token", json=claims)
         assert response.status_code == 200, response.text
         return response.json()["token"]
+
+    def gitlab_seed(self, **body: Any) -> dict[str, Any]:
+        """``POST /_sandbox/gitlab/seed``: groups, projects and tokens of a GitLab instance in one call."""
+        response = self.control("POST", "gitlab/seed", json=body)
+        assert response.status_code == 201, response.text
+        return response.json()
+
+    def gitlab(self, method: str, path: str, token: str | None = None, instance: str | None = None,
+               **kwargs: Any) -> httpx.Response:
+        """A GitLab REST API request (``path`` like ``/projects/1``) with the administrator's token by default
+        (``token=""`` sends none)."""
+        base = f"/gitlab/{instance}" if instance else self.gitlab_url[len(self.url):]
+        headers = dict(kwargs.pop("headers", {}))
+        token = self.gitlab_token if token is None else token
+        if token:
+            headers["PRIVATE-TOKEN"] = token
+        return self.http.request(method, f"{base}/api/v4{path}", headers=headers, **kwargs)
 
     def faults(self, **spec: Any) -> None:
         response = self.control("POST", "faults", json=spec)
@@ -126,6 +145,7 @@ def start_sandbox(state_dir: Path, *extra: str, timeout: float = 30.0) -> Sandbo
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(SANDBOX_DIR), env.get("PYTHONPATH")]))
     env.pop("SANDBOX_OPERATOR_SECRET", None)
+    env.pop("SANDBOX_GITLAB_TOKEN", None)
     env.pop("SANDBOX_STATE_FILE", None)
     log = open(state_dir / "sandbox.log", "wb")  # noqa: SIM115 - closed with the process
     process = subprocess.Popen([sys.executable, "-m", "oidc_sandbox", "serve", "--port", "0",

@@ -145,7 +145,8 @@ def test_issuer_by_url(sandbox):
 
 def test_unknown_issuer_and_path_are_404(sandbox):
     assert sandbox.http.get("/gitlab/nope.example.com" + DISCOVERY).status_code == 404
-    assert sandbox.http.get("/gitlab/gitlab.com/api/v4/projects").status_code == 404
+    assert sandbox.http.get("/gitlab/gitlab.com/api/v4/no-such-resource").status_code == 404
+    assert sandbox.http.get("/gitlab/nope.example.com/api/v4/projects").status_code == 404
     assert sandbox.http.post("/gitlab/gitlab.com" + DISCOVERY).status_code == 405
 
 
