@@ -25,10 +25,12 @@ from ansible.module_utils import _internal as _module_utils_internal
 from ansible.module_utils.testing import patch_module_args
 
 from ansible_collections.oidc_federation.azure.plugins.module_utils._auth import ENV_VARS, MANAGED_IDENTITY_ENV_VARS
+from ansible_collections.oidc_federation.azure.plugins.module_utils._gitlab_api import ENV_CA_BUNDLE, ENV_TOKEN, ENV_URL
 
 AZURE_ENV_NAMES = sorted({name for names in ENV_VARS.values() for name in names} | set(MANAGED_IDENTITY_ENV_VARS)
                          | {'IDENTITY_HEADER', 'AZURE_USERNAME', 'AZURE_PASSWORD', 'AZURE_CLIENT_CERTIFICATE_PATH',
-                            'SSL_CERT_FILE', 'SSL_CERT_DIR', 'CURL_CA_BUNDLE'})
+                            'SSL_CERT_FILE', 'SSL_CERT_DIR', 'CURL_CA_BUNDLE', 'GITLAB_VALIDATE_CERTS'}
+                         | set(ENV_TOKEN) | set(ENV_URL) | set(ENV_CA_BUNDLE))
 
 SANDBOX_CONFTEST = Path(__file__).resolve().parents[2] / 'sandbox' / 'tests' / 'conftest.py'
 SANDBOX_AVAILABLE = SANDBOX_CONFTEST.is_file() and (SANDBOX_CONFTEST.parents[1] / 'oidc_sandbox' / '__init__.py').is_file()
