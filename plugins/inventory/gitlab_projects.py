@@ -175,7 +175,7 @@ keyed_groups:
 groups:
   uses_project_id_sub: "(gitlab_oidc_sub_claim_components | default(['project_path']))[0] == 'project_id'"
 compose:
-  gitlab_oidc_branches: "[gitlab_project_default_branch]"
+  gitlab_oidc_branches: "[gitlab_project_default_branch | default('main', true)]"
 strict: false
 use_extra_vars: false
 leading_separator: true

@@ -4,6 +4,8 @@
 """The AWX / Automation Controller files of docs/awx/ fit the collection they run.
 
 - the built-in "Microsoft Azure Resource Manager" credential injects variables the modules read;
+- the custom "GitLab API token" credential type injects the variables the gitlab_projects inventory plugin reads, and
+  the dynamic inventory source runs that plugin on a file of the project skeleton;
 - job templates run playbooks of the project skeleton, the same plays as the playbooks the collection ships;
 - survey questions set role variables of a type a survey can carry (never a boolean or a list);
 - sliced job templates keep projects that share an application out (their writes are serialised within one job);
@@ -54,9 +56,17 @@ def by_name(kind: str) -> dict[str, dict]:
     return {item["name"]: item for item in CONFIG[kind]}
 
 
+def inventory_plugin_doc() -> dict:
+    text = (ROOT / "plugins" / "inventory" / "gitlab_projects.py").read_text()
+    return yaml.safe_load(text.split("DOCUMENTATION = r'''", 1)[1].split("'''", 1)[0])
+
+
 def test_credential_is_the_builtin_azure_type_and_its_variables_are_read() -> None:
     env_read = {var for names in module_utils_constant("_auth.py", "ENV_VARS").values() for var in names}
-    for credential in CONFIG["controller_credentials"]:
+    azure = [c for c in CONFIG["controller_credentials"] if c["credential_type"] not in by_name(
+        "controller_credential_types")]
+    assert azure
+    for credential in azure:
         assert credential["credential_type"] == "Microsoft Azure Resource Manager"
         inputs = set(credential["inputs"])
         assert {"client", "secret", "tenant", "subscription"} <= inputs, "a service principal needs all four"
@@ -69,6 +79,47 @@ def test_credential_is_the_builtin_azure_type_and_its_variables_are_read() -> No
     choices = yaml.safe_load(auth_doc.split("r'''", 1)[1].split("'''", 1)[0])["options"]["cloud_environment"]["choices"]
     clouds = {c for c in choices if c in text}
     assert {"AzureUSGovernment", "AzureChinaCloud"} <= clouds
+
+
+def test_gitlab_credential_type_injects_what_the_inventory_plugin_reads() -> None:
+    options = inventory_plugin_doc()["options"]
+    plugin_env = {env["name"]: name for name, spec in options.items() for env in spec.get("env") or ()}
+    types = by_name("controller_credential_types")
+    assert "GitLab API token" in types
+    for credential_type in types.values():
+        assert credential_type["kind"] == "cloud", "only cloud credentials can be attached to an inventory source"
+        fields = {f["id"]: f for f in credential_type["inputs"]["fields"]}
+        assert set(credential_type["inputs"]["required"]) <= set(fields)
+        injected = credential_type["injectors"]["env"]
+        assert {"GITLAB_TOKEN", "GITLAB_URL"} <= set(injected)
+        for var, template in injected.items():
+            assert var in plugin_env, "{0} is injected but the inventory plugin does not read it".format(var)
+            field = template.strip("{} ")
+            assert field in fields, template
+        assert fields["token"].get("secret") is True, "the token must be a secret input"
+    for credential in CONFIG["controller_credentials"]:
+        if credential["credential_type"] in types:
+            assert set(credential["inputs"]) <= {f["id"] for f in types[credential["credential_type"]]["inputs"]["fields"]}
+            assert "vault_" in credential["inputs"]["token"], "the token belongs in a vault, not in the file"
+
+
+def test_dynamic_inventory_source_runs_the_plugin_with_the_gitlab_credential() -> None:
+    credentials = by_name("controller_credentials")
+    types = by_name("controller_credential_types")
+    doc = inventory_plugin_doc()
+    dynamic = [s for s in CONFIG["controller_inventory_sources"] if s.get("credential")]
+    assert dynamic, "no inventory source reads projects from GitLab"
+    for source in dynamic:
+        assert credentials[source["credential"]]["credential_type"] in types
+        assert source["source_path"].endswith(("gitlab_projects.yml", "gitlab_projects.yaml")), "verify_file refuses it"
+        config = yaml.safe_load((AWX / "project" / source["source_path"]).read_text())
+        assert config["plugin"] == "oidc_federation.azure.gitlab_projects"
+        constructed = {"strict", "compose", "groups", "keyed_groups", "use_extra_vars", "leading_separator"}
+        assert set(config) <= set(doc["options"]) | constructed, set(config) - set(doc["options"]) - constructed
+        assert not {"token", "url"} & set(config), "the credential provides them"
+        assert config["gitlab_groups"]
+        # the hosts land in the group the job templates' playbooks run on
+        assert config.get("inventory_group", doc["options"]["inventory_group"]["default"]) == "gitlab_projects"
 
 
 def test_templates_reference_defined_objects_and_existing_playbooks() -> None:

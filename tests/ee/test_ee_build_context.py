@@ -186,13 +186,19 @@ def _dependency_closure(names: set[str]) -> set[str]:
 
 
 def test_every_imported_sdk_package_is_installed_by_the_ee() -> None:
-    """Each pip package the code loads (``_clients.PACKAGES``) is declared, or comes with a declared one."""
+    """Each pip package the code loads (``_clients.PACKAGES``, python-gitlab in ``_gitlab_api.py``) is declared, or
+    comes with a declared one."""
     tree = ast.parse((ROOT / "plugins" / "module_utils" / "_clients.py").read_text())
     packages = None
     for node in ast.walk(tree):
         if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "PACKAGES" for t in node.targets):
             packages = ast.literal_eval(node.value)
     assert packages, "PACKAGES (import -> pip package) not found in plugins/module_utils/_clients.py"
+    # _gitlab_api.py loads python-gitlab on its own (MissingLibraryError names the pip package)
+    gitlab_api = (ROOT / "plugins" / "module_utils" / "_gitlab_api.py").read_text()
+    loaded = re.findall(r"MissingLibraryError\('([A-Za-z0-9_.\-]+)'", gitlab_api)
+    assert set(loaded) == {"python-gitlab"}, loaded
+    packages = dict(packages, gitlab=loaded[0])
     declared = {canonicalize_name(req.name) for req, _comment in parse_requirements(
         (ROOT / "meta" / "ee-requirements.txt").read_text())}
     closure = _dependency_closure(declared)

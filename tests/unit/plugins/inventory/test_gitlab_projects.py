@@ -127,7 +127,7 @@ def test_filters_keyed_groups_and_compose(org, tmp_path):
         'exclude_path_patterns': ['*/svc-4'], 'inventory_group': 'azure_projects',
         'keyed_groups': [{'key': 'gitlab_project_topics', 'prefix': 'topic'}],
         'groups': {'project_id_sub': "gitlab_oidc_sub_claim_components[0] == 'project_id'"},
-        'compose': {'gitlab_oidc_branches': '[gitlab_project_default_branch]'}})
+        'compose': {'gitlab_oidc_branches': "[gitlab_project_default_branch | default('main', true)]"}})
     hosts = inv.groups['azure_projects']
     assert 'org/platform/retired' in hosts and 'org/payments/svc-4' not in hosts
     assert not [h for h in hosts if '/libs/' in h]
