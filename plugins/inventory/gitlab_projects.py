@@ -137,7 +137,7 @@ seealso:
     description: The API call behind the listing.
     link: https://docs.gitlab.com/api/groups/#list-projects
 author:
-  - oidc_federation.azure contributors
+  - oidc_federation.azure contributors (@oidc-federation)
 '''
 
 EXAMPLES = r'''

@@ -52,7 +52,6 @@ from ansible_collections.oidc_federation.azure.plugins.module_utils._errors impo
     register_secret,
 )
 from ansible_collections.oidc_federation.azure.plugins.module_utils._gitlab import (
-    ALLOWED_SUB_CLAIM_COMPONENTS,
     DEFAULT_SUB_CLAIM_COMPONENTS,
     MANAGED_MARKER,
 )

@@ -113,8 +113,8 @@ def test_nested_group_becomes_hosts_with_the_role_variables(org, tmp_path):
     tool = inv.hostvars['org/platform/deep/er/tool-5']
     assert tool['gitlab_project_default_branch'] == 'trunk'
     assert tool['gitlab_oidc_sub_claim_components'] == PROJECT_ID_SUB
-    assert inv.hostvars['org/identity/svc-1']['gitlab_oidc_sub_claim_components'] == ['project_path', 'ref_type',
-                                                                                        'ref']
+    default = ['project_path', 'ref_type', 'ref']
+    assert inv.hostvars['org/identity/svc-1']['gitlab_oidc_sub_claim_components'] == default
     assert set(HOST_VARIABLES) <= set(svc)
     # the project id and path agree with what an ID token minted for the project carries
     claims = org.control('POST', 'gitlab/token', json={'project': 'org/payments/svc-0'}).json()['claims']
@@ -158,7 +158,7 @@ def test_errors_fail_the_source_with_the_reason(org, tmp_path):
         'd': ({'gitlab_groups': ['org'], 'url': 'gitlab.example.com'}, 'is not an http(s) URL'),
     }
     sources = []
-    for name, (config, _) in cases.items():
+    for name, (config, _message) in cases.items():
         path = tmp_path / '{0}.gitlab_projects.yml'.format(name)
         path.write_text(yaml.safe_dump(dict({'plugin': 'oidc_federation.azure.gitlab_projects'}, **config)))
         sources.append(str(path))
@@ -166,7 +166,7 @@ def test_errors_fail_the_source_with_the_reason(org, tmp_path):
     proc = subprocess.run([sys.executable, '-c', RUNNER.replace('[sys.argv[1]]', 'sys.argv[1:]'), *sources],
                           capture_output=True, text=True, env=env, timeout=120, check=False)
     output = ' '.join((proc.stdout + proc.stderr).split())
-    for name, (_, message) in cases.items():
+    for name, (_config, message) in cases.items():
         assert '{0}.gitlab_projects.yml: '.format(name) in output and message in output, (name, output)
     assert json.loads(proc.stdout)['hostvars'] == {}
     assert org.gitlab_token not in output and 'glpat-not-a-real-token' not in output
