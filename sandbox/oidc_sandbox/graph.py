@@ -47,6 +47,7 @@ SIGN_IN_AUDIENCES = ("AzureADMyOrg", "AzureADMultipleOrgs", "AzureADandPersonalM
 # The application resource page says AzureADMyOrg, the create/upsert examples return this; we follow the examples.
 DEFAULT_SIGN_IN_AUDIENCE = "AzureADandPersonalMicrosoftAccount"
 DEFAULT_TENANT_DOMAIN = "sandbox.onmicrosoft.com"
+ORGANIZATION_NAME = "Sandbox"  # the tenant's display name (also ARM's /tenants), a service principal's publisherName
 MAX_FICS_PER_APP = 20
 FIC_FIELD_LIMIT = 600
 FIC_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{2,119}")
@@ -312,9 +313,9 @@ class Call:
         values = ",".join(self.request.headers.getlist("prefer"))
         return any(part.strip().lower() == token for part in values.split(","))
 
-    def query(self, resource: Resource, *, collection: bool) -> Query:
+    def query(self, resource: Resource, *, collection: bool, count_segment: bool = False) -> Query:
         return parse_query(self.request.query_params, self.request.headers, resource, self.version,
-                           collection=collection)
+                           collection=collection, count_segment=count_segment)
 
     async def body(self) -> Any:
         raw = await self.request.body()
@@ -379,7 +380,7 @@ def _entity(call: Call, fragment: str, view: dict[str, Any], status: int = 200,
 
 def _collection(call: Call, fragment: str, items: list[dict[str, Any]], query: Query,
                 view: Callable[[dict[str, Any]], dict[str, Any]]) -> Response:
-    matched = [o for o in items if query.filter is None or query.filter.matches(o)]
+    matched = [o for o in items if query.matches(o)]
     page, token = paginate(matched, query)
     fragment = fragment if query.select is None else f"{fragment}({','.join(query.select)})"
     body: dict[str, Any] = {"@odata.context": call.context_url(fragment)}
@@ -438,6 +439,16 @@ def _no_content() -> Response:
 
 def _typed(view: dict[str, Any], obj: Mapping[str, Any]) -> dict[str, Any]:
     return {"@odata.type": f"#microsoft.graph.{obj['_type']}", **view}
+
+
+_RESOURCES = {"application": APPLICATION, "servicePrincipal": SERVICE_PRINCIPAL}
+
+
+def _render(call: Call, obj: Mapping[str, Any], select: list[str] | None = None) -> dict[str, Any]:
+    """An application or service principal as Graph returns it in this version: every documented property (unset
+    ones null or empty, ``$select``-only ones only when selected); other objects in their stored shape."""
+    resource = _RESOURCES.get(str(obj.get("_type")))
+    return public(obj) if resource is None else resource.render(obj, call.version, select)
 
 
 Handler = Callable[[], Awaitable[Response]]
@@ -499,6 +510,19 @@ async def _route(call: Call, segments: list[Segment]) -> Response:
     return await route(call, head, rest)
 
 
+def _is_count(rest: list[Segment]) -> bool:
+    return len(rest) == 1 and rest[0].key is None and rest[0].name == "$count"
+
+
+async def _count(call: Call, resource: Resource, objects: Mapping[str, dict[str, Any]]) -> Response:
+    """``GET /applications/$count`` (and service principals): the number of matching objects as ``text/plain``;
+    advanced queries only (``ConsistencyLevel: eventual``), with ``$filter`` and ``$search``."""
+    call.require_read()
+    query = call.query(resource, collection=True, count_segment=True)
+    total = sum(1 for o in objects.values() if not call.lagging(o) and query.matches(o))
+    return Response(str(total).encode(), status_code=200, media_type="text/plain;charset=utf-8")
+
+
 def _key_of(head: Segment, rest: list[Segment]) -> tuple[dict[str, str] | None, list[Segment]]:
     """The entity key, either from ``name(key)`` or from the next segment (``name/{id}``)."""
     if head.key is not None:
@@ -534,6 +558,8 @@ def _visible_app(call: Call, key: Mapping[str, str]) -> dict[str, Any]:
 
 async def _route_applications(call: Call, head: Segment, rest: list[Segment]) -> Response:
     key, rest = _key_of(head, rest)
+    if key is None and _is_count(rest):
+        return await _dispatch(call, {"GET": lambda: _count(call, APPLICATION, call.state.apps)})
     if key is None:
         if rest:
             raise segment_not_found(rest[0].raw)
@@ -555,14 +581,14 @@ async def _list_apps(call: Call) -> Response:
     call.require_read()
     query = call.query(APPLICATION, collection=True)
     items = [a for a in call.state.apps.values() if not call.lagging(a)]
-    return _collection(call, "applications", items, query, public)
+    return _collection(call, "applications", items, query, lambda o: _render(call, o, query.select))
 
 
 async def _get_app(call: Call, key: Mapping[str, str]) -> Response:
     call.require_read()
     query = call.query(APPLICATION, collection=False)
     app = _visible_app(call, key)
-    return _entity(call, "applications/$entity", public(app), query=query)
+    return _entity(call, "applications/$entity", _render(call, app, query.select), query=query)
 
 
 async def _create_app(call: Call) -> Response:
@@ -570,7 +596,7 @@ async def _create_app(call: Call) -> Response:
     call.require_app_write(None)
     props = read_body(APPLICATION, await call.body(), call.version)
     app = _new_app(call, props)
-    return _entity(call, "applications/$entity", public(app), status=201)
+    return _entity(call, "applications/$entity", _render(call, app), status=201)
 
 
 def _new_app(call: Call, props: dict[str, Any]) -> dict[str, Any]:
@@ -590,9 +616,10 @@ def _app_template(call: Call) -> dict[str, Any]:
     """A new application with the defaults Graph's create example shows."""
     return {
         "id": new_guid(), "deletedDateTime": None, "appId": new_guid(), "applicationTemplateId": None,
+        "createdByAppId": getattr(call.caller, "app_id", None),
         "disabledByMicrosoftStatus": None, "createdDateTime": call.now_iso(), "displayName": None,
         "description": None, "groupMembershipClaims": None, "identifierUris": [], "isDeviceOnlyAuthSupported": None,
-        "isFallbackPublicClient": None, "nativeAuthenticationApisEnabled": None, "notes": None,
+        "isFallbackPublicClient": None, "nativeAuthenticationApisEnabled": "none", "notes": None,
         "publisherDomain": _config(call.ctx, "tenant_domain") or DEFAULT_TENANT_DOMAIN,
         "serviceManagementReference": None, "signInAudience": DEFAULT_SIGN_IN_AUDIENCE, "tags": [],
         "tokenEncryptionKeyId": None, "uniqueName": None, "samlMetadataUrl": None, "defaultRedirectUri": None,
@@ -685,7 +712,7 @@ def _upsert_app(call: Call, unique_name: str, body: Any) -> Response:
                               f"uniqueName '{unique_name}' in the request URL.")
     props["uniqueName"] = unique_name
     app = _new_app(call, props)
-    return _entity(call, "applications/$entity", public(app), status=201)
+    return _entity(call, "applications/$entity", _render(call, app), status=201)
 
 
 async def _delete_app(call: Call, key: Mapping[str, str]) -> Response:
@@ -744,11 +771,11 @@ async def _list_owners(call: Call, app: dict[str, Any], *, refs: bool, kind: str
     owners = [o for o in (call.directory.raw_object_by_id(i) for i in app.get("_owners", ()))
               if o is not None and kind in (None, o["_type"])]
     if kind is not None:
-        return _collection(call, f"{kind}s", owners, query, public)
+        return _collection(call, f"{kind}s", owners, query, lambda o: _render(call, o))
     if refs:
         return _collection(call, "directoryObjects", owners, query,
                            lambda o: {"@odata.id": f"{call.base}/directoryObjects/{o['id']}"})
-    return _collection(call, "directoryObjects", owners, query, lambda o: _typed(public(o), o))
+    return _collection(call, "directoryObjects", owners, query, lambda o: _typed(_render(call, o), o))
 
 
 async def _add_owner(call: Call, app: dict[str, Any]) -> Response:
@@ -805,6 +832,8 @@ def _visible_sp(call: Call, key: Mapping[str, str]) -> dict[str, Any]:
 
 async def _route_service_principals(call: Call, head: Segment, rest: list[Segment]) -> Response:
     key, rest = _key_of(head, rest)
+    if key is None and _is_count(rest):
+        return await _dispatch(call, {"GET": lambda: _count(call, SERVICE_PRINCIPAL, call.state.sps)})
     if rest and key is not None:
         return await _route_app_role_assignments(call, _visible_sp(call, key), rest)
     if rest:
@@ -820,21 +849,21 @@ async def _list_sps(call: Call) -> Response:
     call.require_read()
     query = call.query(SERVICE_PRINCIPAL, collection=True)
     items = [s for s in call.state.sps.values() if not call.lagging(s)]
-    return _collection(call, "servicePrincipals", items, query, public)
+    return _collection(call, "servicePrincipals", items, query, lambda o: _render(call, o, query.select))
 
 
 async def _get_sp(call: Call, key: Mapping[str, str]) -> Response:
     call.require_read()
     query = call.query(SERVICE_PRINCIPAL, collection=False)
     sp = _visible_sp(call, key)
-    return _entity(call, "servicePrincipals/$entity", public(sp), query=query)
+    return _entity(call, "servicePrincipals/$entity", _render(call, sp, query.select), query=query)
 
 
 async def _create_sp(call: Call) -> Response:
     call.require_some_write()
     props = read_body(SERVICE_PRINCIPAL, await call.body(), call.version)
     sp = _new_sp(call, props)
-    return _entity(call, "servicePrincipals/$entity", public(sp), status=201)
+    return _entity(call, "servicePrincipals/$entity", _render(call, sp), status=201)
 
 
 def _backing_app(call: Call, app_id: Any) -> dict[str, Any]:
@@ -868,8 +897,11 @@ def _new_sp(call: Call, props: dict[str, Any]) -> dict[str, Any]:
 
 
 def _sp_template(call: Call, app: Mapping[str, Any]) -> dict[str, Any]:
+    scopes = list(((app.get("api") or {}).get("oauth2PermissionScopes")) or [])
     return {
         "id": new_guid(), "deletedDateTime": None, "accountEnabled": True, "alternativeNames": [],
+        "createdByAppId": getattr(call.caller, "app_id", None), "publisherName": ORGANIZATION_NAME,
+        "oauth2PermissionScopes": copy.deepcopy(scopes), "publishedPermissionScopes": copy.deepcopy(scopes),
         "appDisplayName": app["displayName"], "appDescription": app.get("description"), "appId": app["appId"],
         "applicationTemplateId": None, "appOwnerOrganizationId": call.state.tenant_id,
         "appRoleAssignmentRequired": False, "description": None, "disabledByMicrosoftStatus": None,
@@ -879,7 +911,7 @@ def _sp_template(call: Call, app: Mapping[str, Any]) -> dict[str, Any]:
         "servicePrincipalNames": [app["appId"], *app.get("identifierUris", [])],
         "servicePrincipalType": "Application", "signInAudience": app.get("signInAudience"),
         "tags": list(app.get("tags") or []), "tokenEncryptionKeyId": None, "addIns": [], "appRoles": [],
-        "info": copy.deepcopy(app.get("info")), "keyCredentials": [], "oauth2PermissionScopes": [],
+        "info": copy.deepcopy(app.get("info")), "keyCredentials": [],
         "passwordCredentials": [], "resourceSpecificApplicationPermissions": [],
         "verifiedPublisher": {"displayName": None, "verifiedPublisherId": None, "addedDateTime": None},
         "_type": "servicePrincipal", "_created": call.mono(),
@@ -924,7 +956,7 @@ def _upsert_sp(call: Call, app_id: str, props: dict[str, Any]) -> Response:
                               f"'{app_id}' in the request URL.")
     props["appId"] = app_id
     sp = _new_sp(call, props)
-    return _entity(call, "servicePrincipals/$entity", public(sp), status=201)
+    return _entity(call, "servicePrincipals/$entity", _render(call, sp), status=201)
 
 
 async def _delete_sp(call: Call, key: Mapping[str, str]) -> Response:
@@ -1269,7 +1301,7 @@ async def _get_directory_object(call: Call, object_id: str) -> Response:
     obj = call.directory.raw_object_by_id(object_id)
     if obj is None or call.lagging(obj):
         raise not_found(object_id)
-    return _entity(call, "directoryObjects/$entity", _typed(public(obj), obj), query=query)
+    return _entity(call, "directoryObjects/$entity", _typed(_render(call, obj), obj), query=query)
 
 
 def _string_list(body: Mapping[str, Any], prop: str, *, required: bool) -> list[str]:
@@ -1303,7 +1335,7 @@ async def _get_by_ids(call: Call) -> Response:
         if obj is None or obj["id"] in seen or call.lagging(obj) or (types and obj["_type"].lower() not in types):
             continue
         seen.add(obj["id"])
-        found.append(_typed(public(obj), obj))
+        found.append(_typed(_render(call, obj), obj))
     return _json_response(200, {"@odata.context": call.context_url("directoryObjects"), "value": found})
 
 
@@ -1333,7 +1365,8 @@ async def _list_deleted(call: Call, kind: str, resource: Resource) -> Response:
     call.require_read()
     query = call.query(resource, collection=True)
     items = [o for o in call.state.deleted.values() if o.get("_type") == kind]
-    return _collection(call, f"directory/deletedItems/{resource.type_name}", items, query, public)
+    return _collection(call, f"directory/deletedItems/{resource.type_name}", items, query,
+                       lambda o: _render(call, o, query.select))
 
 
 def _deleted(call: Call, object_id: str) -> dict[str, Any]:
@@ -1348,7 +1381,7 @@ def _deleted(call: Call, object_id: str) -> dict[str, Any]:
 async def _get_deleted(call: Call, object_id: str) -> Response:
     call.require_read()
     obj = _deleted(call, object_id)
-    return _entity(call, "directory/deletedItems/$entity", _typed(public(obj), obj))
+    return _entity(call, "directory/deletedItems/$entity", _typed(_render(call, obj), obj))
 
 
 async def _purge_deleted(call: Call, object_id: str) -> Response:
@@ -1383,7 +1416,7 @@ async def _restore_deleted(call: Call, object_id: str) -> Response:
     del call.state.deleted[obj["id"]]
     obj["deletedDateTime"] = None
     target[obj["id"]] = obj
-    return _entity(call, "directoryObjects/$entity", _typed(public(obj), obj))
+    return _entity(call, "directoryObjects/$entity", _typed(_render(call, obj), obj))
 
 
 __all__ = ["Directory", "handle", "init", "install", "parse_path"]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import copy
 import dataclasses
 import json
 import re
@@ -20,15 +21,25 @@ VERSIONS = ("v1.0", "beta")
 MAX_PAGE = 999
 DEFAULT_PAGE = 100
 # Operators Graph only serves as "advanced queries" (ConsistencyLevel: eventual plus $count=true).
-ADVANCED_OPS = frozenset({"ne", "not", "endswith"})
+ADVANCED_OPS = frozenset({"ne", "not", "endswith", "eq null"})
+_OPERATOR_NAMES = {"endswith": "endsWith", "startswith": "startsWith", "eq null": "eq"}
+ADVANCED_QUERIES_DOC = "https://aka.ms/graph-docs/advanced-queries"
 
 
 # --------------------------------------------------------------------------- schema
 
 
+_UNSET = object()
+
+
 @dataclasses.dataclass(frozen=True)
 class Field:
-    """One declared property of an entity type."""
+    """One declared property of an entity type.
+
+    ``select_only``: Graph returns it only when ``$select`` names it ("Returned only on $select").  ``stream``: an
+    ``Edm.Stream`` property (never serialised inline).  ``default``: the value an object carries while the property
+    is unset (``None``, or ``[]`` for a collection, unless the documentation shows another value).
+    """
 
     name: str
     edm: str = "Edm.String"
@@ -38,6 +49,11 @@ class Field:
     filters: frozenset[str] = frozenset()
     versions: tuple[str, ...] = VERSIONS
     members: tuple["Field", ...] | None = None  # declared properties of a complex type checked member by member
+    select_only: bool = False
+    stream: bool = False
+    default: Any = _UNSET
+    search: bool = False  # tokenized $search (displayName, description); other string properties: startswith
+    orderby: bool = False  # $orderby (advanced queries only)
 
     @property
     def is_collection(self) -> bool:
@@ -50,6 +66,12 @@ class Field:
     @property
     def is_primitive(self) -> bool:
         return self.item_edm.startswith("Edm.")
+
+    def unset_value(self) -> Any:
+        """The value Graph shows while the property is unset (a fresh copy)."""
+        if self.default is not _UNSET:
+            return copy.deepcopy(self.default)
+        return [] if self.is_collection else None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,6 +97,22 @@ class Resource:
     def names(self, version: str) -> list[str]:
         return [f.name for f in self.fields if version in f.versions]
 
+    def default_names(self, version: str) -> list[str]:
+        """The properties a response carries without ``$select`` (documented order)."""
+        return [f.name for f in self.fields if version in f.versions and not f.select_only and not f.stream]
+
+    def render(self, obj: Mapping[str, Any], version: str, select: Iterable[str] | None = None) -> dict[str, Any]:
+        """``obj`` as Graph returns it in ``version``: every default property (or the ``select``ed ones), the stored
+        value or the unset value; stream properties are never inlined; values are copies."""
+        names = self.default_names(version) if select is None else list(select)
+        out: dict[str, Any] = {}
+        for name in names:
+            fld = self.field(name, version)
+            if fld is None or fld.stream:
+                continue
+            out[fld.name] = copy.deepcopy(obj[fld.name]) if fld.name in obj else fld.unset_value()
+        return out
+
 
 def _f(name: str, edm: str = "Edm.String", **kw: Any) -> Field:
     if "filters" in kw:
@@ -85,35 +123,51 @@ def _f(name: str, edm: str = "Edm.String", **kw: Any) -> Field:
 _STRING_FILTERS = ("eq", "ne", "not", "in", "startswith", "endswith")
 _KEY_FILTERS = ("eq", "ne", "not", "in")
 _LIST_FILTERS = ("any", "not")
+_BETA = ("beta",)
+_V1 = ("v1.0",)
+_UNSET_PUBLISHER = {"displayName": None, "verifiedPublisherId": None, "addedDateTime": None}
+_INFO = {"logoUrl": None, "marketingUrl": None, "privacyStatementUrl": None, "supportUrl": None,
+         "termsOfServiceUrl": None}
 
+# Property lists: Microsoft Graph's published metadata (msgraph-metadata, schemas/type-mappings and the v1.0 CSDL)
+# and the resource pages (learn.microsoft.com/graph/api/resources/application, .../serviceprincipal; "Returned
+# only on $select" notes).  Defaults: the create/upsert examples (api, info, parentalControlSettings, web, ...).
 APPLICATION = Resource("application", "Application", (
     _f("id", read_only=True, nullable=False, filters=_KEY_FILTERS),
-    _f("deletedDateTime", "Edm.DateTimeOffset", read_only=True),
+    _f("deletedDateTime", "Edm.DateTimeOffset", read_only=True, orderby=True),
     _f("addIns", "Collection(microsoft.graph.addIn)", nullable=False),
-    _f("api", "microsoft.graph.apiApplication"),
+    _f("api", "microsoft.graph.apiApplication",
+       default={"acceptMappedClaims": None, "knownClientApplications": [], "requestedAccessTokenVersion": 2,
+                "oauth2PermissionScopes": [], "preAuthorizedApplications": []}),
     _f("appId", read_only=True, filters=_KEY_FILTERS),
     _f("applicationTemplateId", read_only=True, filters=_KEY_FILTERS),
     _f("appRoles", "Collection(microsoft.graph.appRole)", nullable=False),
-    _f("authenticationBehaviors", "microsoft.graph.authenticationBehaviors"),
+    _f("authenticationBehaviors", "microsoft.graph.authenticationBehaviors", select_only=True),
     _f("certification", "microsoft.graph.certification", read_only=True),
-    _f("createdDateTime", "Edm.DateTimeOffset", read_only=True),
+    _f("createdByAppId", read_only=True),
+    _f("createdDateTime", "Edm.DateTimeOffset", read_only=True, orderby=True),
     _f("defaultRedirectUri"),
-    _f("description", max_len=1024, filters=("eq", "ne", "not", "startswith")),
+    _f("description", max_len=1024, filters=("eq", "ne", "not", "startswith"), search=True),
     _f("disabledByMicrosoftStatus", read_only=True),
-    _f("displayName", max_len=256, filters=_STRING_FILTERS),
+    _f("displayName", max_len=256, filters=_STRING_FILTERS, search=True, orderby=True),
     _f("groupMembershipClaims"),
     _f("identifierUris", "Collection(Edm.String)", nullable=False, filters=_LIST_FILTERS),
-    _f("info", "microsoft.graph.informationalUrl"),
+    _f("info", "microsoft.graph.informationalUrl", default=_INFO),
     _f("isDeviceOnlyAuthSupported", "Edm.Boolean"),
+    _f("isDisabled", "Edm.Boolean"),
     _f("isFallbackPublicClient", "Edm.Boolean"),
     _f("keyCredentials", "Collection(microsoft.graph.keyCredential)", nullable=False),
-    _f("nativeAuthenticationApisEnabled"),
+    _f("logo", "Edm.Stream", nullable=False, stream=True),
+    _f("managerApplications", "Collection(Edm.Guid)", nullable=False, select_only=True),
+    _f("nativeAuthenticationApisEnabled", default="none"),
     _f("notes"),
-    _f("oauth2RequirePostResponse", "Edm.Boolean", nullable=False),
+    _f("oauth2RequirePostResponse", "Edm.Boolean", nullable=False, default=False),
+    _f("onPremisesPublishing", "microsoft.graph.onPremisesPublishing", versions=_BETA, select_only=True),
     _f("optionalClaims", "microsoft.graph.optionalClaims"),
-    _f("parentalControlSettings", "microsoft.graph.parentalControlSettings"),
+    _f("parentalControlSettings", "microsoft.graph.parentalControlSettings",
+       default={"countriesBlockedForMinors": [], "legalAgeGroupRule": "Allow"}),
     _f("passwordCredentials", "Collection(microsoft.graph.passwordCredential)", nullable=False),
-    _f("publicClient", "microsoft.graph.publicClientApplication"),
+    _f("publicClient", "microsoft.graph.publicClientApplication", default={"redirectUris": []}),
     _f("publisherDomain", read_only=True, filters=("eq", "ne", "not", "in", "startswith")),
     _f("requestSignatureVerification", "microsoft.graph.requestSignatureVerification"),
     _f("requiredResourceAccess", "Collection(microsoft.graph.requiredResourceAccess)", nullable=False),
@@ -121,17 +175,22 @@ APPLICATION = Resource("application", "Application", (
     _f("serviceManagementReference", filters=("eq", "ne", "not", "in", "startswith")),
     _f("servicePrincipalLockConfiguration", "microsoft.graph.servicePrincipalLockConfiguration"),
     _f("signInAudience", filters=("eq", "ne", "not", "in")),
-    _f("spa", "microsoft.graph.spaApplication"),
+    _f("signInAudienceRestrictions", "microsoft.graph.signInAudienceRestrictionsBase", nullable=False,
+       versions=_BETA, default={"@odata.type": "#microsoft.graph.unrestrictedAudience", "kind": "unrestricted"}),
+    _f("spa", "microsoft.graph.spaApplication", default={"redirectUris": []}),
     _f("tags", "Collection(Edm.String)", nullable=False, filters=_LIST_FILTERS),
     _f("tokenEncryptionKeyId", "Edm.Guid"),
     _f("uniqueName", filters=("eq", "ne", "not", "in", "startswith")),
-    _f("verifiedPublisher", "microsoft.graph.verifiedPublisher"),
-    _f("web", "microsoft.graph.webApplication"),
+    _f("verifiedPublisher", "microsoft.graph.verifiedPublisher", default=_UNSET_PUBLISHER),
+    _f("web", "microsoft.graph.webApplication",
+       default={"homePageUrl": None, "logoutUrl": None, "redirectUris": [], "redirectUriSettings": [],
+                "implicitGrantSettings": {"enableAccessTokenIssuance": False, "enableIdTokenIssuance": False}}),
+    _f("windows", "microsoft.graph.windowsApplication", versions=_BETA),
 ))
 
 SERVICE_PRINCIPAL = Resource("servicePrincipal", "ServicePrincipal", (
     _f("id", read_only=True, nullable=False, filters=_KEY_FILTERS),
-    _f("deletedDateTime", "Edm.DateTimeOffset", read_only=True),
+    _f("deletedDateTime", "Edm.DateTimeOffset", read_only=True, orderby=True),
     _f("accountEnabled", "Edm.Boolean", filters=("eq", "ne", "not")),
     _f("addIns", "Collection(microsoft.graph.addIn)", nullable=False),
     _f("alternativeNames", "Collection(Edm.String)", nullable=False, filters=_LIST_FILTERS),
@@ -140,32 +199,42 @@ SERVICE_PRINCIPAL = Resource("servicePrincipal", "ServicePrincipal", (
     _f("appId", filters=_KEY_FILTERS),
     _f("applicationTemplateId", read_only=True, filters=_KEY_FILTERS),
     _f("appOwnerOrganizationId", "Edm.Guid", read_only=True, filters=_KEY_FILTERS),
-    _f("appRoleAssignmentRequired", "Edm.Boolean", nullable=False, filters=("eq", "ne", "not")),
+    _f("appRoleAssignmentRequired", "Edm.Boolean", nullable=False, filters=("eq", "ne", "not"), default=False),
     _f("appRoles", "Collection(microsoft.graph.appRole)", nullable=False),
-    _f("description", max_len=1024, filters=("eq", "ne", "not", "startswith")),
+    _f("createdByAppId", read_only=True),
+    _f("customSecurityAttributes", "microsoft.graph.customSecurityAttributeValue", select_only=True),
+    _f("description", max_len=1024, filters=("eq", "ne", "not", "startswith"), search=True),
     _f("disabledByMicrosoftStatus", read_only=True),
-    _f("displayName", max_len=256, filters=_STRING_FILTERS),
+    _f("displayName", max_len=256, filters=_STRING_FILTERS, search=True, orderby=True),
+    _f("errorUrl", versions=_BETA),
     _f("homepage", filters=("eq", "ne", "not", "startswith")),
-    _f("info", "microsoft.graph.informationalUrl"),
+    _f("info", "microsoft.graph.informationalUrl", default=_INFO),
+    _f("isDisabled", "Edm.Boolean"),
     _f("keyCredentials", "Collection(microsoft.graph.keyCredential)", nullable=False),
     _f("loginUrl"),
     _f("logoutUrl"),
     _f("notes"),
     _f("notificationEmailAddresses", "Collection(Edm.String)", nullable=False),
-    _f("oauth2PermissionScopes", "Collection(microsoft.graph.permissionScope)", nullable=False),
+    _f("oauth2PermissionScopes", "Collection(microsoft.graph.permissionScope)", nullable=False, versions=_V1),
     _f("passwordCredentials", "Collection(microsoft.graph.passwordCredential)", nullable=False),
+    _f("passwordSingleSignOnSettings", "microsoft.graph.passwordSingleSignOnSettings", versions=_BETA,
+       select_only=True),
     _f("preferredSingleSignOnMode"),
+    _f("preferredTokenSigningKeyEndDateTime", "Edm.DateTimeOffset", versions=_BETA),
     _f("preferredTokenSigningKeyThumbprint"),
+    _f("publishedPermissionScopes", "Collection(microsoft.graph.permissionScope)", nullable=False, versions=_BETA),
+    _f("publisherName", versions=_BETA),
     _f("replyUrls", "Collection(Edm.String)", nullable=False),
     _f("resourceSpecificApplicationPermissions",
-       "Collection(microsoft.graph.resourceSpecificPermission)", read_only=True),
+       "Collection(microsoft.graph.resourceSpecificPermission)", read_only=True, versions=_V1),
+    _f("samlMetadataUrl", versions=_BETA),
     _f("samlSingleSignOnSettings", "microsoft.graph.samlSingleSignOnSettings"),
     _f("servicePrincipalNames", "Collection(Edm.String)", nullable=False, filters=_LIST_FILTERS),
     _f("servicePrincipalType", filters=("eq", "ne", "not", "in")),
     _f("signInAudience", read_only=True, filters=("eq", "ne", "not", "in")),
     _f("tags", "Collection(Edm.String)", nullable=False, filters=_LIST_FILTERS),
     _f("tokenEncryptionKeyId", "Edm.Guid"),
-    _f("verifiedPublisher", "microsoft.graph.verifiedPublisher"),
+    _f("verifiedPublisher", "microsoft.graph.verifiedPublisher", default=_UNSET_PUBLISHER),
 ))
 
 FEDERATED_IDENTITY_EXPRESSION = (_f("languageVersion", "Edm.Int32", nullable=False), _f("value", nullable=False))
@@ -210,6 +279,19 @@ def directory_error(message: str, details: list[dict[str, Any]] | None = None) -
 
 def unsupported(message: str) -> ServiceError:
     return graph_error(400, "Request_UnsupportedQuery", message)
+
+
+def advanced_required(op: str) -> ServiceError:
+    """An operator served only in advanced queries, asked for without ``ConsistencyLevel: eventual`` and
+    ``$count=true`` (aad-advanced-queries, "Error handling")."""
+    return unsupported(f"Operator '{_OPERATOR_NAMES.get(op, op)}' is not supported because the required parameters "
+                       f"might be missing. Try adding $count=true query parameter and ConsistencyLevel:eventual "
+                       f"header. Refer to {ADVANCED_QUERIES_DOC} for more information")
+
+
+def count_not_supported() -> ServiceError:
+    """``/$count`` without ``ConsistencyLevel: eventual`` (documented response)."""
+    return directory_error("$count is not currently supported.")
 
 
 def is_guid(value: Any) -> bool:
@@ -602,9 +684,7 @@ class Filter:
 
     def _advanced(self, op: str) -> None:
         if op in ADVANCED_OPS and not self.advanced:
-            raise unsupported(f"Operator '{op}' is not supported because the required parameters might be missing. "
-                              f"Try adding $count with a value of true and set the ConsistencyLevel header to "
-                              f"eventual.")
+            raise advanced_required(op)
 
     def _typecheck(self, fld: Field | None, op: str, value: Any) -> None:
         expected = "Edm.String" if fld is None else fld.item_edm
@@ -666,6 +746,8 @@ class Filter:
         if kind == "cmp":
             op, value = node[1], node[3]
             self._typecheck(fld, op, value)
+            if op == "eq" and value is None:
+                self._advanced("eq null")
         elif kind == "func":
             op, value = node[1], node[3]
             self._typecheck(fld, "eq", value)
@@ -734,13 +816,21 @@ def _compare(op: str, actual: Any, wanted: Any) -> bool:
 
 @dataclasses.dataclass
 class Query:
-    """Parsed system query options of one request."""
+    """Parsed system query options of one request.
+
+    ``eventual``: the request carries ``ConsistencyLevel: eventual``; ``advanced``: it also asks ``$count=true``
+    (or is a ``/$count`` request), which unlocks the advanced-only operators and ``$orderby``.
+    """
 
     filter: Filter | None = None
     select: list[str] | None = None
     top: int = DEFAULT_PAGE
     skiptoken: str | None = None
     count: bool = False
+    search: "Search | None" = None
+    orderby: list[tuple[Field, bool]] | None = None  # (property, descending)
+    eventual: bool = False
+    advanced: bool = False
 
     def project(self, obj: dict[str, Any]) -> dict[str, Any]:
         """Apply ``$select`` (annotations such as ``@odata.type`` are kept)."""
@@ -748,13 +838,31 @@ class Query:
             return obj
         return {k: v for k, v in obj.items() if k.startswith("@") or k in self.select}
 
+    def matches(self, obj: Mapping[str, Any]) -> bool:
+        """``$filter`` and ``$search`` (a logical AND of both)."""
+        return (self.filter is None or self.filter.matches(obj)) and (self.search is None or self.search.matches(obj))
 
-SUPPORTED_OPTIONS = ("$filter", "$select", "$top", "$skiptoken", "$count")
+    def sort_key(self, obj: Mapping[str, Any]) -> list[Any]:
+        """The page order: the ``$orderby`` properties (case-insensitive, unset first), then the object id."""
+        key: list[Any] = []
+        for fld, _ in self.orderby or ():
+            value = obj.get(fld.name)
+            key.append("" if value is None else str(value).lower())
+        key.append(str(obj.get("id", "")).lower())
+        return key
+
+    @property
+    def descending(self) -> bool:
+        return bool(self.orderby) and self.orderby[0][1]
+
+
+SUPPORTED_OPTIONS = ("$filter", "$select", "$top", "$skiptoken", "$count", "$search", "$orderby")
 
 
 def parse_query(params: Mapping[str, str], headers: Mapping[str, str], resource: Resource, version: str, *,
-                collection: bool) -> Query:
-    """Read ``$filter``, ``$select``, ``$top``, ``$skiptoken`` and ``$count`` (option names case-insensitive)."""
+                collection: bool, count_segment: bool = False) -> Query:
+    """Read ``$filter``, ``$select``, ``$top``, ``$skiptoken``, ``$count``, ``$search`` and ``$orderby`` (option
+    names case-insensitive) with Graph's advanced-query rules (graph/aad-advanced-queries)."""
     opts: dict[str, str] = {}
     for key, value in params.items():
         lowered = key.lower()
@@ -766,12 +874,25 @@ def parse_query(params: Mapping[str, str], headers: Mapping[str, str], resource:
             raise bad_request(f"Query option '{key}' is not allowed on a single entity; it is allowed only on "
                               f"collections.")
         opts[lowered] = value
-    advanced = headers.get("consistencylevel", "").strip().lower() == "eventual"
     query = Query()
+    query.eventual = headers.get("consistencylevel", "").strip().lower() == "eventual"
+    if count_segment and not query.eventual:
+        raise count_not_supported()
     if "$count" in opts:
-        query.count = _parse_count(opts["$count"], advanced)
+        # Without ConsistencyLevel: eventual, Graph silently ignores ?$count=true (no @odata.count).
+        query.count = _parse_count(opts["$count"]) and query.eventual
+    query.advanced = query.eventual and (query.count or count_segment)
+    if "$search" in opts:
+        if not query.eventual:
+            raise unsupported("Request with $search query parameter only works through MSGraph with a special "
+                              "request header: 'ConsistencyLevel: eventual'")
+        query.search = Search(opts["$search"], resource, version)
     if "$filter" in opts:
-        query.filter = Filter(opts["$filter"], resource, version, advanced and query.count)
+        query.filter = Filter(opts["$filter"], resource, version, query.advanced)
+    if "$orderby" in opts:
+        query.orderby = parse_orderby(opts["$orderby"], resource, version)
+        if not query.advanced:
+            raise unsupported("Sorting not supported for current query.")
     if "$select" in opts:
         query.select = parse_select(opts["$select"], resource, version)
     if "$top" in opts:
@@ -781,14 +902,176 @@ def parse_query(params: Mapping[str, str], headers: Mapping[str, str], resource:
     return query
 
 
-def _parse_count(value: str, advanced: bool) -> bool:
+def _parse_count(value: str) -> bool:
     if value.lower() not in ("true", "false"):
         raise bad_request(f"Invalid value '{value}' for $count query option found. Valid values are 'true' and "
                           f"'false'.")
-    wanted = value.lower() == "true"
-    if wanted and not advanced:
-        raise directory_error("$count is not currently supported.")
-    return wanted
+    return value.lower() == "true"
+
+
+def parse_orderby(value: str, resource: Resource, version: str) -> list[tuple[Field, bool]]:
+    """``prop [asc|desc], ...``: properties Graph sorts (``displayName``, ``createdDateTime``, ``deletedDateTime``
+    of applications and service principals)."""
+    result: list[tuple[Field, bool]] = []
+    for raw in value.split(","):
+        parts = raw.split()
+        if not parts or len(parts) > 2 or (len(parts) == 2 and parts[1].lower() not in ("asc", "desc")):
+            raise bad_request(f"Syntax error at position {len(value)} in '{value}'.")
+        fld = resource.field(parts[0], version)
+        if fld is None:
+            raise bad_request(f"Could not find a property named '{parts[0]}' on type '{resource.type_name}'.")
+        if not fld.orderby:
+            raise unsupported("An unsupported property was specified.")
+        result.append((fld, len(parts) == 2 and parts[1].lower() == "desc"))
+    return result
+
+
+# --------------------------------------------------------------------------- $search
+
+
+_SEARCH_TOKEN = re.compile(r'\s*(?:(?P<clause>"(?:[^"\\]|\\.)*")|(?P<op>AND|OR)(?=[\s("])|(?P<paren>[()]))',
+                           re.DOTALL)
+_WORD_RE = re.compile(r"[^\W\d_]+|\d+|[^\w\s]|_", re.UNICODE)
+
+
+def search_tokens(text: str) -> set[str]:
+    """Graph's directory tokenization (search-query-parameter, "Using $search on directory object collections"):
+    split on spaces, on a lower-to-upper case change, between letters and digits and at symbols (each symbol a
+    token); words joined only by symbols also form one combined token.  Lower-cased."""
+    tokens: set[str] = set()
+    for chunk in text.split():
+        words: list[str] = []
+        run: list[str] = []  # letter/digit words of this chunk joined by symbols only
+        for match in _WORD_RE.finditer(chunk):
+            piece = match.group(0)
+            if piece.isalpha():
+                parts = _split_case(piece)
+                words.extend(parts)
+                run.append(piece)
+            elif piece.isdigit():
+                words.append(piece)
+                run.append(piece)
+            else:
+                words.append(piece)
+        tokens.update(w.lower() for w in words)
+        if len(run) > 1:
+            tokens.add("".join(run).lower())
+    return tokens
+
+
+def _split_case(word: str) -> list[str]:
+    """``HelloWorld``/``helloWORLD`` -> hello, world; ``HELLOworld`` stays one token (only a lower-to-upper change
+    splits, as documented)."""
+    parts, start = [], 0
+    for i in range(1, len(word)):
+        if word[i - 1].islower() and word[i].isupper():
+            parts.append(word[start:i])
+            start = i
+    parts.append(word[start:])
+    return parts
+
+
+class Search:
+    """A ``$search`` expression: ``"property:text"`` clauses joined by ``AND``/``OR`` (upper case), parentheses.
+
+    ``displayName`` and ``description`` match by tokens (every search token is a prefix of one of the value's
+    tokens, in any order, case-insensitively); other string properties that ``$filter`` supports match like
+    ``startswith``.
+    """
+
+    def __init__(self, text: str, resource: Resource, version: str):
+        self.text = text
+        self.resource = resource
+        self.version = version
+        self.pos = 0
+        self.toks = self._lex(text)
+        self.i = 0
+        self.node = self._or()
+        if self.i != len(self.toks):
+            raise self._error()
+
+    def _error(self) -> ServiceError:
+        return bad_request(f"Syntax error: invalid $search expression '{self.text}'. Each clause is "
+                           f"\"property:text\" in double quotes; join clauses with AND or OR.")
+
+    def _lex(self, text: str) -> list[tuple[str, str]]:
+        toks, pos = [], 0
+        while pos < len(text):
+            if text[pos:].strip() == "":
+                break
+            match = _SEARCH_TOKEN.match(text, pos)
+            if match is None or match.end() == pos:
+                raise self._error()
+            if match.group("clause"):
+                toks.append(("clause", match.group("clause")[1:-1]))
+            elif match.group("op"):
+                toks.append(("op", match.group("op")))
+            else:
+                toks.append(("paren", match.group("paren")))
+            pos = match.end()
+        if not toks:
+            raise self._error()
+        return toks
+
+    def _peek(self, kind: str, value: str | None = None) -> bool:
+        if self.i >= len(self.toks):
+            return False
+        tok = self.toks[self.i]
+        return tok[0] == kind and (value is None or tok[1] == value)
+
+    def _or(self) -> Node:
+        node = self._and()
+        while self._peek("op", "OR"):
+            self.i += 1
+            node = ("or", node, self._and())
+        return node
+
+    def _and(self) -> Node:
+        node = self._primary()
+        while self._peek("op", "AND"):
+            self.i += 1
+            node = ("and", node, self._primary())
+        return node
+
+    def _primary(self) -> Node:
+        if self._peek("paren", "("):
+            self.i += 1
+            node = self._or()
+            if not self._peek("paren", ")"):
+                raise self._error()
+            self.i += 1
+            return node
+        if not self._peek("clause"):
+            raise self._error()
+        body = self.toks[self.i][1]
+        self.i += 1
+        prop, sep, value = body.partition(":")
+        if not sep or not prop.strip():
+            raise self._error()
+        value = re.sub(r"\\(.)", r"\1", value)
+        fld = self.resource.field(prop.strip(), self.version)
+        if fld is None or fld.item_edm != "Edm.String" or fld.is_collection or not (fld.search or fld.filters):
+            raise unsupported(f"Unsupported or invalid search clause specified for property '{prop.strip()}' of "
+                              f"resource '{self.resource.label}'.")
+        return ("clause", fld, value)
+
+    def matches(self, obj: Mapping[str, Any]) -> bool:
+        return self._eval(self.node, obj)
+
+    def _eval(self, node: Node, obj: Mapping[str, Any]) -> bool:
+        if node[0] == "and":
+            return self._eval(node[1], obj) and self._eval(node[2], obj)
+        if node[0] == "or":
+            return self._eval(node[1], obj) or self._eval(node[2], obj)
+        fld, wanted = node[1], node[2]
+        actual = obj.get(fld.name)
+        if not isinstance(actual, str):
+            return False
+        if not fld.search:
+            return actual.lower().startswith(wanted.lower())
+        have = search_tokens(actual)
+        want = search_tokens(wanted)
+        return bool(want) and all(any(token.startswith(w) for token in have) for w in want)
 
 
 def parse_select(value: str, resource: Resource, version: str) -> list[str]:
@@ -796,7 +1079,7 @@ def parse_select(value: str, resource: Resource, version: str) -> list[str]:
     for raw in value.split(","):
         name = raw.strip()
         if name == "*":
-            names.extend(resource.names(version))
+            names.extend(resource.default_names(version))
             continue
         fld = resource.field(name, version)
         if fld is None:
@@ -822,12 +1105,12 @@ def parse_top(value: str) -> int:
 _TOKEN_PREFIX = "RFNwdAIAAQAAA"
 
 
-def encode_skiptoken(after: str) -> str:
+def encode_skiptoken(after: list[str]) -> str:
     raw = json.dumps({"after": after}, separators=(",", ":")).encode()
     return _TOKEN_PREFIX + base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def decode_skiptoken(token: str) -> str:
+def decode_skiptoken(token: str) -> list[str]:
     expired = graph_error(400, "Directory_ExpiredPageToken", "The specified page token value has expired and can no "
                           "longer be included in your request.")
     if not token.startswith(_TOKEN_PREFIX):
@@ -838,19 +1121,21 @@ def decode_skiptoken(token: str) -> str:
         after = data["after"]
     except (binascii.Error, ValueError, KeyError, TypeError):
         raise expired from None
-    if not isinstance(after, str):
+    if not isinstance(after, list) or not all(isinstance(part, str) for part in after):
         raise expired
     return after
 
 
-def paginate(items: list[dict[str, Any]], query: Query,
-             key: Callable[[dict[str, Any]], str] = lambda o: str(o["id"]).lower()
-             ) -> tuple[list[dict[str, Any]], str | None]:
-    """One page of ``items`` (already filtered), ordered by ``key``; returns the page and the next skiptoken."""
-    ordered = sorted(items, key=key)
+def paginate(items: list[dict[str, Any]], query: Query) -> tuple[list[dict[str, Any]], str | None]:
+    """One page of ``items`` (already filtered) in ``query``'s order (``$orderby``, then object id); returns the page
+    and the next skiptoken (the position after the page's last item)."""
+    ordered = sorted(items, key=query.sort_key, reverse=query.descending)
     if query.skiptoken is not None:
         after = decode_skiptoken(query.skiptoken)
-        ordered = [o for o in ordered if key(o) > after]
+        if query.descending:
+            ordered = [o for o in ordered if query.sort_key(o) < after]
+        else:
+            ordered = [o for o in ordered if query.sort_key(o) > after]
     page = ordered[:query.top]
-    token = encode_skiptoken(key(page[-1])) if len(ordered) > query.top else None
+    token = encode_skiptoken(query.sort_key(page[-1])) if len(ordered) > query.top else None
     return page, token

@@ -54,6 +54,7 @@ def _first_party_sp(state: State, app_id: str, name: str, now: float,
         "displayName": name,
         "accountEnabled": True,
         "appOwnerOrganizationId": "f8cdef31-a31e-4b4a-93e4-5f571e91255a",  # Microsoft's first-party tenant
+        "publisherName": "Microsoft Services",
         "servicePrincipalNames": [app_id],
         "servicePrincipalType": "Application",
         "signInAudience": "AzureADMultipleOrgs",
@@ -92,7 +93,8 @@ def _operator(state: State, config: "Config", *, client_id: str, secret: str, na
         "id": sp_object_id, "appId": client_id, "displayName": name, "accountEnabled": True,
         "appOwnerOrganizationId": state.tenant_id, "servicePrincipalNames": [client_id],
         "servicePrincipalType": "Application", "signInAudience": "AzureADMyOrg", "tags": [], "appRoles": [],
-        "appDisplayName": name, "createdDateTime": created, "deletedDateTime": None, "_type": "servicePrincipal",
+        "appDisplayName": name, "createdDateTime": created, "deletedDateTime": None, "publisherName": "Sandbox",
+        "_type": "servicePrincipal",
     }
     state.operators[client_id] = {"client_id": client_id, "display_name": name, "secret": secret,
                                   "app_object_id": app_object_id, "object_id": sp_object_id}
