@@ -175,6 +175,12 @@ ACTION_RA_READ = "Microsoft.Authorization/roleAssignments/read"
 ACTION_RA_WRITE = "Microsoft.Authorization/roleAssignments/write"
 ACTION_RA_DELETE = "Microsoft.Authorization/roleAssignments/delete"
 ACTION_RD_READ = "Microsoft.Authorization/roleDefinitions/read"
+ACTION_RD_WRITE = "Microsoft.Authorization/roleDefinitions/write"
+ACTION_RD_DELETE = "Microsoft.Authorization/roleDefinitions/delete"
+MAX_CUSTOM_ROLES = 5000  # per tenant (custom-roles.md, "Custom role limits")
+MAX_ASSIGNABLE_SCOPES = 2000
+MAX_ROLE_NAME = 512
+MAX_ROLE_DESCRIPTION = 2048
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -995,26 +1001,282 @@ def _definition_matches(definition: dict[str, Any], clauses: list[tuple[str, str
     return True
 
 
+def assignable_at(state: State, definition: dict[str, Any], scope: Scope) -> bool:
+    """Whether ``definition`` is available for assignment at ``scope``: one of its ``assignableScopes`` is at or
+    above it (built-in roles: ``/``).  Custom roles with ``dataActions`` are not assignable at a management group."""
+    props = definition.get("properties") or {}
+    if scope.kind == "managementGroup" and props.get("type") == "CustomRole" and \
+            any(block.get("dataActions") for block in props.get("permissions") or []):
+        return False
+    chain = set(scope_chain(state, scope))
+    return any(_scope_key(item) in chain for item in props.get("assignableScopes") or [])
+
+
+def _below(state: State, definition: dict[str, Any], scope: Scope) -> bool:
+    """Whether one of the definition's assignable scopes lies below ``scope`` (``atScopeAndBelow()``)."""
+    for item in (definition.get("properties") or {}).get("assignableScopes") or []:
+        parsed = scope_from_text(str(item))
+        if parsed is not None and scope.key in scope_chain(state, parsed):
+            return True
+    return False
+
+
+def _definition_not_found(name: str) -> ServiceError:
+    return arm_error(404, "RoleDefinitionDoesNotExist",
+                     f"The specified role definition with ID '{_hex(name)}' does not exist.")
+
+
 async def _role_definitions(ctx: "Sandbox", request: Request, scope: Scope, name: str | None,
                             path: str) -> Response:
-    _only_get(request)
+    method = request.method
+    allowed = ("GET",) if name is None else ("GET", "PUT", "DELETE")
+    if method not in allowed:
+        raise method_not_allowed("arm", method, ", ".join(allowed))
     _require_api_version(ctx, request, "authorization", "roleDefinitions", _location_of(ctx, scope))
     caller = _caller(ctx, request)
     _prepare_scope(ctx, scope)
+    if method == "PUT":
+        assert name is not None
+        return await _put_role_definition(ctx, request, caller, scope, name, path)
+    if method == "DELETE":
+        assert name is not None
+        return _delete_role_definition(ctx, caller, scope, name, path)
     if scope.kind != "root":  # tenant-level built-in definitions are readable by every caller of the tenant
         _authorize(ctx, caller, ACTION_RD_READ, scope, _request_scope_text(path))
     _require_scope_exists(ctx, scope)
     if name is not None:
         definition = ctx.state.role_definitions.get(name.lower())
-        if definition is None:
-            raise arm_error(404, "RoleDefinitionDoesNotExist",
-                            f"The specified role definition with ID '{_hex(name)}' does not exist.")
+        if definition is None or not assignable_at(ctx.state, definition, scope):
+            raise _definition_not_found(name)
         return _json(_definition_view(ctx, definition, scope))
-    clauses = _definition_filter(_query(request, "$filter"))
+    raw_filter = _query(request, "$filter")
+    clauses = _definition_filter(raw_filter)
+    below = bool(raw_filter) and re.search(r"atScopeAndBelow\(\s*\)", raw_filter, re.IGNORECASE) is not None
     result = [_definition_view(ctx, definition, scope) for definition in ctx.state.role_definitions.values()
-              if _definition_matches(definition, clauses)]
+              if _definition_matches(definition, clauses)
+              and (assignable_at(ctx.state, definition, scope) or (below and _below(ctx.state, definition, scope)))]
     result.sort(key=lambda d: d["name"])
     return _json({"value": result})
+
+
+# ---- custom role definitions (Role Definitions - Create Or Update / Delete, custom-roles.md)
+
+_RD_MEMBERS = ("roleName", "description", "type", "permissions", "assignableScopes",
+               # read-only members a client may echo back (ignored)
+               "createdOn", "updatedOn", "createdBy", "updatedBy")
+_PERMISSION_MEMBERS = ("actions", "notActions", "dataActions", "notDataActions", "condition", "conditionVersion")
+
+
+def _invalid_definition(code: str, message: str) -> ServiceError:
+    return arm_error(400, code, message)
+
+
+def _string_array(value: Any, path: str) -> list[str]:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise _deserialize_error(f"Cannot deserialize the current JSON {_token(value).lower()} into type "
+                                 f"'System.Collections.Generic.IList`1[System.String]' because the type requires a "
+                                 f"JSON array. Path '{path}'.")
+    for index, item in enumerate(value):
+        if not isinstance(item, str):
+            raise _deserialize_error(f"Error reading string. Unexpected token: {_token(item)}. "
+                                     f"Path '{path}[{index}]'.")
+    return list(value)
+
+
+def _check_action(action: str, member: str) -> None:
+    """The documented format limits: a non-empty action string with at most one wildcard and no spaces."""
+    if not action.strip() or any(ch.isspace() for ch in action) or action.count("*") > 1:
+        raise _invalid_definition("InvalidActionOrNotAction",
+                                  f"'{action}' does not match any of the actions supported by the providers "
+                                  f"(property '{member}'). An action string can contain only one wildcard (*).")
+
+
+def _validate_permissions(value: Any) -> list[dict[str, Any]]:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise _deserialize_error(f"Cannot deserialize the current JSON {_token(value).lower()} into type "
+                                 f"'System.Collections.Generic.IList`1[Permission]' because the type requires a JSON "
+                                 f"array. Path 'properties.permissions'.")
+    blocks = []
+    for index, block in enumerate(value):
+        path = f"properties.permissions[{index}]"
+        if not isinstance(block, dict):
+            raise _deserialize_error(f"Unexpected token {_token(block)} when reading 'Permission'. Path '{path}'.")
+        _check_members(block, _PERMISSION_MEMBERS, "Permission", path)
+        clean: dict[str, Any] = {}
+        for member in ("actions", "notActions", "dataActions", "notDataActions"):
+            clean[member] = _string_array(_get_ci(block, member), f"{path}.{member}")
+            for action in clean[member]:
+                _check_action(action, member)
+        blocks.append(clean)
+    return blocks
+
+
+def _validate_assignable_scopes(ctx: "Sandbox", value: Any) -> list[str]:
+    scopes = _string_array(value, "properties.assignableScopes")
+    if not scopes:
+        raise _invalid_definition("InvalidAssignableScopes",
+                                  "The role definition must have at least one assignable scope.")
+    if len(scopes) > MAX_ASSIGNABLE_SCOPES:
+        raise _invalid_definition("InvalidAssignableScopes",
+                                  f"A role definition can have at most {MAX_ASSIGNABLE_SCOPES} assignable scopes.")
+    management_groups = 0
+    result = []
+    for text in scopes:
+        parsed = scope_from_text(text)
+        if "*" in text or parsed is None or parsed.kind == "root":
+            raise _invalid_definition("InvalidAssignableScopes",
+                                      f"The assignable scope '{text}' is not valid. A custom role's assignable scopes "
+                                      f"are management groups, subscriptions, resource groups or resources; the "
+                                      f"root scope ('/') and wildcards are not allowed.")
+        if parsed.kind == "managementGroup":
+            management_groups += 1
+        result.append(parsed.text)
+    if management_groups > 1:
+        raise _invalid_definition("InvalidAssignableScopes",
+                                  "You can define only one management group in AssignableScopes of a custom role.")
+    return result
+
+
+def _validate_definition_body(ctx: "Sandbox", body: dict[str, Any], name: str) -> dict[str, Any]:
+    """The writable properties of a role-definition PUT body, validated like ARM (400 otherwise)."""
+    _check_members(body, ("properties", "id", "name", "type"), "RoleDefinition", "")
+    body_name = _get_ci(body, "name")
+    if body_name is not None and (not isinstance(body_name, str) or body_name.lower() != name.lower()):
+        raise _invalid_definition("RoleDefinitionIdMismatch",
+                                  f"The role definition ID '{body_name}' in the request body does not match the ID "
+                                  f"'{name}' in the request URI.")
+    props = _get_ci(body, "properties")
+    if props is None:
+        raise _deserialize_error("Required property 'properties' not found in JSON. Path ''.")
+    if not isinstance(props, dict):
+        raise _deserialize_error(f"Unexpected token {_token(props)} when reading 'RoleDefinitionProperties'. "
+                                 f"Path 'properties'.")
+    _check_members(props, _RD_MEMBERS, "RoleDefinitionProperties", "properties")
+    role_name = _optional_string(props, "roleName", "properties")
+    description = _optional_string(props, "description", "properties")
+    role_type = _optional_string(props, "type", "properties")
+    if not role_name or not role_name.strip():
+        raise _invalid_definition("RoleDefinitionNameNullOrEmpty", "The role definition name cannot be null or empty.")
+    if len(role_name) > MAX_ROLE_NAME:
+        raise _invalid_definition("InvalidRoleDefinitionName",
+                                  f"The role definition name can have at most {MAX_ROLE_NAME} characters.")
+    if description is not None and len(description) > MAX_ROLE_DESCRIPTION:
+        raise _invalid_definition("InvalidRoleDefinitionDescription",
+                                  f"The role definition description can have at most {MAX_ROLE_DESCRIPTION} "
+                                  f"characters.")
+    if role_type is not None and role_type.lower() != "customrole":
+        raise _invalid_definition("InvalidRoleDefinitionType",
+                                  f"The role definition type '{role_type}' is not valid. Only 'CustomRole' role "
+                                  f"definitions can be created or updated.")
+    permissions = _validate_permissions(_get_ci(props, "permissions"))
+    assignable = _validate_assignable_scopes(ctx, _get_ci(props, "assignableScopes"))
+    if any(scope_from_text(s).kind == "managementGroup" for s in assignable) and \
+            any(block["dataActions"] for block in permissions):
+        raise _invalid_definition("InvalidRoleDefinitionDataActions",
+                                  "You cannot add data action permissions when you have a management group as an "
+                                  "assignable scope")
+    return {"roleName": role_name, "description": description, "permissions": permissions,
+            "assignableScopes": assignable}
+
+
+def _linked_authorization(ctx: "Sandbox", caller: Any, action: str, scope_text: str, scopes: Iterable[str]) -> None:
+    """``action`` on every assignable scope (documented LinkedAuthorizationFailed otherwise; a scope that does not
+    exist counts as one the caller has no permission on)."""
+    failing = []
+    for text in scopes:
+        parsed = scope_from_text(text)
+        ok = parsed is not None
+        if ok and parsed.subscription:
+            sub = ctx.state.subscriptions.get(parsed.subscription.lower())
+            ok = sub is not None and (parsed.resource_group is None or _resource_group(ctx, parsed) is not None)
+        if not ok or not is_allowed(ctx, caller.object_id, action, parsed):
+            failing.append(text)
+    if failing:
+        oid = caller.object_id
+        raise arm_error(403, "LinkedAuthorizationFailed",
+                        f"The client '{oid}' with object id '{oid}' has permission to perform action '{action}' on "
+                        f"scope '{scope_text}'; however, it does not have permission to perform action '{action}' "
+                        f"on the linked scope(s)'{','.join(failing)}' or the linked scope(s)are invalid")
+
+
+def _custom_role_count(state: State) -> int:
+    return sum(1 for d in state.role_definitions.values() if (d.get("properties") or {}).get("type") == "CustomRole")
+
+
+async def _put_role_definition(ctx: "Sandbox", request: Request, caller: Any, scope: Scope, name: str,
+                               path: str) -> Response:
+    scope_text = _request_scope_text(path)
+    _authorize(ctx, caller, ACTION_RD_WRITE, scope, scope_text)
+    _require_scope_exists(ctx, scope)
+    if not _GUID_RE.match(name):
+        raise _invalid_definition("InvalidRoleDefinitionId",
+                                  f"The role definition ID '{name}' is not valid. The role definition ID must be a "
+                                  f"GUID.")
+    values = _validate_definition_body(ctx, await _json_object(request, "RoleDefinition"), name)
+    existing = ctx.state.role_definitions.get(name.lower())
+    if existing is not None and existing["properties"].get("type") != "CustomRole":
+        raise arm_error(403, "RoleDefinitionUpdateNotPermitted",
+                        f"The role definition '{name}' is a built-in role and cannot be updated.")
+    parsed = [p for p in (scope_from_text(s) for s in values["assignableScopes"]) if p is not None]
+    if not any(scope.key in scope_chain(ctx.state, p) for p in parsed):
+        raise _invalid_definition("InvalidRoleDefinitionScope",
+                                  f"The scope '{scope.text}' of the request is not one of the role definition's "
+                                  f"assignable scopes (or above one of them). Send the request to the first "
+                                  f"assignable scope.")
+    linked = list(values["assignableScopes"])
+    if existing is not None:
+        linked += [s for s in existing["properties"].get("assignableScopes") or [] if s not in linked]
+    _linked_authorization(ctx, caller, ACTION_RD_WRITE, scope.text, linked)
+    for other in ctx.state.role_definitions.values():
+        if other["name"].lower() != name.lower() and \
+                str(other["properties"].get("roleName", "")).lower() == values["roleName"].lower():
+            raise arm_error(409, "RoleDefinitionWithSameNameExists",
+                            "A role definition cannot be updated with a name that already exists.")
+    if existing is None and _custom_role_count(ctx.state) >= MAX_CUSTOM_ROLES:
+        raise arm_error(409, "RoleDefinitionLimitExceeded",
+                        "Role definition limit exceeded. No more role definitions can be created.")
+    now = _timestamp(ctx)
+    subscription = scope.subscription or next((p.subscription for p in parsed if p.subscription), None)
+    guid = name.lower()
+    definition = existing or {
+        "id": definition_id(ctx.state, scope_from_text(f"/subscriptions/{subscription}") if subscription else ROOT,
+                            guid),
+        "name": guid, "type": ROLE_DEFINITIONS_TYPE,
+        "properties": {"createdOn": now, "createdBy": caller.object_id},
+    }
+    props = definition["properties"]
+    props.update({"roleName": values["roleName"], "type": "CustomRole", "description": values["description"],
+                  "assignableScopes": values["assignableScopes"], "permissions": values["permissions"],
+                  "updatedOn": now, "updatedBy": caller.object_id})
+    definition["properties"] = {key: props.get(key) for key in (
+        "roleName", "type", "description", "assignableScopes", "permissions", "createdOn", "updatedOn", "createdBy",
+        "updatedBy")}
+    ctx.state.role_definitions[guid] = definition
+    return _json(_definition_view(ctx, definition, scope), 201)
+
+
+def _delete_role_definition(ctx: "Sandbox", caller: Any, scope: Scope, name: str, path: str) -> Response:
+    scope_text = _request_scope_text(path)
+    _authorize(ctx, caller, ACTION_RD_DELETE, scope, scope_text)
+    _require_scope_exists(ctx, scope)
+    definition = ctx.state.role_definitions.get(name.lower())
+    if definition is None or not (assignable_at(ctx.state, definition, scope) or _below(ctx.state, definition, scope)):
+        return Response(status_code=204)
+    props = definition["properties"]
+    if props.get("type") != "CustomRole":
+        raise arm_error(403, "RoleDefinitionDeleteNotPermitted",
+                        f"The role definition '{name}' is a built-in role and cannot be deleted.")
+    _linked_authorization(ctx, caller, ACTION_RD_DELETE, scope.text, props.get("assignableScopes") or [])
+    if any(_guid_of((a.get("properties") or {}).get("roleDefinitionId")) == definition["name"]
+           for a in ctx.state.role_assignments.values()):
+        raise arm_error(409, "RoleDefinitionHasAssignments", "There are existing role assignments referencing role")
+    view = _definition_view(ctx, definition, scope)
+    del ctx.state.role_definitions[definition["name"]]
+    return _json(view, 200)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -1219,6 +1481,9 @@ async def _put_role_assignment(ctx: "Sandbox", request: Request, caller: Any, sc
                                existing: dict[str, Any] | None) -> Response:
     values = _validate_assignment_body(await _json_object(request, "RoleAssignmentCreateParameters"))
     role_guid = _role_guid(ctx, values["roleDefinitionId"] or "")
+    if not assignable_at(ctx.state, ctx.state.role_definitions[role_guid], scope):
+        raise arm_error(400, "RoleDefinitionDoesNotExist",
+                        f"The specified role definition with ID '{_hex(role_guid)}' does not exist.")
     principal_id = values["principalId"] or ""
     same_name = existing or _find_by_name(ctx, name)
     if same_name is not None:

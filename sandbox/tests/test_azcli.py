@@ -12,12 +12,13 @@ import dataclasses
 import json
 import os
 import subprocess
+import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from test_arm_helpers import READER, ArmEnv, Principal, arm  # noqa: F401 - arm is a fixture
+from test_arm_helpers import OWNER, READER, ArmEnv, Principal, arm  # noqa: F401 - arm is a fixture
 
 pytestmark = pytest.mark.azcli
 
@@ -189,3 +190,39 @@ def test_token_of_another_branch_is_rejected(az_bin, arm, tmp_path):
     assert set(stats["token_failures"]) & {"AADSTS700213", "AADSTS70021"}, stats["token_failures"]
     assert stats["by_service"].get("arm", 0) == 0, stats["by_service"]
     assert az.run("account", "show").returncode != 0
+
+
+def test_directory_lists_and_custom_roles(az_bin, arm, tmp_path):
+    """``az ad app list`` / ``az ad sp list --display-name`` (startswith filters, no advanced query needed) and
+    ``az role definition create/list/delete`` (Role Definitions Create Or Update / List / Delete) as a CI login
+    with Owner on the subscription."""
+    principal = seed_ci_identity(arm)
+    arm.grant(principal, OWNER, arm.sub_scope)
+    prefix = f"az-list-{uuid.uuid4().hex[:6]}"
+    for suffix in ("one", "two"):
+        app = arm.graph("POST", "/v1.0/applications", json={"displayName": f"{prefix}-{suffix}"}).json()
+        assert arm.graph("POST", "/v1.0/servicePrincipals", json={"appId": app["appId"]}).status_code == 201
+    az = make_az(az_bin, arm.sb, tmp_path)
+    token = arm.sb.mint_gitlab_token(project_path=principal.project_path, ref="main")
+    result = login(az, arm, principal, token)
+    assert result.returncode == 0, az.explain(result)
+
+    apps = az.json("ad", "app", "list", "--display-name", prefix)
+    assert sorted(a["displayName"] for a in apps) == [f"{prefix}-one", f"{prefix}-two"]
+    assert all("windows" not in a and "createdByAppId" in a for a in apps)  # the v1.0 shape
+    sps = az.json("ad", "sp", "list", "--display-name", f"{prefix}-tw")
+    assert [s["displayName"] for s in sps] == [f"{prefix}-two"]
+
+    role_name = f"CI Custom Reader {prefix}"
+    definition = tmp_path / "role.json"
+    definition.write_text(json.dumps({"Name": role_name, "IsCustom": True, "Description": "made by az",
+                                      "Actions": ["Microsoft.Storage/*/read"], "NotActions": [],
+                                      "AssignableScopes": [arm.sub_scope]}))
+    created = az.json("role", "definition", "create", "--role-definition", f"@{definition}")
+    assert created["roleName"] == role_name and created["roleType"] == "CustomRole"
+    assert created["assignableScopes"] == [arm.sub_scope]
+    (listed,) = az.json("role", "definition", "list", "--name", role_name, "--custom-role-only", "true")
+    assert listed["name"] == created["name"]
+    deleted = az.run("role", "definition", "delete", "--name", role_name)
+    assert deleted.returncode == 0, az.explain(deleted)
+    assert az.json("role", "definition", "list", "--name", role_name, "--custom-role-only", "true") == []
