@@ -9,7 +9,8 @@
 """Azure RBAC through Azure Resource Manager: scopes, role definitions and role assignments.
 
 Pure parts (no I/O): ``parse_scope``, ``parse_role``, ``parse_guid``, ``assignment_name`` (deterministic uuid5),
-``access_granting_action`` (does a role's permission set let its holder grant access?).
+``access_granting_permission`` / ``access_granting_action`` (does a role's permission set let its holder grant
+access, by any of ``ACCESS_GRANTING_ACTIONS``?).
 
 Async parts (every remote call through ``clients.call``, so retries live in ``_retry``):
 
@@ -51,6 +52,15 @@ PRINCIPAL_TYPES = ('User', 'Group', 'ServicePrincipal', 'ForeignGroup', 'Device'
 DEFAULT_PRINCIPAL_TYPE = 'ServicePrincipal'
 # The action that lets a role's holder grant access to others.
 GRANT_ACCESS_ACTION = 'Microsoft.Authorization/roleAssignments/write'
+# Every action through which a role's holder can give itself or others access (Azure RBAC docs: custom roles,
+# "Elevate access", Privileged Identity Management schedule requests), in the order they are reported.
+ACCESS_GRANTING_ACTIONS = (
+    GRANT_ACCESS_ACTION,                                               # assign any role
+    'Microsoft.Authorization/roleDefinitions/write',                   # widen a custom role the holder already has
+    'Microsoft.Authorization/elevateAccess/Action',                    # User Access Administrator at the root scope
+    'Microsoft.Authorization/roleAssignmentScheduleRequests/write',    # PIM: create or activate assignments
+    'Microsoft.Authorization/roleEligibilityScheduleRequests/write',   # PIM: make principals eligible
+)
 # uuid5(NAMESPACE_URL, 'oidc_federation.azure:role_assignment'); never change it, names depend on it.
 ASSIGNMENT_NAMESPACE = uuid.UUID('54f6c70f-0633-5358-b62d-711822126ab5')
 DEFAULT_LIMIT = 8
@@ -247,25 +257,35 @@ def action_matches(pattern: Any, action: str) -> bool:
     return isinstance(pattern, str) and bool(_action_regex(pattern.strip()).match(action))
 
 
-def access_granting_action(permissions: Any, action: str = GRANT_ACCESS_ACTION) -> Optional[str]:
-    """The ``actions`` entry through which a role grants ``action`` (default: role assignment write), or None.
+def access_granting_permission(permissions: Any, actions: Sequence[str] = ACCESS_GRANTING_ACTIONS) -> Optional[Tuple[str, str]]:
+    """``(pattern, action)``: the first of ``actions`` a role's permission blocks grant, and the ``actions`` entry
+    that grants it; None when the role grants none of them.
 
     Per permission block, an action is granted when an ``actions`` pattern covers it and no ``notActions`` pattern
-    of the same block does (Azure's "actions minus notActions"); blocks add up. So Owner (``*``), User Access
-    Administrator (``Microsoft.Authorization/*``), Role Based Access Control Administrator and custom roles with
-    such actions are caught, Contributor (``*`` minus ``Microsoft.Authorization/*/Write``) is not.
+    of the same block does (Azure's "actions minus notActions", ``*`` matching any run of characters, case
+    insensitive); blocks add up. So Owner (``*``), User Access Administrator (``Microsoft.Authorization/*``), Role
+    Based Access Control Administrator and custom roles with ``*``, ``*/write``, ``Microsoft.Authorization/*``,
+    ``.../roleAssignments/write``, ``.../roleDefinitions/write`` or ``.../elevateAccess/Action`` are caught;
+    Contributor (``*`` minus ``Microsoft.Authorization/*/Write`` and ``.../elevateAccess/Action``) is not.
     """
-    for block in permissions or ():
-        if not isinstance(block, Mapping):
-            continue
-        actions = block.get('actions') or ()
-        not_actions = block.get('notActions') or ()
-        if any(action_matches(p, action) for p in not_actions):
-            continue
-        for pattern in actions:
-            if action_matches(pattern, action):
-                return pattern
+    for action in actions:
+        for block in permissions or ():
+            if not isinstance(block, Mapping):
+                continue
+            not_actions = block.get('notActions') or ()
+            if any(action_matches(p, action) for p in not_actions):
+                continue
+            for pattern in block.get('actions') or ():
+                if action_matches(pattern, action):
+                    return pattern, action
     return None
+
+
+def access_granting_action(permissions: Any, action: Optional[str] = None) -> Optional[str]:
+    """The ``actions`` entry through which a role can grant access (``action``, or any of
+    ``ACCESS_GRANTING_ACTIONS``), or None; see ``access_granting_permission``."""
+    found = access_granting_permission(permissions, (action,) if action else ACCESS_GRANTING_ACTIONS)
+    return found[0] if found else None
 
 
 @dataclass(frozen=True)
@@ -287,14 +307,20 @@ class RoleDefinition:
                    role_type=props.get('type'), permissions=tuple(props.get('permissions') or ()))
 
     @property
+    def granting_permission(self) -> Optional[Tuple[str, str]]:
+        """``(pattern, action)`` through which holders can grant access (None for an unprivileged role)."""
+        return access_granting_permission(self.permissions)
+
+    @property
     def granting_action(self) -> Optional[str]:
         """The action pattern that lets holders grant access (None for an unprivileged role)."""
-        return access_granting_action(self.permissions)
+        found = self.granting_permission
+        return found[0] if found else None
 
     @property
     def privileged(self) -> bool:
-        """True when holders of this role can create role assignments (grant access to others)."""
-        return self.granting_action is not None
+        """True when holders of this role can grant access to themselves or others (see ``ACCESS_GRANTING_ACTIONS``)."""
+        return self.granting_permission is not None
 
 
 # --- role definitions -----------------------------------------------------------------------------------------------
@@ -644,10 +670,10 @@ def check_privileged(desired: Sequence[DesiredAssignment], definitions: Sequence
         return
     problems = []
     for entry, definition in zip(desired, definitions):
-        pattern = definition.granting_action
-        if pattern is not None:
+        found = definition.granting_permission
+        if found is not None:
             problems.append('{0}: {1!r} at {2} can grant access to others (its actions include {3!r}, which covers {4})'.format(
-                entry.label('role'), definition.name, entry.scope.id, pattern, GRANT_ACCESS_ACTION))
+                entry.label('role'), definition.name, entry.scope.id, found[0], found[1]))
     if problems:
         raise ValidationError('refusing privileged role assignments: {0}. Assign a narrower role, or set allow_privileged: true '
                               'if this principal really must manage access'.format('; '.join(problems)))

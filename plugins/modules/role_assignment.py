@@ -25,11 +25,17 @@ description:
     Resource Manager) can be assigned a role at once. Because Azure Resource Manager accepts a replicating principal
     when C(principalType) is set, a C(PrincipalNotFound) answer means the principal does not exist; the module then
     fails at once instead of waiting O(replication_timeout), naming the option to check.
-  - Roles that can grant access to others are refused unless O(allow_privileged=true). A role is privileged when its
-    C(actions) minus C(notActions) cover C(Microsoft.Authorization/roleAssignments/write), for example Owner, User
-    Access Administrator, Role Based Access Control Administrator, or a custom role with C(*),
-    C(Microsoft.Authorization/*) or C(Microsoft.Authorization/roleAssignments/write). Contributor is not privileged.
-    The check runs before anything is written.
+  - Roles that can grant access are refused unless O(allow_privileged=true). A role is privileged when, in one of its
+    permission blocks, its C(actions) minus C(notActions) (wildcards C(*) included, case-insensitive) cover any way to
+    grant access - C(Microsoft.Authorization/roleAssignments/write) (assign roles),
+    C(Microsoft.Authorization/roleDefinitions/write) (widen a custom role its holder already has),
+    C(Microsoft.Authorization/elevateAccess/Action) (elevate to User Access Administrator at the root scope), or the
+    Privileged Identity Management requests C(Microsoft.Authorization/roleAssignmentScheduleRequests/write) and
+    C(Microsoft.Authorization/roleEligibilityScheduleRequests/write). So Owner, User Access Administrator, Role Based
+    Access Control Administrator and custom roles with C(*), C(*/write), C(Microsoft.Authorization/*) or any of those
+    actions are privileged; Contributor (C(*) minus C(Microsoft.Authorization/*/Write) and
+    C(Microsoft.Authorization/elevateAccess/Action)) and Reader are not. Custom roles are checked by what they grant,
+    not by their name. The check runs before anything is written.
   - Everything is validated (scopes, roles, duplicates, the privileged-role guard) before the first write.
 author:
   - oidc_federation.azure contributors (@oidc-federation)
@@ -122,8 +128,9 @@ options:
     default: false
   allow_privileged:
     description:
-      - Allow roles that can grant access to others (see the description above). Without it such a role fails the
-        task before anything is written.
+      - Allow roles that can grant access (see the description above; role assignment or role definition writes,
+        elevate access, Privileged Identity Management requests). Without it such a role fails the task before
+        anything is written, naming the role and the action it grants.
     type: bool
     default: false
   state:
@@ -181,6 +188,12 @@ EXAMPLES = r'''
         principal_id: "{{ deploy_sp_object_id }}"
         role: acdd72a7-3385-48ef-bd42-f606fba81ae7   # Reader
         scope: /providers/Microsoft.Management/managementGroups/platform
+
+- name: A custom role is judged by what it grants, not by its name (this one only reads and restarts VMs)
+  oidc_federation.azure.role_assignment:
+    principal_id: "{{ deploy_sp_object_id }}"
+    role: Virtual Machine Operator
+    scope: "/subscriptions/{{ subscription_id }}/resourceGroups/rg-vms"
 
 - name: A pipeline that manages access itself must be allowed explicitly
   oidc_federation.azure.role_assignment:
@@ -270,7 +283,7 @@ assignments:
       type: bool
       sample: false
     privileged:
-      description: True when the role can grant access to others.
+      description: True when the role can grant access (role assignment or role definition writes, elevate access, Privileged Identity Management requests).
       type: bool
       sample: false
 removed:

@@ -316,6 +316,66 @@ def test_privileged_roles_are_refused_before_any_write(run, clean_sandbox, role)
     assert [a['privileged'] for a in result['assignments']] == [False, True]
 
 
+def make_custom_role(sandbox, name, actions, not_actions=(), scopes=None):
+    """A custom role created through the sandbox's ARM (Role Definitions - Create Or Update) as the operator."""
+    guid = str(uuid.uuid4())
+    scopes = scopes or [sub_scope(sandbox)]
+    body = {'properties': {'roleName': name, 'description': 'test role', 'type': 'CustomRole', 'assignableScopes': scopes,
+                           'permissions': [{'actions': list(actions), 'notActions': list(not_actions)}]}}
+    created = _setup_request(lambda: sandbox.arm('PUT', '{0}/providers/Microsoft.Authorization/roleDefinitions/{1}'
+                                                        '?api-version=2022-04-01'.format(scopes[0], guid), json=body))
+    assert created['properties']['type'] == 'CustomRole'
+    return guid
+
+
+# custom role -> (actions, notActions, the access-granting action the module must name)
+PRIVILEGED_CUSTOM_ROLES = {
+    'Authorization Admin': (['Microsoft.Authorization/*', '*/read'], [], 'Microsoft.Authorization/roleAssignments/write'),
+    'Writes Everything': (['*/write'], [], 'Microsoft.Authorization/roleAssignments/write'),
+    'Does Everything': (['*'], ['Microsoft.Authorization/*/Delete'], 'Microsoft.Authorization/roleAssignments/write'),
+    'Assignment Writer': (['Microsoft.Authorization/roleAssignments/write'], [], 'Microsoft.Authorization/roleAssignments/write'),
+    'Role Editor': (['Microsoft.Authorization/roleDefinitions/write', '*/read'], [], 'Microsoft.Authorization/roleDefinitions/write'),
+    'Elevator': (['Microsoft.Authorization/elevateAccess/Action'], [], 'Microsoft.Authorization/elevateAccess/Action'),
+    'Almost Contributor': (['*'], ['Microsoft.Authorization/*/Write'], 'Microsoft.Authorization/elevateAccess/Action'),
+}
+
+
+def test_custom_roles_that_can_grant_access_are_refused(run, clean_sandbox):
+    """End to end: custom roles made in the sandbox's ARM, judged by what they grant (any path, notActions honoured)."""
+    sandbox = clean_sandbox
+    for name, (actions, not_actions, _action) in PRIVILEGED_CUSTOM_ROLES.items():
+        make_custom_role(sandbox, name, actions, not_actions)
+    harmless = make_custom_role(sandbox, 'Contributor Lookalike', ['*'], [
+        'Microsoft.Authorization/*/Delete', 'Microsoft.Authorization/*/Write', 'Microsoft.Authorization/elevateAccess/Action'])
+    sp = make_sp(sandbox)
+    names = list(PRIVILEGED_CUSTOM_ROLES)
+    args = dict(principal_id=sp['id'], assignments=[dict(role='Contributor Lookalike', scope=rg_scope(sandbox))] + [
+        dict(role=name, scope=rg_scope(sandbox)) for name in names])
+    rc, result, n = run(args)
+    assert rc == 1 and n == 0, result
+    for index, name in enumerate(names, start=1):
+        action = PRIVILEGED_CUSTOM_ROLES[name][2]
+        assert "assignments[{0}].role: {1!r}".format(index, name) in result['msg'], (name, result['msg'])
+        assert 'which covers {0}'.format(action) in result['msg'].split("assignments[{0}].role".format(index))[1].split(';')[0]
+    assert 'assignments[0]' not in result['msg']
+    assert assignments_of(sandbox, sp['id']) == {}
+    rc, result, n = run(dict(args, allow_privileged=True))
+    assert rc == 0 and n == len(names) + 1, result
+    assert [a['privileged'] for a in result['assignments']] == [False] + [True] * len(names)
+    assert (rg_scope(sandbox).lower(), harmless) in assignments_of(sandbox, sp['id'])
+
+
+def test_a_deleted_custom_role_cannot_be_assigned(run, clean_sandbox):
+    sandbox = clean_sandbox
+    guid = make_custom_role(sandbox, 'Short Lived', ['Microsoft.Storage/*/read'])
+    path = '{0}/providers/Microsoft.Authorization/roleDefinitions/{1}?api-version=2022-04-01'.format(sub_scope(sandbox), guid)
+    assert sandbox.arm('DELETE', path).status_code == 200
+    sp = make_sp(sandbox)
+    for role in (guid, 'Short Lived'):
+        rc, result, n = run(dict(principal_id=sp['id'], role=role, scope=rg_scope(sandbox)))
+        assert rc == 1 and n == 0 and 'role:' in result['msg'] and 'no role definition' in result['msg'], result
+
+
 def test_contributor_is_not_privileged(run, clean_sandbox):
     sp = make_sp(clean_sandbox)
     rc, result, n = run(dict(principal_id=sp['id'], role='Contributor', scope=rg_scope(clean_sandbox)))

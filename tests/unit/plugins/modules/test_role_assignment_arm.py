@@ -110,16 +110,33 @@ def block(actions, not_actions=()):
 
 @pytest.mark.parametrize('permissions, expected', [
     ([block(['*'])], '*'),                                                                          # Owner
-    ([block(['*'], ['Microsoft.Authorization/*/Delete', 'Microsoft.Authorization/*/Write'])], None),  # Contributor
+    ([block(['*'], ['Microsoft.Authorization/*/Delete', 'Microsoft.Authorization/*/Write'])], '*'),   # elevateAccess left
     ([block(['*/read'])], None),                                                                    # Reader
     ([block(['*/read', 'Microsoft.Authorization/*', 'Microsoft.Support/*'])], 'Microsoft.Authorization/*'),  # UAA
     ([block(['Microsoft.Authorization/roleAssignments/write', '*/read'])], 'Microsoft.Authorization/roleAssignments/write'),
     ([block(['microsoft.authorization/ROLEASSIGNMENTS/*'])], 'microsoft.authorization/ROLEASSIGNMENTS/*'),   # custom, case
     ([block(['*/write'])], '*/write'),                                                              # custom, broad
-    ([block(['Microsoft.Authorization/*'], ['Microsoft.Authorization/roleAssignments/*'])], None),   # excluded again
+    ([block(['Microsoft.Authorization/*'], ['Microsoft.Authorization/roleAssignments/*'])],
+     'Microsoft.Authorization/*'),                                                                  # roleDefinitions/write left
+    ([block(['Microsoft.Authorization/*'], ['Microsoft.Authorization/*/write', 'Microsoft.Authorization/elevateAccess/*'])],
+     None),                                                                                         # excluded again
     ([block(['*'], ['*'])], None),
     ([block(['Microsoft.Authorization/roleAssignments/read', 'Microsoft.Authorization/roleAssignments/delete'])], None),
-    ([block(['Microsoft.Authorization/roleDefinitions/write'])], None),                             # defines, cannot assign
+    ([block(['Microsoft.Authorization/roleDefinitions/write'])],
+     'Microsoft.Authorization/roleDefinitions/write'),                                              # can widen its own role
+    ([block(['Microsoft.Authorization/roleDefinitions/*'])], 'Microsoft.Authorization/roleDefinitions/*'),
+    ([block(['Microsoft.Authorization/elevateAccess/Action'])], 'Microsoft.Authorization/elevateAccess/Action'),
+    ([block(['microsoft.authorization/ELEVATEACCESS/action'])], 'microsoft.authorization/ELEVATEACCESS/action'),
+    ([block(['Microsoft.Authorization/roleAssignmentScheduleRequests/write'])],
+     'Microsoft.Authorization/roleAssignmentScheduleRequests/write'),                               # PIM
+    ([block(['Microsoft.Authorization/roleEligibilityScheduleRequests/*'])],
+     'Microsoft.Authorization/roleEligibilityScheduleRequests/*'),
+    ([block(['*'], ['Microsoft.Authorization/*/Delete', 'Microsoft.Authorization/*/Write',
+                    'Microsoft.Authorization/elevateAccess/Action'])], None),                      # Contributor, in full
+    ([block(['*'], ['Microsoft.Authorization/*/Write'])], '*'),                                     # elevateAccess remains
+    ([block(['*/write'], ['Microsoft.Authorization/roleAssignments/write'])], '*/write'),          # roleDefinitions/write remains
+    ([block(['Microsoft.Authorization/*/read', 'Microsoft.Authorization/roleDefinitions/read'])], None),
+    ([block(['Microsoft.Authorization/roleDefinitions/write'], ['Microsoft.Authorization/roleDefinitions/*'])], None),
     ([block([], []), block(['Microsoft.Authorization/*'])], 'Microsoft.Authorization/*'),            # blocks add up
     ([block(['*'], ['Microsoft.Authorization/*']), block(['Microsoft.Authorization/roleAssignments/write'])],
      'Microsoft.Authorization/roleAssignments/write'),                                              # notActions are per block
@@ -127,7 +144,7 @@ def block(actions, not_actions=()):
     ([], None),
     (None, None),
 ])
-def test_privileged_means_actions_minus_not_actions_cover_role_assignment_write(permissions, expected):
+def test_privileged_means_actions_minus_not_actions_cover_an_access_granting_action(permissions, expected):
     assert _arm.access_granting_action(permissions) == expected
     definition = _arm.RoleDefinition('id', READER, 'Custom', 'CustomRole', tuple(permissions or ()))
     assert definition.privileged is (expected is not None)
@@ -144,6 +161,21 @@ def test_check_privileged_lists_every_offender_with_its_field():
     assert 'assignments[1].role' in str(info.value) and "'Deployer'" in str(info.value)
     assert 'assignments[0]' not in str(info.value)
     _arm.check_privileged(desired, definitions, allow_privileged=True)
+
+
+def test_check_privileged_names_the_action_the_role_grants():
+    scope = _arm.parse_scope('/subscriptions/' + SUB)
+    desired = [_arm.DesiredAssignment(scope, _arm.parse_role('Role Editor'), field='role')]
+    editor = _arm.RoleDefinition('e', CONTRIBUTOR, 'Role Editor', 'CustomRole',
+                                 (block(['Microsoft.Authorization/roleDefinitions/*', '*/read']),))
+    with pytest.raises(ValidationError) as info:
+        _arm.check_privileged(desired, [editor], allow_privileged=False)
+    assert ("'Role Editor' at /subscriptions/{0} can grant access to others (its actions include "
+            "'Microsoft.Authorization/roleDefinitions/*', which covers Microsoft.Authorization/roleDefinitions/write)"
+            .format(SUB)) in str(info.value)
+    assert editor.granting_permission == ('Microsoft.Authorization/roleDefinitions/*',
+                                          'Microsoft.Authorization/roleDefinitions/write')
+    assert _arm.access_granting_action(editor.permissions, _arm.GRANT_ACCESS_ACTION) is None
 
 
 def test_scope_matching_of_listed_assignments():
