@@ -447,6 +447,17 @@ async def list_principal_assignments(clients: Any, scope: Scope, principal_id: s
             and str((a.get('properties') or {}).get('principalId') or '').lower() == principal_id.lower()]
 
 
+async def list_scope_assignments(clients: Any, scope: Scope) -> List[dict]:
+    """Every role assignment exactly AT ``scope``, of any principal (one paged listing for many principals).
+
+    Lists ``{scope}/providers/Microsoft.Authorization/roleAssignments?$filter=atScope()`` (which answers at and above
+    the scope) and keeps those whose scope equals ``scope`` case-insensitively.
+    """
+    items = await clients.call('list role assignments', clients.arm_list, scope.path('roleAssignments'), api_version=API_VERSION,
+                               params={'$filter': 'atScope()'}, target='atScope() at {0}'.format(scope.id), service='arm')
+    return [a for a in items if isinstance(a, Mapping) and assignment_scope_key(a) == scope.key]
+
+
 class _PrincipalMissing(Exception):
     """Carries an ARM ``PrincipalNotFound`` out of the retry loop without a replication retry (see module docstring)."""
 
@@ -682,7 +693,8 @@ def check_privileged(desired: Sequence[DesiredAssignment], definitions: Sequence
 async def plan_principal_assignments(clients: Any, principal_id: str, desired: Sequence[DesiredAssignment], *,
                                      principal_type: str = DEFAULT_PRINCIPAL_TYPE, state: str = 'present',
                                      exclusive: bool = False, allow_privileged: bool = False,
-                                     cache: Optional[RoleDefinitionCache] = None, limit: int = DEFAULT_LIMIT) -> PrincipalPlan:
+                                     cache: Optional[RoleDefinitionCache] = None, limit: int = DEFAULT_LIMIT,
+                                     existing: Optional[Mapping[str, List[dict]]] = None) -> PrincipalPlan:
     """Read and decide, never write: resolve roles (cached), guard privileged roles, list this principal's assignments
     at each listed scope, and match them.
 
@@ -690,6 +702,8 @@ async def plan_principal_assignments(clients: Any, principal_id: str, desired: S
     ``update`` (description differs and was given); with ``exclusive``, this principal's other assignments AT the
     listed scopes -> ``removals``. ``state=absent``: every equivalent existing -> ``delete``, none -> ``absent``.
     Raises ``ValidationError`` (bad role, duplicates, privileged role without ``allow_privileged``) before any write.
+    ``existing`` (scope key -> this principal's assignments AT that scope, e.g. from one listing of a scope shared by
+    many principals) replaces the per-scope listing; a listed scope missing from it is listed as usual.
     """
     if state not in ('present', 'absent'):
         raise ValidationError("state: expected 'present' or 'absent', got {0!r}".format(state))
@@ -705,8 +719,12 @@ async def plan_principal_assignments(clients: Any, principal_id: str, desired: S
     scopes: Dict[str, Scope] = {}
     for entry in desired:
         scopes.setdefault(entry.scope.key, entry.scope)
-    listed = await gather_limited([_list_factory(clients, s, principal_id) for s in scopes.values()], limit)
-    plan = PrincipalPlan(principal_id, principal_type, state, exclusive, existing=dict(zip(scopes, listed)))
+    given = existing or {}
+    missing = [s for key, s in scopes.items() if key not in given]
+    listed = dict(zip((s.key for s in missing),
+                      await gather_limited([_list_factory(clients, s, principal_id) for s in missing], limit)))
+    plan = PrincipalPlan(principal_id, principal_type, state, exclusive,
+                         existing={key: list(given[key]) if key in given else listed[key] for key in scopes})
     for entry, definition in zip(desired, definitions):
         plan.changes.extend(_decide(plan, entry, definition))
     if state == 'present' and exclusive:

@@ -502,13 +502,61 @@ def application_changes(current: Optional[Mapping[str, Any]], spec: ApplicationS
 
 
 async def plan_application(clients: Any, spec: ApplicationSpec) -> ApplicationPlan:
-    """Read the current state of one application and compute the changes (no writes)."""
+    """Read the current state of one application and compute the changes (no writes).
+
+    Reads: the application by its ``uniqueName``; when there is none (``present``), the applications with the display
+    name the new one would get (adoption, or a warning); the owners (when managed); the service principal. Then
+    ``decide_application`` (pure) plans, and owners to add are checked to exist.
+    """
     current = await resolve_application(clients, unique_name=spec.unique_name)
+    display_matches = None
+    if spec.state == 'present' and current is None:
+        display_matches = await list_applications(clients, 'displayName eq {0}'.format(odata_string(spec.creation_display_name)))
+    read = ApplicationRead(current=current, display_matches=display_matches)
+    plan = decide_application(spec, read, reading=True)
+    if plan.current is not None:
+        if spec.owners is not None and spec.state == 'present':
+            read.owners = [o.lower() for o in await list_owner_ids(clients, plan.current['id'])]
+        read.service_principal = await get_service_principal(clients, plan.current['appId'])
+        read.service_principal_read = True
+    plan = decide_application(spec, read)
+    await _check_owners_exist(clients, plan.owners_add)
+    return plan
+
+
+@dataclass
+class ApplicationRead:
+    """What was read about one application before planning (see ``decide_application``).
+
+    ``current``: the application found for the spec (by ``uniqueName``, or by any other key the caller uses, e.g. a
+    marker tag), None when there is none. ``display_matches``: for a spec to create, the applications that already
+    have its display name (None: not read, so no adoption and no warning). ``owners``: its owners' object ids (None:
+    not read). ``service_principal``: its service principal (meaningful when ``service_principal_read``).
+    """
+
+    current: Optional[dict] = None
+    display_matches: Optional[list] = None
+    owners: Optional[list] = None
+    service_principal: Optional[dict] = None
+    service_principal_read: bool = False
+
+
+def decide_application(spec: ApplicationSpec, read: ApplicationRead, *, reading: bool = False) -> ApplicationPlan:
+    """Plan one application from what was read (pure; raises ``ValidationError`` before any write).
+
+    ``present``: create (upsert by ``uniqueName``), adopt the one application with the display name and no
+    ``uniqueName`` (``adopt_by_display_name``), or update only what differs; owners and the service principal as
+    requested. ``absent``: delete a managed application (and its service principal), refuse an unmanaged one unless
+    ``force_delete``. ``reading=True`` only decides which application the plan is about (``plan.current``), for a
+    caller that reads owners and the service principal next.
+    """
     if spec.state == 'absent':
-        return await _plan_absent(clients, spec, current)
-    plan = ApplicationPlan(spec, UPDATE if current is not None else CREATE, current=current)
-    if current is None:
-        await _find_by_display_name(clients, plan)
+        return _decide_absent(spec, read)
+    plan = ApplicationPlan(spec, UPDATE if read.current is not None else CREATE, current=read.current)
+    if read.current is None and read.display_matches is not None:
+        _adopt_by_display_name(plan, read.display_matches)
+    if reading:
+        return plan
     if plan.action == CREATE:
         plan.body = application_changes(None, spec, creating=True)
         after_app = dict(plan.body, uniqueName=spec.unique_name)
@@ -517,8 +565,16 @@ async def plan_application(clients: Any, spec: ApplicationSpec) -> ApplicationPl
         if plan.action == ADOPT:
             plan.body['uniqueName'] = spec.unique_name
         after_app = dict(plan.current, **plan.body)
-    await _plan_owners(clients, plan)
-    await _plan_service_principal(clients, plan)
+    if spec.owners is not None:
+        current_owners = [] if plan.current is None else list(read.owners or [])
+        plan.owners_current = current_owners
+        plan.owners_add = [o for o in spec.owners if o not in current_owners]
+        plan.owners_remove = [o for o in current_owners if o not in spec.owners] if spec.purge_owners else []
+    if plan.current is None:
+        plan.create_service_principal = spec.service_principal
+    else:
+        plan.service_principal = read.service_principal
+        plan.create_service_principal = spec.service_principal and read.service_principal is None
     sp_before = None if plan.current is None or not spec.service_principal else plan.service_principal is not None
     plan.before = managed_view(plan.current, spec, owners=plan.owners_current, service_principal=sp_before)
     owners_after = None
@@ -529,13 +585,12 @@ async def plan_application(clients: Any, spec: ApplicationSpec) -> ApplicationPl
     return plan
 
 
-async def _find_by_display_name(clients: Any, plan: ApplicationPlan) -> None:
+def _adopt_by_display_name(plan: ApplicationPlan, matches: Sequence[Mapping[str, Any]]) -> None:
     """No application has the unique name: adopt the one application with the display name (when asked), refuse
     when several match, or warn that a new one will be created next to existing ones."""
     spec = plan.spec
     display = spec.creation_display_name
-    matches = await list_applications(clients, 'displayName eq {0}'.format(odata_string(display)))
-    candidates = [a for a in matches if not a.get('uniqueName')]
+    candidates = [dict(a) for a in matches if not a.get('uniqueName') and a.get('displayName') == display]
     described = ', '.join(sorted(a.get('appId') or '?' for a in candidates))
     if not spec.adopt_by_display_name:
         if candidates:
@@ -555,17 +610,6 @@ async def _find_by_display_name(clients: Any, plan: ApplicationPlan) -> None:
         plan.action, plan.current = ADOPT, candidates[0]
 
 
-async def _plan_owners(clients: Any, plan: ApplicationPlan) -> None:
-    spec = plan.spec
-    if spec.owners is None:
-        return
-    current = [] if plan.current is None else [o.lower() for o in await list_owner_ids(clients, plan.current['id'])]
-    plan.owners_current = current
-    plan.owners_add = [o for o in spec.owners if o not in current]
-    plan.owners_remove = [o for o in current if o not in spec.owners] if spec.purge_owners else []
-    await _check_owners_exist(clients, plan.owners_add)
-
-
 async def _check_owners_exist(clients: Any, object_ids: Sequence[str]) -> None:
     """Fail before any write when an owner to add is not a directory object."""
     async def exists(oid: str) -> bool:
@@ -583,15 +627,8 @@ async def _check_owners_exist(clients: Any, object_ids: Sequence[str]) -> None:
                        'use the object id of an existing user or service principal (not its app id)', missing=missing)
 
 
-async def _plan_service_principal(clients: Any, plan: ApplicationPlan) -> None:
-    if plan.current is None:
-        plan.create_service_principal = plan.spec.service_principal
-        return
-    plan.service_principal = await get_service_principal(clients, plan.current['appId'])
-    plan.create_service_principal = plan.spec.service_principal and plan.service_principal is None
-
-
-async def _plan_absent(clients: Any, spec: ApplicationSpec, current: Optional[dict]) -> ApplicationPlan:
+def _decide_absent(spec: ApplicationSpec, read: ApplicationRead) -> ApplicationPlan:
+    current = read.current
     if current is None:
         return ApplicationPlan(spec, NONE)
     if MANAGED_TAG not in (current.get('tags') or ()) and not spec.force_delete:
@@ -599,9 +636,9 @@ async def _plan_absent(clients: Any, spec: ApplicationSpec, current: Optional[di
                        'tag {2!r}), so it is not deleted'.format(spec.unique_name, current.get('appId'), MANAGED_TAG),
                        'set force_delete: true to delete it anyway')
     plan = ApplicationPlan(spec, DELETE, current=current)
-    plan.service_principal = await get_service_principal(clients, current['appId'])
-    plan.delete_service_principal = plan.service_principal is not None
-    plan.before = managed_view(current, spec, service_principal=plan.service_principal is not None)
+    plan.service_principal = read.service_principal
+    plan.delete_service_principal = read.service_principal is not None
+    plan.before = managed_view(current, spec, service_principal=read.service_principal is not None)
     return plan
 
 

@@ -1,0 +1,49 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) 2026 oidc_federation.azure contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+# FOR INTERNAL COLLECTION USE ONLY
+# The interfaces in this file are meant for use within the oidc_federation.azure collection
+# and may not remain stable to outside uses. Changes may be made in ANY release, even a bugfix release.
+
+"""Per-project result files: ``gitlab_oidc_projects`` writes one per project, the ``gitlab_oidc_result`` action reads
+the one of its host. Standard library only (the action plugin imports it on the controller)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from typing import Any, Mapping
+
+
+def result_file(directory: str, key: str) -> str:
+    """Where the entry of ``key`` lives: ``<directory>/<sha256 of key>.json``."""
+    return os.path.join(directory, hashlib.sha256(key.encode('utf-8')).hexdigest() + '.json')
+
+
+def write_results(directory: str, results: Mapping[str, Any]) -> None:
+    """One JSON file per project entry (``mkstemp``: mode 0600), each replaced atomically."""
+    if not os.path.isdir(directory):
+        raise OSError('{0} is not a directory'.format(directory))
+    for key, entry in results.items():
+        handle, temp = tempfile.mkstemp(dir=directory, prefix='.result-')
+        try:
+            with os.fdopen(handle, 'w', encoding='utf-8') as out:
+                json.dump(dict(entry, key=key), out)
+            os.replace(temp, result_file(directory, key))
+        except BaseException:
+            if os.path.exists(temp):
+                os.unlink(temp)
+            raise
+
+
+def read_result(directory: str, key: str) -> dict:
+    """The entry of ``key`` (``OSError`` when there is none, ``ValueError`` when it is not one)."""
+    with open(result_file(directory, key), encoding='utf-8') as handle:
+        entry = json.load(handle)
+    if not isinstance(entry, dict) or entry.get('key') != key:
+        raise ValueError('{0} does not hold the result of {1}'.format(result_file(directory, key), key))
+    return entry

@@ -1,0 +1,483 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+
+# Copyright (c) 2026 oidc_federation.azure contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import annotations
+
+DOCUMENTATION = r'''
+module: gitlab_oidc_projects
+short_description: Onboard or offboard many GitLab projects to Azure with OpenID Connect in one call
+version_added: 0.2.0
+description:
+  - Reconciles, for each GitLab project of O(projects), everything the P(oidc_federation.azure.gitlab_oidc#role) role
+    manages - the project's app registration and service principal (its own, or one shared with other projects),
+    the federated identity credentials that trust the project's CI/CD ID tokens, and the Azure role assignments of
+    the service principal - or, with O(projects[].state=absent), removes them.
+  - It is the engine of the role. With the role's C(gitlab_oidc_strategy=per_host) it runs once per project; with
+    C(gitlab_oidc_strategy=bulk) once per play for every project. It can also be used on its own.
+  - B(Reads in bulk.) With many projects the applications the collection manages are read in one paged listing
+    (with C($select)), the rest by C(uniqueName in (...)); service principals by C(appId in (...)); credentials per
+    application concurrently; role definitions and role assignments once per scope. One access token per service.
+  - B(Plans every project before its first write.) Bad input, a role name or id that does not resolve at its scope,
+    a privileged role without O(projects[].allow_privileged_roles), trust beyond the project, a shared application
+    configured differently by its projects - the project fails with a message naming the option and the fix, and
+    nothing is written for it. The other projects go on.
+  - B(Idempotent by key.) Applications are upserted by C(uniqueName), credentials by name, role assignments get
+    deterministic names; a second run writes nothing. A run that stops halfway (a crash, a quota, a 403) is
+    converged by the next one.
+  - B(Rename-safe.) When the project id is known (O(projects[].project_id)), the project's own application carries
+    the tag C(oidc_federation.azure:gitlab-project:<id>@<issuer>) and is found by it first, so a renamed project, or
+    one whose sub claim switched to C(project_id), keeps its application (whose C(uniqueName) never changes); an
+    application found under the other derivation of the name is adopted, never duplicated.
+author:
+  - oidc_federation.azure contributors (@oidc-federation)
+options:
+  projects:
+    description:
+      - The GitLab projects. Options not set on a project come from O(defaults), then from the defaults below.
+    type: list
+    elements: dict
+    required: true
+    suboptions:
+      key:
+        description:
+          - The project's key in RV(projects) (the role uses the inventory host name). Defaults to O(projects[].project_path).
+        type: str
+      state:
+        description:
+          - V(present) onboards the project, V(absent) offboards it (removes only what was made for it). Defaults to O(state).
+        type: str
+        choices: [present, absent]
+      project_path:
+        description:
+          - Full path of the GitLab project, for example C(mygroup/sub/myproject).
+        type: str
+        required: true
+      project_id:
+        description:
+          - Numeric id of the project. Required when O(projects[].sub_claim_components) lead with C(project_id); when
+            given, the project's own application is marked with it and found by it (rename-safe).
+        type: str
+      sub_claim_components:
+        description:
+          - The project's C(ci_id_token_sub_claim_components) in GitLab. Default C([project_path, ref_type, ref]).
+        type: list
+        elements: str
+      claim_values:
+        description:
+          - Values of the extra sub claim components (C(ref_protected), C(environment_protected), C(deployment_tier)).
+        type: dict
+      issuer:
+        description:
+          - URL of the GitLab instance, exactly as the C(iss) claim of its ID tokens. Default C(https://gitlab.com).
+        type: str
+      audience:
+        description:
+          - Audience of the credentials (the C(aud) the CI job requests). Default - the issuer.
+        type: str
+      gitlab_issuers:
+        description:
+          - Extra issuer URLs to treat as GitLab for flexible credentials (self-managed instances whose host name is not
+            C(gitlab.<name>.<tld>)).
+        type: list
+        elements: str
+      branches:
+        description:
+          - Branches whose CI/CD jobs may log in - names (exact credentials), patterns such as C(release/*) or C('*')
+            for all branches (flexible credentials).
+        type: list
+        elements: str
+      tags:
+        description:
+          - Tags whose CI/CD jobs may log in, like O(projects[].branches).
+        type: list
+        elements: str
+      any_ref:
+        description:
+          - Let the jobs of every branch and tag log in (one flexible credential).
+        type: bool
+      credential_name_prefix:
+        description:
+          - Prefix of the credential names. Default C(gitlab).
+        type: str
+      shared_app:
+        description:
+          - Unique name of an application shared by several projects. Empty - the project has its own application.
+        type: str
+      app_unique_name:
+        description:
+          - Unique name of the project's own application. Default - derived from the project (see
+            P(oidc_federation.azure.gitlab_app_unique_name#filter)).
+        type: str
+      app_display_name:
+        description:
+          - Display name of the application. Default C(GitLab CI/CD <project path>), or the shared application's name.
+        type: str
+      app_description:
+        description:
+          - Description of the application. Default - a sentence naming the project.
+        type: str
+      app_tags:
+        description:
+          - Tags added to the application (the collection's own tags are kept).
+        type: list
+        elements: str
+      app_owners:
+        description:
+          - Object ids of owners added to the application.
+        type: list
+        elements: str
+      app_service_management_reference:
+        description:
+          - The application's C(serviceManagementReference) (for example a CMDB id).
+        type: str
+      role_assignments:
+        description:
+          - Azure roles of the application's service principal. With its own application, exactly these at their scopes
+            (others of the service principal at the same scopes are removed).
+        type: list
+        elements: dict
+        suboptions:
+          role:
+            description:
+              - Role name (for example C(Reader)), role definition GUID or full role definition id.
+            type: str
+            required: true
+          scope:
+            description:
+              - Full scope. Default - the subscription (O(projects[].role_assignments[].subscription_id), else
+                O(projects[].subscription_id)) or its O(projects[].role_assignments[].resource_group).
+            type: str
+          subscription_id:
+            description:
+              - Subscription of the scope when O(projects[].role_assignments[].scope) is not given.
+            type: str
+          resource_group:
+            description:
+              - Resource group of the scope when O(projects[].role_assignments[].scope) is not given.
+            type: str
+          description:
+            description:
+              - Description of the role assignment. Default - a sentence naming the project.
+            type: str
+      subscription_id:
+        description:
+          - Default subscription of the role assignments; also shown in the results.
+        type: str
+      tenant_id:
+        description:
+          - Tenant id shown in the results and snippet. Default - the tenant of the service principal.
+        type: str
+      allow_privileged_roles:
+        description:
+          - Allow roles that can grant access to others (Owner, User Access Administrator, custom roles with
+            C(Microsoft.Authorization/*) and the like).
+        type: bool
+      shared_app_cleanup:
+        description:
+          - When the last project of a shared application is offboarded, also delete the application and the listed role
+            assignments. Default V(true).
+        type: bool
+      purge:
+        description:
+          - Accepted with O(projects[].state=absent) for the role's offboarding; permanent deletion from deleted items
+            is done by M(oidc_federation.azure.azure_ad_app) with its own option.
+        type: bool
+  defaults:
+    description:
+      - Values for the options of every project in O(projects) (same keys), for example the issuer or the role
+        assignments. A project's own value wins.
+    type: dict
+    default: {}
+  state:
+    description:
+      - Default of O(projects[].state).
+    type: str
+    choices: [present, absent]
+    default: present
+  continue_on_error:
+    description:
+      - Every project is always processed, whatever happens to the others. With V(false) the task fails when any
+        project failed (the message lists them); with V(true) the task succeeds and RV(projects) tells which failed
+        (the role's bulk strategy fails those hosts).
+    type: bool
+    default: false
+  variable_prefix:
+    description:
+      - Name the options in error messages with this prefix instead of C(projects[N].), for example
+        C(gitlab_oidc_) (the role's variable names).
+    type: str
+  ci_snippet_dir:
+    description:
+      - Write a ready C(.gitlab-ci.yml) snippet per onboarded project to C(<ci_snippet_dir>/<project path>.gitlab-ci.yml),
+        and remove it for an offboarded project. Not written in check mode.
+    type: path
+  concurrency:
+    description:
+      - How many applications and requests are worked on at once.
+    type: int
+    default: 16
+  results_dir:
+    description:
+      - Also write each project's entry of RV(projects) to C(<results_dir>/<sha256 of the key>.json) (mode 0600), and
+        leave the projects that did not fail out of RV(projects), which then stays small however many projects there
+        are. The role uses it with M(oidc_federation.azure.gitlab_oidc_result), which gives every inventory host its own
+        entry without copying the whole result to every host.
+      - The directory must exist. The files hold ids, names, subjects and messages, never a secret.
+    type: path
+extends_documentation_fragment:
+  - oidc_federation.azure.auth
+  - oidc_federation.azure.attributes
+  - oidc_federation.azure.attributes.changes
+  - oidc_federation.azure.attributes.action_group
+notes:
+  - Shared applications are handled inside the call, one project after the other, so they need no C(throttle).
+seealso:
+  - module: oidc_federation.azure.azure_ad_app
+  - module: oidc_federation.azure.federated_identity_credential
+  - module: oidc_federation.azure.role_assignment
+'''
+
+EXAMPLES = r'''
+- name: Onboard two projects, one with a branch and tags, one led by its project id
+  oidc_federation.azure.gitlab_oidc_projects:
+    defaults:
+      issuer: https://gitlab.example.com
+      audience: https://gitlab.example.com
+      gitlab_issuers: [https://gitlab.example.com]
+      subscription_id: 00000000-0000-0000-0000-000000000000
+      tenant_id: 11111111-1111-1111-1111-111111111111
+      role_assignments:
+        - role: Reader
+    projects:
+      - key: web
+        project_path: mygroup/web-app
+        branches: [main]
+        tags: ['v*']
+        credential_name_prefix: gitlab
+        app_display_name: GitLab CI/CD web app
+        app_description: Deploys the web app
+        app_tags: [team-web]
+        app_owners: [22222222-2222-2222-2222-222222222222]
+        app_service_management_reference: CMDB-4711
+      - project_path: mygroup/payments
+        project_id: "4711"
+        sub_claim_components: [project_id, ref_type, ref]
+        branches: [main, production]
+        claim_values: {}
+        app_unique_name: gitlab-oidc-payments
+        role_assignments:
+          - role: Contributor
+            resource_group: rg-payments
+            description: payments deploys its resource group
+          - role: Reader
+            subscription_id: 00000000-0000-0000-0000-000000000000
+          - role: Storage Blob Data Reader
+            scope: /subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/rg-data
+        allow_privileged_roles: false
+    ci_snippet_dir: ./gitlab_oidc_report/gitlab-ci
+    concurrency: 16
+  register: onboarding
+
+- name: Two projects sharing one application; every ref of the first may log in
+  oidc_federation.azure.gitlab_oidc_projects:
+    projects:
+      - project_path: mygroup/services/orders
+        shared_app: gitlab-oidc-services
+        any_ref: true
+      - project_path: mygroup/services/billing
+        shared_app: gitlab-oidc-services
+        branches: [main]
+
+- name: Offboard a project of a shared application, keeping the application while others use it
+  oidc_federation.azure.gitlab_oidc_projects:
+    state: absent
+    projects:
+      - project_path: mygroup/services/billing
+        shared_app: gitlab-oidc-services
+        shared_app_cleanup: true
+        purge: false
+    continue_on_error: true
+    variable_prefix: gitlab_oidc_
+'''
+
+RETURN = r'''
+projects:
+  description: Per project (by O(projects[].key)) what happened.
+  returned: always
+  type: dict
+  sample:
+    mygroup/web-app:
+      failed: false
+      changed: true
+      msg: null
+      warnings: []
+      result:
+        project_path: mygroup/web-app
+        project_id: null
+        state: present
+        status: onboarded
+        changed: true
+        client_id: 3f1c...
+        tenant_id: 5a1d...
+        application: {unique_name: gitlab-oidc-mygroup~web-app, object_id: 9c2e..., app_id: 3f1c..., shared: false}
+        credentials: [{name: gitlab-mygroup-web-app-branch-main-1a2b3c4d, action: created}]
+        role_assignments: [{role_definition_name: Reader, scope: /subscriptions/..., action: created}]
+  contains:
+    failed:
+      description: Whether the project failed (nothing was written for it when it failed before its first write).
+      type: bool
+    changed:
+      description: Whether anything was (or, in check mode, would be) written for the project.
+      type: bool
+    msg:
+      description: Why the project failed, naming the option and the fix.
+      type: str
+    warnings:
+      description: Warnings about the project.
+      type: list
+      elements: str
+    result:
+      description:
+        - The project's outcome, as the role's C(gitlab_oidc_result) fact - C(status) (C(onboarded), C(offboarded),
+          C(planned) in check mode, C(failed)), C(client_id), C(tenant_id), C(application), C(credentials),
+          C(role_assignments), C(ci_snippet) and more (see the role's documentation).
+      type: dict
+summary:
+  description: Counts over the projects.
+  returned: always
+  type: dict
+  sample: {projects: 2, changed: 1, failed: 0}
+'''
+
+from ansible_collections.oidc_federation.azure.plugins.module_utils._module import AzureModule  # noqa: E402
+from ansible_collections.oidc_federation.azure.plugins.module_utils._onboarding import (  # noqa: E402
+    RunOptions,
+    parse_projects,
+    reconcile,
+)
+from ansible_collections.oidc_federation.azure.plugins.module_utils._results import write_results  # noqa: E402
+
+_PROJECT_OPTIONS = dict(
+    key=dict(type='str'),
+    state=dict(type='str', choices=['present', 'absent']),
+    project_path=dict(type='str', required=True),
+    project_id=dict(type='str'),
+    sub_claim_components=dict(type='list', elements='str'),
+    claim_values=dict(type='dict'),
+    issuer=dict(type='str'),
+    audience=dict(type='str'),
+    gitlab_issuers=dict(type='list', elements='str'),
+    branches=dict(type='list', elements='str'),
+    tags=dict(type='list', elements='str'),
+    any_ref=dict(type='bool'),
+    credential_name_prefix=dict(type='str'),
+    shared_app=dict(type='str'),
+    app_unique_name=dict(type='str'),
+    app_display_name=dict(type='str'),
+    app_description=dict(type='str'),
+    app_tags=dict(type='list', elements='str'),
+    app_owners=dict(type='list', elements='str'),
+    app_service_management_reference=dict(type='str'),
+    role_assignments=dict(type='list', elements='dict', options=dict(
+        role=dict(type='str', required=True),
+        scope=dict(type='str'),
+        subscription_id=dict(type='str'),
+        resource_group=dict(type='str'),
+        description=dict(type='str'),
+    )),
+    subscription_id=dict(type='str'),
+    tenant_id=dict(type='str'),
+    allow_privileged_roles=dict(type='bool'),
+    shared_app_cleanup=dict(type='bool'),
+    purge=dict(type='bool'),
+)
+
+ARGUMENT_SPEC = dict(
+    projects=dict(type='list', elements='dict', required=True, options=_PROJECT_OPTIONS),
+    defaults=dict(type='dict', default={}),
+    state=dict(type='str', default='present', choices=['present', 'absent']),
+    continue_on_error=dict(type='bool', default=False),
+    variable_prefix=dict(type='str'),
+    ci_snippet_dir=dict(type='path'),
+    concurrency=dict(type='int', default=16),
+    results_dir=dict(type='path'),
+)
+
+
+def check_params(params: dict) -> None:
+    """Checks Ansible cannot express, before any SDK import or request."""
+    from ansible_collections.oidc_federation.azure.plugins.module_utils._errors import ValidationError
+    unknown = sorted(set(params.get('defaults') or {}) - set(_PROJECT_OPTIONS) - {'key'})
+    if unknown:
+        raise ValidationError('defaults: unknown option(s) {0}. Fix: use the options of projects ({1}).'.format(
+            ', '.join(unknown), ', '.join(sorted(k for k in _PROJECT_OPTIONS if k != 'key'))), field='defaults')
+    if 'key' in (params.get('defaults') or {}):
+        raise ValidationError('defaults: key cannot have a default. Fix: set key on each project.', field='defaults')
+    if params['concurrency'] < 1:
+        raise ValidationError('concurrency: must be at least 1. Fix: use a positive number.', field='concurrency')
+
+
+def _defaults(params: dict) -> dict:
+    out = dict(params.get('defaults') or {})
+    out.setdefault('state', params['state'])
+    return out
+
+
+async def core(module: AzureModule, clients) -> dict:
+    """Parse every project, reconcile them, report per project."""
+    params = module.params
+    projects, errors = parse_projects(params['projects'], variable_prefix=params.get('variable_prefix'), defaults=_defaults(params))
+    options = RunOptions(check_mode=module.check_mode, diff=module.diff_mode, limit=params['concurrency'],
+                         ci_snippet_dir=params.get('ci_snippet_dir'))
+    run, outcomes = await reconcile(clients, projects, options)
+    results = {}
+    diffs = []
+    for item in params['projects']:
+        key = str(item.get('key') or item.get('project_path'))
+        if key in errors and key not in outcomes:
+            results[key] = {'failed': True, 'changed': False, 'msg': str(errors[key]), 'warnings': [],
+                            'result': {'project_path': item.get('project_path'), 'status': 'failed', 'changed': False,
+                                       'msg': str(errors[key]), 'credentials': [], 'role_assignments': []}}
+            continue
+        outcome = outcomes.get(key)
+        if outcome is None:
+            continue
+        for warning in outcome.warnings:
+            module.warn('{0}: {1}'.format(key, warning))
+        results[key] = {'failed': outcome.failed, 'changed': bool(outcome.changed and not outcome.failed), 'msg': outcome.msg,
+                        'warnings': list(outcome.warnings), 'result': run.result(outcome)}
+        if outcome.error:
+            results[key]['error'] = outcome.error
+        if outcome.diff and outcome.changed:
+            diffs.append(outcome.diff)
+    failed = sorted(k for k, r in results.items() if r['failed'])
+    changed = any(r['changed'] for r in results.values())
+    summary = {'projects': len(results), 'changed': sum(1 for r in results.values() if r['changed']), 'failed': len(failed)}
+    if failed and not params['continue_on_error']:
+        module.fail('{0} of {1} project(s) failed: {2}'.format(len(failed), len(results), ' | '.join(
+            results[k]['msg'] or k for k in failed)), projects=results, summary=summary, changed=changed)
+    if params.get('results_dir'):
+        try:
+            write_results(params['results_dir'], results)
+        except OSError as exc:
+            module.fail('results_dir: cannot write the results to {0}: {1}. Fix: give an existing, writable directory.'.format(
+                params['results_dir'], exc.strerror or exc), projects=results, summary=summary, changed=changed)
+        results = {k: r for k, r in results.items() if r['failed']}
+    out = module.result(changed, projects=results, summary=summary)
+    if diffs and module.diff_mode:
+        out['diff'] = diffs
+    return out
+
+
+def main() -> None:
+    """Module entry point."""
+    module = AzureModule(ARGUMENT_SPEC, supports_check_mode=True, checks=[check_params])
+    module.run(core)
+
+
+if __name__ == '__main__':
+    main()
