@@ -127,14 +127,15 @@ def parse_recap(output: str) -> dict[str, dict[str, int]]:
 
 def run_playbook(playbook: Path | str, inventory: Path | str, *, env: Mapping[str, str], cwd: Path,
                  extra_vars: Mapping[str, object] | None = None, forks: int | None = None,
-                 timeout: float = 1800) -> PlaybookRun:
-    """Run ``ansible-playbook -i inventory playbook`` and time it (wall clock, including Ansible's start-up)."""
+                 timeout: float = 1800, options: Iterable[str] = ()) -> PlaybookRun:
+    """Run ``ansible-playbook -i inventory playbook [options]`` and time it (wall clock, including Ansible's start-up)."""
     # absolute paths: the run happens in ``cwd``
     args = [ansible_playbook_bin(), "-i", str(Path(inventory).resolve()), str(Path(playbook).resolve())]
     if forks:
         args += ["--forks", str(forks)]
     if extra_vars:
         args += ["--extra-vars", json.dumps(dict(extra_vars))]
+    args += list(options)
     started = time.perf_counter()
     try:
         completed = subprocess.run(args, cwd=cwd, env=dict(env), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,

@@ -124,3 +124,40 @@ def add_resource_group(sandbox: Any, name: str) -> None:
     response = sandbox.arm("PUT", f"/subscriptions/{sandbox.subscription_id}/resourceGroups/{name}?{RG_API}",
                            json={"location": "westeurope"})
     assert response.status_code in (200, 201), response.text
+
+
+def managed_state(state: dict[str, Any]) -> dict[str, Any]:
+    """What the collection made, without ids, secrets or timestamps: applications by uniqueName with their display
+    name, description, tags, service principal, credentials and role assignments (comparable between two runs)."""
+    apps = [a for a in state["applications"] if (a.get("uniqueName") or "").startswith("gitlab-oidc")]
+    sps = {s["appId"]: s for s in state["service_principals"]}
+    out = {}
+    for app in apps:
+        sp = sps.get(app["appId"])
+        fics = sorted((f["name"], f.get("subject"), (f.get("claimsMatchingExpression") or {}).get("value"),
+                       tuple(f["audiences"]), f.get("description"))
+                      for f in state["federated_identity_credentials"].get(app["id"], []))
+        # Names are uuid5 of scope, principal and role: they differ between two sandboxes (new principal ids).
+        roles = sorted((r["properties"]["scope"].lower(), r["properties"]["roleDefinitionId"].rsplit("/", 1)[-1].lower(),
+                        r["properties"].get("description"), r["properties"].get("principalType"))
+                       for r in state["role_assignments"] if sp and r["properties"]["principalId"] == sp["id"])
+        out[app["uniqueName"]] = {"displayName": app["displayName"], "description": app.get("description"),
+                                  "tags": sorted(app.get("tags") or []), "service_principal": sp is not None,
+                                  "credentials": fics, "roles": roles}
+    return out
+
+
+def orphans(state: dict[str, Any], baseline: dict[str, Any]) -> list[str]:
+    """What runs could have left behind half-made, compared with the ``baseline`` state: service principals without
+    their application, credentials of missing applications, role assignments of missing principals."""
+    app_ids = {a["appId"] for a in state["applications"]}
+    app_object_ids = {a["id"] for a in state["applications"]}
+    seeded = {s["id"] for s in baseline["service_principals"]}
+    principals = {s["id"] for s in state["service_principals"]}
+    found = [f"service principal {s['id']} of missing application {s['appId']}" for s in state["service_principals"]
+             if s["id"] not in seeded and s.get("appId") not in app_ids]
+    found += [f"credentials of missing application {oid}" for oid, fics in state["federated_identity_credentials"].items()
+              if fics and oid not in app_object_ids]
+    found += [f"role assignment {r['name']} of missing principal {r['properties']['principalId']}"
+              for r in state["role_assignments"] if r["properties"]["principalId"] not in principals]
+    return found

@@ -86,3 +86,165 @@ def test_onboard_then_rerun_writes_nothing(run_module, clean_sandbox):
     again = ok(run_module, sb, projects=projects(sb))
     assert not again['changed'], json.dumps(again['projects'], indent=1)[:3000]
     assert stats(sb)['writes'] == 0
+
+
+def app_names(sb):
+    return sorted((a.get('uniqueName') or '') for a in state(sb)['applications'] if (a.get('uniqueName') or '').startswith('gitlab-oidc'))
+
+
+def managed_state(sb):
+    """The objects the collection made, without ids and timestamps: comparable between two sandboxes or runs."""
+    data = state(sb)
+    apps = {a['id']: a for a in data['applications'] if (a.get('uniqueName') or '').startswith('gitlab-oidc')}
+    sps = {s['appId']: s for s in data['service_principals']}
+    out = {}
+    for app in apps.values():
+        sp = sps.get(app['appId'])
+        fics = sorted((f['name'], f.get('subject'), (f.get('claimsMatchingExpression') or {}).get('value'), tuple(f['audiences']))
+                      for f in data['federated_identity_credentials'].get(app['id'], []))
+        roles = sorted((r['properties']['scope'].lower(), r['properties']['roleDefinitionId'].rsplit('/', 1)[-1],
+                        r['properties'].get('description'))
+                       for r in data['role_assignments'] if sp and r['properties']['principalId'] == sp['id'])
+        out[app['uniqueName']] = {'displayName': app['displayName'], 'description': app.get('description'),
+                                  'tags': sorted(app.get('tags') or []), 'sp': sp is not None, 'fics': fics, 'roles': roles}
+    return out
+
+
+def test_check_mode_writes_nothing_and_predicts(run_module, clean_sandbox):
+    sb = clean_sandbox
+    reset_stats(sb)
+    result = ok(run_module, sb, projects=projects(sb), check=True, diff=True)
+    assert stats(sb)['writes'] == 0 and app_names(sb) == []
+    assert result['summary'] == {'projects': 5, 'changed': 5, 'failed': 0}
+    web = result['projects']['demo/web-app']['result']
+    assert web['status'] == 'planned' and web['pending'] and web['client_id'] is None
+    assert [c['action'] for c in web['credentials']] == ['created']
+    assert web['role_assignments'][0]['action'] == 'created' and web['role_assignments'][0]['principal_id'] is None
+    assert len(result['diff']) == 5 and all(d['before_header'] for d in result['diff'])
+
+
+def test_one_call_and_one_call_per_project_leave_the_same_state(run_module, clean_sandbox):
+    sb = clean_sandbox
+    ok(run_module, sb, projects=projects(sb))
+    together = managed_state(sb)
+    sb.reset()
+    for project in projects(sb):
+        ok(run_module, sb, projects=[project])
+    assert managed_state(sb) == together
+    # and with the bulk reads (a threshold of 1 forces the listing paths)
+    sb.reset()
+    ok(run_module, sb, projects=projects(sb), concurrency=3)
+    assert managed_state(sb) == together
+
+
+def test_a_failing_project_among_good_ones(run_module, clean_sandbox):
+    sb = clean_sandbox
+    items = projects(sb)
+    items[1] = dict(items[1], role_assignments=[{'role': 'No Such Role'}])
+    items[2] = dict(items[2], role_assignments=[{'role': 'Owner'}])
+    code, result = run(run_module, sb, projects=items, continue_on_error=True)
+    assert code == 0 and not result.get('failed')
+    assert result['summary'] == {'projects': 5, 'changed': 3, 'failed': 2}
+    bad = result['projects']['demo/infra']
+    assert bad['failed'] and "projects[1].role_assignments[0].role" in bad['msg'] and 'No Such Role' in bad['msg'], bad['msg']
+    owner = result['projects']['demo/payments']
+    assert owner['failed'] and 'allow_privileged' in owner['msg'], owner['msg']
+    # nothing was written for the failing projects
+    assert app_names(sb) == ['gitlab-oidc-demo-services', 'gitlab-oidc-demo~web-app']
+    # without continue_on_error the task fails and names both
+    code, result = run(run_module, sb, projects=items)
+    assert code == 1 and result['failed'] and 'demo/infra' in result['msg'] and 'demo/payments' in result['msg']
+
+
+def test_bad_input_names_the_role_variable(run_module, clean_sandbox):
+    sb = clean_sandbox
+    item = dict(projects(sb)[0], branches=[], tags=[], key='g/p')
+    code, result = run(run_module, sb, projects=[item], variable_prefix='gitlab_oidc_', continue_on_error=True)
+    assert code == 0
+    msg = result['projects']['g/p']['msg']
+    assert msg.startswith('g/p: gitlab_oidc_branches:') and 'Fix:' in msg, msg
+    item = dict(projects(sb)[0], branches=['bad ref name'], key='g/p')
+    code, result = run(run_module, sb, projects=[item], variable_prefix='gitlab_oidc_', continue_on_error=True)
+    assert result['projects']['g/p']['msg'].startswith('g/p: gitlab_oidc_branches'), result['projects']['g/p']['msg']
+    item = dict(projects(sb)[0], role_assignments=[{'role': 'Reader'}], subscription_id=None, key='g/p')
+    code, result = run(run_module, sb, projects=[item], variable_prefix='gitlab_oidc_', continue_on_error=True)
+    assert 'gitlab_oidc_role_assignments[0]' in result['projects']['g/p']['msg'] and 'gitlab_oidc_subscription_id' in result['projects']['g/p']['msg']
+    assert app_names(sb) == []
+
+
+def test_shared_application_settings_must_agree(run_module, clean_sandbox):
+    sb = clean_sandbox
+    items = projects(sb)[3:]
+    items[1] = dict(items[1], app_description='another description')
+    code, result = run(run_module, sb, projects=items, continue_on_error=True)
+    billing = result['projects']['demo/services/billing']
+    assert billing['failed'] and 'projects[1].app_description' in billing['msg'] and 'demo/services/orders' in billing['msg']
+    assert not result['projects']['demo/services/orders']['failed']
+
+
+def _payments(sb, **over):
+    iss = issuer(sb)
+    item = dict(project_path='demo/payments', project_id='4711', branches=['main'], issuer=iss, gitlab_issuers=[iss],
+                subscription_id=sb.subscription_id, role_assignments=[{'role': 'Reader', 'resource_group': RG}])
+    item.update(over)
+    return item
+
+
+def test_rename_and_sub_claim_switch_keep_one_application(run_module, clean_sandbox):
+    sb = clean_sandbox
+    first = ok(run_module, sb, projects=[_payments(sb)])['projects']['demo/payments']['result']
+    app_id = first['client_id']
+    assert app_names(sb) == ['gitlab-oidc-demo~payments']
+    # renamed in GitLab: same id, new path -> same application, display name and credentials follow
+    renamed = ok(run_module, sb, projects=[_payments(sb, project_path='demo/billing-payments')])
+    result = renamed['projects']['demo/billing-payments']['result']
+    assert result['client_id'] == app_id and result['application']['found_by'] == 'marker'
+    assert app_names(sb) == ['gitlab-oidc-demo~payments']
+    app = next(a for a in state(sb)['applications'] if a['appId'] == app_id)
+    assert app['displayName'] == 'GitLab CI/CD demo/billing-payments'
+    fics = state(sb)['federated_identity_credentials'][app['id']]
+    assert [f['subject'] for f in fics] == ['project_path:demo/billing-payments:ref_type:branch:ref:main']
+    # the sub claim switches to project_id: still the same application
+    switched = ok(run_module, sb, projects=[_payments(sb, project_path='demo/billing-payments',
+                                                      sub_claim_components=['project_id', 'ref_type', 'ref'])])
+    assert switched['projects']['demo/billing-payments']['result']['client_id'] == app_id
+    fics = state(sb)['federated_identity_credentials'][app['id']]
+    assert [f['subject'] for f in fics] == ['project_id:4711:ref_type:branch:ref:main']
+    assert app_names(sb) == ['gitlab-oidc-demo~payments']
+    # again: nothing to do
+    reset_stats(sb)
+    again = ok(run_module, sb, projects=[_payments(sb, project_path='demo/billing-payments',
+                                                   sub_claim_components=['project_id', 'ref_type', 'ref'])])
+    assert not again['changed'] and stats(sb)['writes'] == 0
+    # offboarding by id finds it whatever the path is now
+    gone = ok(run_module, sb, state='absent', projects=[_payments(sb, project_path='demo/renamed-again')])
+    assert gone['projects']['demo/renamed-again']['result']['application']['removed']
+    assert app_names(sb) == []
+    assert not [r for r in state(sb)['role_assignments'] if r['properties']['principalId'] == first['application']['service_principal_id']]
+
+
+def test_application_of_an_older_derivation_is_adopted(run_module, clean_sandbox):
+    sb = clean_sandbox
+    # made before markers existed (0.1.0: no project id given -> path-derived name, no marker)
+    ok(run_module, sb, projects=[_payments(sb, project_id=None)])
+    assert app_names(sb) == ['gitlab-oidc-demo~payments']
+    # now with the id and the project_id-led sub: the path-derived application is adopted and marked
+    result = ok(run_module, sb, projects=[_payments(sb, sub_claim_components=['project_id', 'ref_type', 'ref'])])
+    assert result['projects']['demo/payments']['result']['application']['found_by'] == 'alternate_name'
+    assert app_names(sb) == ['gitlab-oidc-demo~payments']
+    app = state(sb)['applications'][-1] if len(state(sb)['applications']) == 1 else next(
+        a for a in state(sb)['applications'] if a.get('uniqueName') == 'gitlab-oidc-demo~payments')
+    assert project_marker(issuer(sb), '4711') in app['tags']
+
+
+def test_offboarding_removes_everything(run_module, clean_sandbox):
+    sb = clean_sandbox
+    before = state(sb)
+    ok(run_module, sb, projects=projects(sb))
+    result = ok(run_module, sb, state='absent', projects=projects(sb))
+    assert result['summary']['failed'] == 0
+    after = state(sb)
+    assert app_names(sb) == []
+    assert len(after['role_assignments']) == len(before['role_assignments'])
+    again = ok(run_module, sb, state='absent', projects=projects(sb))
+    assert not again['changed']

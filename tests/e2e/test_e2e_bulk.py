@@ -1,0 +1,176 @@
+# Copyright (c) 2026 oidc_federation.azure contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""The role's bulk strategy, end to end through ``playbooks/onboard.yml`` on the sandbox:
+
+* per_host and bulk leave identical state for the same inventory (the example inventory, shared application
+  included), check mode in bulk writes nothing, a bulk re-run writes nothing and changes no host;
+* a failing project among good ones fails its host only;
+* with the sandbox's 429s, 5xx and replication lag on, a bulk run converges;
+* ``kill -9`` of the run in the middle, then a re-run, converges with no duplicate and no orphan.
+
+State is compared through the sandbox's control API (``e2e_support.managed_state``), never through the modules.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from e2e_support import INVENTORY, ONBOARD, OFFBOARD, REPO, harness, managed_state, orphans, secrets_of, state_of
+
+sys.path.insert(0, str(REPO / "benchmarks"))
+import bench_onboard  # noqa: E402  (the benchmark's generated projects)
+
+FAULTS = {
+    "seed": 11,
+    "replication_lag": 1.0,
+    "rules": [
+        {"service": "graph", "kind": "throttle", "rate": 0.08, "retry_after": 1},
+        {"service": "graph", "kind": "error", "status": 503, "rate": 0.04},
+        {"service": "arm", "kind": "throttle", "rate": 0.08, "retry_after": 1},
+        {"service": "arm", "kind": "error", "status": 500, "rate": 0.04},
+    ],
+}
+
+
+def run(playbook: Path, inventory: Path, env: dict[str, str], workdir: Path, *options: str, **extra: Any) -> harness.PlaybookRun:
+    return harness.run_playbook(playbook, inventory, env=env, cwd=workdir, options=options,
+                                extra_vars=dict({"gitlab_oidc_report_dir": str(workdir / "report")}, **extra), timeout=900)
+
+
+def expect_ok(result: harness.PlaybookRun, env: dict[str, str]) -> None:
+    assert result.returncode == 0 and not result.hosts_with("failed"), result.tail(80, secrets_of(env))
+
+
+def generated_inventory(path: Path, projects: int, sandbox: Any) -> list[str]:
+    """The benchmark's projects (varied trust, sub claims and roles) as an inventory; returns their paths."""
+    bench_onboard.write_inventory(path, projects, sandbox.env, Path(sys.executable), path.parent / "report")
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    del data["all"]["hosts"]["localhost"]
+    data["all"]["vars"]["ansible_python_interpreter"] = sys.executable
+    path.write_text(yaml.safe_dump(data), encoding="utf-8")
+    return sorted(data["all"]["children"]["gitlab_projects"]["hosts"])
+
+
+def expected_unique_names(hosts: list[str]) -> list[str]:
+    return sorted("gitlab-oidc-id-%d" % (100000 + int(h[-4:])) if int(h[-4:]) % 4 == 3 else "gitlab-oidc-" + h.replace("/", "~")
+                  for h in hosts)
+
+
+def test_per_host_and_bulk_leave_identical_state(sandbox, tmp_path):
+    env = harness.ansible_env(sandbox.env, tmp_path)
+    sandbox.reset()
+    expect_ok(run(ONBOARD, INVENTORY, env, tmp_path, gitlab_oidc_strategy="per_host"), env)
+    per_host = managed_state(state_of(sandbox))
+    assert len(per_host) == 6
+
+    sandbox.reset()
+    assert sandbox.control("POST", "stats/reset").status_code == 200
+    check = run(ONBOARD, INVENTORY, env, tmp_path, "--check", gitlab_oidc_strategy="bulk")
+    expect_ok(check, env)
+    assert sandbox.control("GET", "stats").json()["writes"] == 0 and managed_state(state_of(sandbox)) == {}
+
+    first = run(ONBOARD, INVENTORY, env, tmp_path, gitlab_oidc_strategy="bulk")
+    expect_ok(first, env)
+    assert managed_state(state_of(sandbox)) == per_host
+    projects = [h for h in first.recap if h != "localhost"]
+    assert len(projects) == 7 and first.hosts_with("changed") == sorted(projects), first.recap
+
+    assert sandbox.control("POST", "stats/reset").status_code == 200
+    again = run(ONBOARD, INVENTORY, env, tmp_path, gitlab_oidc_strategy="bulk")
+    expect_ok(again, env)
+    assert sandbox.control("GET", "stats").json()["writes"] == 0
+    assert not [h for h in again.hosts_with("changed") if h != "localhost"], again.recap
+
+    gone = run(OFFBOARD, INVENTORY, env, tmp_path, gitlab_oidc_strategy="bulk")
+    expect_ok(gone, env)
+    assert managed_state(state_of(sandbox)) == {}
+
+
+def test_a_failing_project_fails_its_host_only(sandbox, tmp_path):
+    env = harness.ansible_env(sandbox.env, tmp_path)
+    sandbox.reset()
+    baseline = state_of(sandbox)
+    inventory = tmp_path / "inventory.yml"
+    hosts = generated_inventory(inventory, 6, sandbox)
+    data = yaml.safe_load(inventory.read_text(encoding="utf-8"))
+    bad = hosts[2]
+    data["all"]["children"]["gitlab_projects"]["hosts"][bad]["gitlab_oidc_role_assignments"] = [{"role": "No Such Role"}]
+    inventory.write_text(yaml.safe_dump(data), encoding="utf-8")
+    result = run(ONBOARD, inventory, env, tmp_path, gitlab_oidc_strategy="bulk")
+    assert result.returncode != 0 and result.hosts_with("failed") == [bad], result.recap
+    assert "No Such Role" in result.output and "gitlab_oidc_role_assignments[0].role" in result.output
+    made = managed_state(state_of(sandbox))
+    assert sorted(made) == sorted(n for n in expected_unique_names(hosts) if not n.endswith(bad.replace("/", "~")))
+    assert not orphans(state_of(sandbox), baseline)
+
+
+def test_bulk_with_throttling_errors_and_replication_lag_converges(sandbox, tmp_path):
+    env = harness.ansible_env(sandbox.env, tmp_path)
+    sandbox.reset()
+    baseline = state_of(sandbox)
+    inventory = tmp_path / "inventory.yml"
+    hosts = generated_inventory(inventory, 24, sandbox)
+    sandbox.faults(**FAULTS)
+    first = run(ONBOARD, inventory, env, tmp_path, gitlab_oidc_strategy="bulk")
+    stats = sandbox.control("GET", "stats").json()
+    sandbox.faults()
+    expect_ok(first, env)
+    assert stats["throttled"] > 0 and stats["errors_5xx"] > 0, stats
+    made = managed_state(state_of(sandbox))
+    assert sorted(made) == expected_unique_names(hosts)
+    assert all(app["service_principal"] and app["credentials"] and app["roles"] for app in made.values()), made
+    assert not orphans(state_of(sandbox), baseline)
+    assert sandbox.control("POST", "stats/reset").status_code == 200
+    again = run(ONBOARD, inventory, env, tmp_path, gitlab_oidc_strategy="bulk")
+    expect_ok(again, env)
+    assert sandbox.control("GET", "stats").json()["writes"] == 0 and managed_state(state_of(sandbox)) == made
+
+
+def test_kill_9_in_the_middle_then_rerun_converges(sandbox, tmp_path):
+    env = harness.ansible_env(sandbox.env, tmp_path)
+    sandbox.reset()
+    baseline = state_of(sandbox)
+    inventory = tmp_path / "inventory.yml"
+    hosts = generated_inventory(inventory, 24, sandbox)
+    # Slow every write down, so that the run is surely killed halfway.
+    sandbox.faults(rules=[{"service": "*", "kind": "latency", "ms": 120, "methods": ["PATCH", "PUT", "POST", "DELETE"]}])
+    args = [harness.ansible_playbook_bin(), "-i", str(inventory), str(ONBOARD), "--extra-vars",
+            '{"gitlab_oidc_strategy": "bulk", "gitlab_oidc_report_dir": "%s"}' % (tmp_path / "report")]
+    process = subprocess.Popen(args, cwd=tmp_path, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            made = len(managed_state(state_of(sandbox)))
+            if made >= 3 or process.poll() is not None:
+                break
+            time.sleep(0.2)
+        assert process.poll() is None, "the run ended before it could be killed"
+        os.killpg(process.pid, signal.SIGKILL)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=60)
+    sandbox.faults()
+    halfway = managed_state(state_of(sandbox))
+    assert 0 < len(halfway) < len(hosts), "not killed halfway: %d of %d applications" % (len(halfway), len(hosts))
+    again = run(ONBOARD, inventory, env, tmp_path, gitlab_oidc_strategy="bulk")
+    expect_ok(again, env)
+    made = managed_state(state_of(sandbox))
+    assert sorted(made) == expected_unique_names(hosts)
+    assert all(app["service_principal"] and app["credentials"] and app["roles"] for app in made.values()), made
+    assert not orphans(state_of(sandbox), baseline)
+    names = [a["uniqueName"] for a in state_of(sandbox)["applications"] if a.get("uniqueName")]
+    assert len(names) == len(set(names))
+    gone = run(OFFBOARD, inventory, env, tmp_path, gitlab_oidc_strategy="bulk")
+    expect_ok(gone, env)
+    assert managed_state(state_of(sandbox)) == {} and not orphans(state_of(sandbox), baseline)
