@@ -191,7 +191,7 @@ _TLS_NAMES = frozenset(('SSLError', 'SSLCertVerificationError', 'CertificateErro
 _CONNECTION_NAMES = frozenset(('ConnectionError', 'ConnectTimeout', 'ReadTimeout', 'Timeout', 'ChunkedEncodingError',
                                'ProtocolError', 'NewConnectionError', 'MaxRetryError', 'RemoteDisconnected',
                                'gaierror', 'TimeoutError', 'ConnectionResetError', 'ConnectionRefusedError'))
-_WHAT = {'project': 'project', 'group': 'group', 'variable': 'CI/CD variable'}
+_WHAT = {'project': 'project', 'group': 'group', 'variable': 'CI/CD variable', 'token': 'access token'}
 
 
 def _body_json(body: Any) -> Any:
@@ -446,7 +446,28 @@ def project_info(attrs: Mapping[str, Any]) -> dict:
         'web_url': attrs.get('web_url'),
         'ci_id_token_sub_claim_components': [str(c) for c in components] if known else list(DEFAULT_SUB_CLAIM_COMPONENTS),
         'ci_id_token_sub_claim_components_known': known,
+        'access_level': access_level(attrs),
     }
+
+
+def access_level(attrs: Mapping[str, Any]) -> Optional[int]:
+    """The token user's role on the project from ``permissions`` (the higher of project and group access), None when
+    GitLab did not say (doc/api/projects.md: 10 guest, 20 reporter, 30 developer, 40 maintainer, 50 owner)."""
+    permissions = attrs.get('permissions')
+    if not isinstance(permissions, Mapping):
+        return None
+    levels = [entry.get('access_level') for entry in (permissions.get('project_access'), permissions.get('group_access'))
+              if isinstance(entry, Mapping) and isinstance(entry.get('access_level'), int)]
+    return max(levels) if levels else 0
+
+
+def token_info(client: 'GitLabClient') -> dict:
+    """The presented access token: ``{'name', 'scopes', 'active', 'expires_at'}`` (``GET /personal_access_tokens/self``,
+    which answers for personal, group and project access tokens). ``GitLabApiError`` 401 for a bad token."""
+    obj = client.call('get access token', 'self', 'token', client.gl.personal_access_tokens.get, 'self')
+    attrs = obj.attributes
+    return {'name': attrs.get('name'), 'scopes': [str(s) for s in attrs.get('scopes') or []],
+            'active': bool(attrs.get('active', True)), 'expires_at': attrs.get('expires_at')}
 
 
 def get_group(client: GitLabClient, group: Any) -> dict:

@@ -97,6 +97,15 @@ from ansible_collections.oidc_federation.azure.plugins.module_utils._graph_fic i
     specs_from_item,
 )
 from ansible_collections.oidc_federation.azure.plugins.module_utils._module import gather_limited
+from ansible_collections.oidc_federation.azure.plugins.module_utils._onboarding_gitlab import (
+    GitLabOptions,
+    GitLabStage,
+    check_write_access,
+    parse_gitlab_options,
+    plan as plan_variables,
+    plan_items,
+    reconcile_identity,
+)
 
 PROJECT_MARKER_PREFIX = 'oidc_federation.azure:gitlab-project:'
 MAX_TAG_LENGTH = 256
@@ -229,6 +238,9 @@ class ProjectInput:
     allow_privileged: bool
     shared_app_cleanup: bool
     purge: bool
+    raw: Dict[str, Any] = dc_field(default_factory=dict)
+    gitlab: Optional[GitLabOptions] = None
+    components_given: bool = False
 
     @property
     def trust(self) -> dict:
@@ -303,7 +315,8 @@ def parse_project(item: Mapping[str, Any], index: int, *, variable_prefix: Optio
             project_id = validate_project_id(project_id, field='project_id')
     except FicValidationError as err:
         raise namer.rename(err, _FIC_FIELDS, 'project_path') from None
-    components = _list(merged.get('sub_claim_components'), namer, 'sub_claim_components') or DEFAULT_SUB_CLAIM_COMPONENTS
+    given_components = _list(merged.get('sub_claim_components'), namer, 'sub_claim_components')
+    components = given_components or DEFAULT_SUB_CLAIM_COMPONENTS
     issuer = _text(merged.get('issuer')) or DEFAULT_ISSUER
     audience = _text(merged.get('audience')) or issuer
     gitlab_issuers = _list(merged.get('gitlab_issuers'), namer, 'gitlab_issuers')
@@ -348,7 +361,10 @@ def parse_project(item: Mapping[str, Any], index: int, *, variable_prefix: Optio
         raise namer.rename(err, _APP_FIELDS, 'app_unique_name') from None
     defaults_fic = CredentialDefaults(issuer=issuer, gitlab_issuers=gitlab_issuers, project_path=path, project_id=project_id)
     specs: list = []
-    if state == 'present':
+    # With the GitLab API and no id yet, the id (and perhaps the sub claim) comes from GitLab: the credentials are
+    # planned once they are known (Run._lookup parses the project again).
+    deferred = bool(merged.get('gitlab_api')) and project_id is None
+    if state == 'present' and not deferred:
         request = {'project_path': path, 'sub_claim_components': list(components), 'claim_values': dict(claim_values) or None,
                    'name_prefix': name_prefix, 'any_ref': any_ref or None, 'branches': list(branches) or None,
                    'tags': list(tags) or None}
@@ -358,6 +374,7 @@ def parse_project(item: Mapping[str, Any], index: int, *, variable_prefix: Optio
             specs = specs_from_item({'issuer': issuer, 'audiences': [audience], 'gitlab': request}, defaults=defaults_fic)
         except ValidationError as err:
             raise namer.rename(err, _FIC_FIELDS, 'branches') from None
+    gitlab = parse_gitlab_options(merged, namer)
     subscription_id = _text(merged.get('subscription_id'))
     owner_label = shared_name or path
     assignments = _parse_assignments(merged.get('role_assignments'), namer, subscription_id, owner_label)
@@ -370,7 +387,7 @@ def parse_project(item: Mapping[str, Any], index: int, *, variable_prefix: Optio
         assignments=assignments, subscription_id=subscription_id, tenant_id=_text(merged.get('tenant_id')),
         allow_privileged=bool(merged.get('allow_privileged_roles')),
         shared_app_cleanup=True if merged.get('shared_app_cleanup') is None else bool(merged.get('shared_app_cleanup')),
-        purge=bool(merged.get('purge')))
+        purge=bool(merged.get('purge')), raw=merged, gitlab=gitlab, components_given=bool(given_components))
 
 
 def _parse_assignments(items: Any, namer: Namer, subscription_id: Optional[str], owner_label: str) -> Tuple[AssignmentInput, ...]:
@@ -457,6 +474,8 @@ class Outcome:
     found: bool = False
     removed: bool = False
     kept_because: str = ''
+    gitlab: Any = None
+    ci_variables: Optional[list] = None
 
     def fail(self, exc: BaseException) -> None:
         """Record ``exc`` as this project's failure (a message naming the project)."""
@@ -772,17 +791,105 @@ class Run:
         self.assignments = AssignmentIndex()
         self.roles = role_definition_cache(clients)
         self.tenant_id: Optional[str] = None
+        self.gitlab: Optional[GitLabStage] = None
 
     # --- orchestration ---------------------------------------------------------------------------------------------
 
     async def execute(self) -> Dict[str, Outcome]:
-        groups = group_projects(self.projects, self.outcomes)
+        await self._gitlab_lookup()
+        groups = group_projects([p for p in self.projects if not self.outcomes[p.key].failed], self.outcomes)
         groups = [self._live(g) for g in groups]
         groups = [g for g in groups if g.projects]
         await self._read(groups)
+        await self._gitlab_preplan(groups)
+        groups = [g for g in (self._live(g) for g in groups) if g.projects]
         await gather_limited([self._group_factory(g) for g in groups if not g.shared], self.options.limit)
         await gather_limited([self._group_factory(g) for g in groups if g.shared], self.options.limit)
+        await self._gitlab_variables()
         return self.outcomes
+
+    # --- GitLab (projects with gitlab_api) ---------------------------------------------------------------------------
+
+    async def _gitlab_lookup(self) -> None:
+        """Take each project's id and sub claim components from GitLab (the project fails when the inventory
+        contradicts GitLab) and plan it again with them."""
+        todo = [p for p in self.projects if p.gitlab is not None and not self.outcomes[p.key].failed]
+        if not todo:
+            return
+        self.gitlab = GitLabStage(self.options.limit)
+        updated = dict(zip((p.key for p in todo), await gather_limited([self._lookup_factory(p) for p in todo], self.options.limit)))
+        self.projects = [updated.get(p.key, p) for p in self.projects]
+
+    def _lookup_factory(self, project: ProjectInput) -> Callable[[], Any]:
+        return lambda: self._lookup(project)
+
+    async def _lookup(self, project: ProjectInput) -> ProjectInput:
+        outcome = self.outcomes[project.key]
+        try:
+            target = await self.gitlab.lookup(project.gitlab, project.issuer, project.project_path, project.project_id, project.namer)
+            update = reconcile_identity(target.info, project_path=project.project_path, project_id=project.project_id,
+                                        components=project.sub_claim_components if project.components_given else None,
+                                        namer=project.namer)
+            raw = dict(project.raw, project_id=update['project_id'], sub_claim_components=update['sub_claim_components'])
+            fresh = parse_project(raw, project.index, variable_prefix=project.namer.variable_prefix)
+        except Exception as exc:  # pylint: disable=broad-exception-caught
+            outcome.fail(exc)
+            return project
+        if target.info.get('archived'):
+            outcome.warnings.append('GitLab project {0} is archived'.format(target.info.get('path_with_namespace')))
+        outcome.project, outcome.gitlab = fresh, target
+        return fresh
+
+    def _variable_values(self, project: ProjectInput, app: Optional[Mapping[str, Any]], tenant: Optional[str]) -> dict:
+        from ansible_collections.oidc_federation.azure.plugins.module_utils._onboarding_gitlab import PENDING
+        return {'AZURE_CLIENT_ID': (app or {}).get('appId') or (app or {}).get('app_id') or PENDING,
+                'AZURE_TENANT_ID': project.tenant_id or tenant or PENDING, 'AZURE_SUBSCRIPTION_ID': project.subscription_id}
+
+    async def _gitlab_preplan(self, groups: Sequence[AppGroup]) -> None:
+        """Before any write: the token may write the project's variables, and no variable is in the way."""
+        todo = [(p, g) for g in groups for p in g.projects if p.gitlab is not None and p.gitlab.variables]
+        await gather_limited([self._preplan_factory(p, g) for p, g in todo], self.options.limit)
+
+    def _preplan_factory(self, project: ProjectInput, group: AppGroup) -> Callable[[], Any]:
+        return lambda: self._preplan(project, group)
+
+    async def _preplan(self, project: ProjectInput, group: AppGroup) -> None:
+        outcome = self.outcomes[project.key]
+        target = outcome.gitlab
+        try:
+            check_write_access(target, project.namer)
+            await self.gitlab.read_variables(target)
+            variable_plan = plan_variables(target, project.gitlab, self._variable_values(project, group.current, self.tenant_id),
+                                           state=project.state)
+            if variable_plan.conflicts:
+                raise project.namer.error('ci_variables', 'CI/CD variables of {0} are in the way: {1}'.format(
+                    target.info.get('path_with_namespace'), '; '.join('{0} (environment scope {1}) exists and was not set by '
+                                                                     'oidc_federation.azure'.format(i.key, i.environment_scope)
+                                                                     for i in variable_plan.conflicts)),
+                    'delete them in GitLab (Settings > CI/CD > Variables), or set {0}: false'.format(project.namer('ci_variables')))
+        except Exception as exc:  # pylint: disable=broad-exception-caught
+            outcome.fail(exc)
+
+    async def _gitlab_variables(self) -> None:
+        """After the Azure writes: set (or, offboarding, remove) the variables of the projects that went through."""
+        todo = [o for o in self.outcomes.values() if not o.failed and o.gitlab is not None and o.project.gitlab.variables
+                and o.gitlab.variables is not None]
+        await gather_limited([self._variables_factory(o) for o in todo], self.options.limit)
+
+    def _variables_factory(self, outcome: Outcome) -> Callable[[], Any]:
+        return lambda: self._variables(outcome)
+
+    async def _variables(self, outcome: Outcome) -> None:
+        project = outcome.project
+        try:
+            values = self._variable_values(project, outcome.application, self.tenant_id)
+            variable_plan = plan_variables(outcome.gitlab, project.gitlab, values, state=project.state)
+            if variable_plan.changed and not self.options.check_mode:
+                await self.gitlab.apply(outcome.gitlab, variable_plan)
+            outcome.ci_variables = plan_items(variable_plan)
+            outcome.changed = outcome.changed or variable_plan.changed
+        except Exception as exc:  # pylint: disable=broad-exception-caught
+            outcome.fail(exc)
 
     def _live(self, group: AppGroup) -> AppGroup:
         group.projects = [p for p in group.projects if not self.outcomes[p.key].failed]
@@ -1141,6 +1248,9 @@ class Run:
                 application=dict(app, found=outcome.found, removed=outcome.removed, kept_because=outcome.kept_because),
                 credentials=[], credentials_deleted=outcome.credentials_deleted, role_assignments=outcome.assignments,
                 pending=False)
+        if project.gitlab is not None:
+            out['gitlab_project_id'] = outcome.gitlab.info.get('id') if outcome.gitlab else None
+            out['ci_variables'] = outcome.ci_variables
         if self.options.ci_snippet_dir:
             out['ci_snippet'] = snippet_path(self.options.ci_snippet_dir, project.project_path) if (
                 project.state == 'present' and app.get('app_id')) else None

@@ -186,6 +186,59 @@ options:
           - Accepted with O(projects[].state=absent) for the role's offboarding; permanent deletion from deleted items
             is done by M(oidc_federation.azure.azure_ad_app) with its own option.
         type: bool
+      gitlab_api:
+        description:
+          - Use the GitLab REST API for this project - read its id and C(ci_id_token_sub_claim_components) from GitLab
+            (the project fails, before any write, when O(projects[].project_id), O(projects[].project_path) or an
+            explicit O(projects[].sub_claim_components) contradict GitLab), and set its CI/CD variables
+            (O(projects[].ci_variables)).
+          - Needs C(python-gitlab) and a GitLab token (O(projects[].gitlab_token), O(gitlab_token)); reading needs the
+            C(read_api) scope, setting variables the C(api) scope and the Maintainer role on the project.
+        type: bool
+      gitlab_url:
+        description:
+          - URL of the project's GitLab instance. Default - O(gitlab_url), else the project's O(projects[].issuer)
+            (a GitLab instance issues its ID tokens under its own URL).
+        type: str
+      gitlab_token:
+        description:
+          - GitLab access token for this project. Default - O(gitlab_token) (C(GITLAB_TOKEN), C(GITLAB_PRIVATE_TOKEN)).
+            Never logged.
+        type: str
+      gitlab_validate_certs:
+        description:
+          - Verify the TLS certificate of the GitLab instance. Default V(true).
+        type: bool
+      gitlab_ca_bundle:
+        description:
+          - CA certificates to trust for the GitLab instance. Default - O(gitlab_ca_bundle).
+        type: path
+      ci_variables:
+        description:
+          - With O(projects[].gitlab_api), set the project's CI/CD variables C(AZURE_CLIENT_ID), C(AZURE_TENANT_ID) and,
+            when O(projects[].subscription_id) is known, C(AZURE_SUBSCRIPTION_ID) (plus O(projects[].ci_variables_extra)),
+            marked in their description as set by the collection. A variable with the same key and environment scope
+            that the collection did not set stops the project before any write. Offboarding deletes every variable the
+            collection set on the project, and nothing else. Default V(true).
+        type: bool
+      ci_variables_protected:
+        description:
+          - Make the variables protected (only pipelines of protected branches and tags see them). Default V(false).
+        type: bool
+      ci_variables_masked:
+        description:
+          - Mask the variables in job logs where GitLab allows it (values of at least 8 characters from
+            C([a-zA-Z0-9_+=/@:.~-]), as ids are). Default V(true).
+        type: bool
+      ci_variables_environment_scope:
+        description:
+          - Environment scope of the variables. Default C(*).
+        type: str
+      ci_variables_extra:
+        description:
+          - More variables to set with the same settings, name to value (for example a resource group name). Not for
+            secrets - the point of OpenID Connect is that there are none.
+        type: dict
   defaults:
     description:
       - Values for the options of every project in O(projects) (same keys), for example the issuer or the role
@@ -220,6 +273,19 @@ options:
       - How many applications and requests are worked on at once.
     type: int
     default: 16
+  gitlab_url:
+    description:
+      - Default of O(projects[].gitlab_url).
+    type: str
+  gitlab_token:
+    description:
+      - Default of O(projects[].gitlab_token). Never logged.
+      - Falls back to the environment variables C(GITLAB_TOKEN), then C(GITLAB_PRIVATE_TOKEN).
+    type: str
+  gitlab_ca_bundle:
+    description:
+      - Default of O(projects[].gitlab_ca_bundle). Falls back to the environment variable C(GITLAB_CA_BUNDLE).
+    type: path
   results_dir:
     description:
       - Also write each project's entry of RV(projects) to C(<results_dir>/<sha256 of the key>.json) (mode 0600), and
@@ -353,6 +419,8 @@ summary:
   sample: {projects: 2, changed: 1, failed: 0}
 '''
 
+from ansible.module_utils.basic import env_fallback  # noqa: E402
+
 from ansible_collections.oidc_federation.azure.plugins.module_utils._module import AzureModule  # noqa: E402
 from ansible_collections.oidc_federation.azure.plugins.module_utils._onboarding import (  # noqa: E402
     RunOptions,
@@ -394,6 +462,16 @@ _PROJECT_OPTIONS = dict(
     allow_privileged_roles=dict(type='bool'),
     shared_app_cleanup=dict(type='bool'),
     purge=dict(type='bool'),
+    gitlab_api=dict(type='bool'),
+    gitlab_url=dict(type='str'),
+    gitlab_token=dict(type='str', no_log=True),
+    gitlab_validate_certs=dict(type='bool'),
+    gitlab_ca_bundle=dict(type='path'),
+    ci_variables=dict(type='bool'),
+    ci_variables_protected=dict(type='bool'),
+    ci_variables_masked=dict(type='bool'),
+    ci_variables_environment_scope=dict(type='str'),
+    ci_variables_extra=dict(type='dict'),
 )
 
 ARGUMENT_SPEC = dict(
@@ -405,6 +483,9 @@ ARGUMENT_SPEC = dict(
     ci_snippet_dir=dict(type='path'),
     concurrency=dict(type='int', default=16),
     results_dir=dict(type='path'),
+    gitlab_url=dict(type='str'),
+    gitlab_token=dict(type='str', no_log=True, fallback=(env_fallback, ['GITLAB_TOKEN', 'GITLAB_PRIVATE_TOKEN'])),
+    gitlab_ca_bundle=dict(type='path', fallback=(env_fallback, ['GITLAB_CA_BUNDLE'])),
 )
 
 
@@ -417,6 +498,9 @@ def check_params(params: dict) -> None:
             ', '.join(unknown), ', '.join(sorted(k for k in _PROJECT_OPTIONS if k != 'key'))), field='defaults')
     if 'key' in (params.get('defaults') or {}):
         raise ValidationError('defaults: key cannot have a default. Fix: set key on each project.', field='defaults')
+    if 'gitlab_token' in (params.get('defaults') or {}):
+        raise ValidationError('defaults: gitlab_token would be logged there. Fix: use the module option gitlab_token (or the '
+                              'GITLAB_TOKEN environment variable), or gitlab_token on each project.', field='defaults')
     if params['concurrency'] < 1:
         raise ValidationError('concurrency: must be at least 1. Fix: use a positive number.', field='concurrency')
 
@@ -424,6 +508,9 @@ def check_params(params: dict) -> None:
 def _defaults(params: dict) -> dict:
     out = dict(params.get('defaults') or {})
     out.setdefault('state', params['state'])
+    for option in ('gitlab_url', 'gitlab_token', 'gitlab_ca_bundle'):
+        if params.get(option):
+            out.setdefault(option, params[option])
     return out
 
 

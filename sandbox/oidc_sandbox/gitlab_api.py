@@ -334,6 +334,14 @@ def project_view(ctx: "Sandbox", name: str, inst: dict[str, Any], project: dict[
             "group_runners_enabled": True, "auto_cancel_pending_pipelines": "enabled", "build_timeout": 3600,
             "auto_devops_enabled": False, "auto_devops_deploy_strategy": "continuous", "ci_config_path": None,
         })
+    if not caller.anonymous:
+        # Entities::ProjectWithAccess: the caller's own membership (doc/api/projects.md, "Get a single project").
+        # Membership here is held on a namespace: an exact project path is project access, a group group access.
+        level = caller.member_level(path)
+        on_project = any(ns.lower() == path.lower() for ns in caller.namespaces)
+        access = {"access_level": level, "notification_level": 3} if level else None
+        view["permissions"] = {"project_access": access if on_project else None,
+                               "group_access": None if on_project else access}
     if caller.anonymous:
         return {k: view[k] for k in ("id", "description", "name", "name_with_namespace", "path",
                                      "path_with_namespace", "created_at", "default_branch", "tag_list", "topics",
@@ -816,6 +824,10 @@ async def handle(ctx: "Sandbox", request: Request, path: str) -> Response | None
             raise method_not_allowed("gitlab", method, "GET")
         caller = authenticate(ctx, inst, request, write=False)
         return await _list_groups(ctx, request, name, inst, caller, list(inst["groups"].values()))
+    if seg == ["personal_access_tokens", "self"]:
+        if method not in ("GET", "HEAD"):
+            raise method_not_allowed("gitlab", method, "GET")
+        return _json(_token_self(ctx, inst, request))
     if seg[0] != "projects":
         return None
     if len(seg) == 1:
@@ -840,6 +852,23 @@ async def handle(ctx: "Sandbox", request: Request, path: str) -> Response | None
     if seg[2] == "variables" and len(seg) in (3, 4):
         return await _variables_route(ctx, request, inst, caller, project, seg[3] if len(seg) == 4 else None)
     return None
+
+
+def _token_self(ctx: "Sandbox", inst: dict[str, Any], request: Request) -> dict[str, Any]:
+    """``GET /personal_access_tokens/self`` (doc/api/personal_access_tokens.md): the presented token itself, with
+    any scope; 401 for a missing, unknown, revoked or expired token."""
+    presented = _presented_token(request)
+    record = inst["tokens"].get(token_digest(presented)) if presented else None
+    if record is None:
+        raise unauthorized()
+    if record.get("revoked"):
+        raise invalid_token("Token was revoked. You have to re-authorize from the user.")
+    if record.get("expired"):
+        raise invalid_token("Token is expired. You can either do re-authorization or token refresh.")
+    digest = token_digest(presented)
+    return {"id": int(digest[:6], 16), "name": record["name"], "revoked": False, "created_at": "2026-01-01T00:00:00.000Z",
+            "description": None, "scopes": list(record["scopes"]), "user_id": 1, "last_used_at": _now_iso(ctx),
+            "active": True, "expires_at": None}
 
 
 # --- control API: /_sandbox/gitlab/... --------------------------------------------------------------------------------

@@ -248,3 +248,68 @@ def test_offboarding_removes_everything(run_module, clean_sandbox):
     assert len(after['role_assignments']) == len(before['role_assignments'])
     again = ok(run_module, sb, state='absent', projects=projects(sb))
     assert not again['changed']
+
+
+# --- the GitLab stage ------------------------------------------------------------------------------------------------
+
+def seed_gitlab(sb, projects_spec, tokens=({'token': 'glpat-engine-test-api-1', 'scopes': ['api'], 'namespaces': ['*']},)):
+    response = sb.control('POST', 'gitlab/seed', json={'projects': list(projects_spec), 'tokens': list(tokens)})
+    assert response.status_code == 201, response.text
+
+
+def gitlab_variables(sb):
+    name = issuer(sb).rsplit('/', 1)[-1]
+    data = sb.control('GET', 'gitlab/instances/{0}'.format(name)).json()
+    return {p['path_with_namespace']: p for p in data['projects']}, data.get('variables', {})
+
+
+def gl_project(sb, path, **over):
+    item = dict(projects(sb)[0], project_path=path, gitlab_api=True, branches=['main'])
+    item.pop('project_id', None)
+    item.update(over)
+    return item
+
+
+def test_gitlab_stage_takes_id_and_sub_claim_from_gitlab_and_sets_variables(run_module, clean_sandbox):
+    sb = clean_sandbox
+    seed_gitlab(sb, [{'path': 'gl/app', 'id': 501}, {'path': 'gl/by-id', 'id': 502,
+                                                     'ci_id_token_sub_claim_components': ['project_id', 'ref_type', 'ref']}])
+    items = [gl_project(sb, 'gl/app'), gl_project(sb, 'gl/by-id')]
+    result = ok(run_module, sb, projects=items, gitlab_token='glpat-engine-test-api-1', gitlab_ca_bundle=sb.ca_file)
+    by_id = result['projects']['gl/by-id']['result']
+    assert by_id['project_id'] == '502' and by_id['trust']['sub_claim_components'] == ['project_id', 'ref_type', 'ref']
+    assert [c['subject'] for c in by_id['credentials']] == ['project_id:502:ref_type:branch:ref:main']
+    assert sorted(i['key'] for i in by_id['ci_variables']) == ['AZURE_CLIENT_ID', 'AZURE_SUBSCRIPTION_ID', 'AZURE_TENANT_ID']
+    assert all(i['action'] == 'created' or i['action'] == 'create' for i in by_id['ci_variables']), by_id['ci_variables']
+    assert by_id['client_id'] and by_id['client_id'] not in json.dumps(by_id['ci_variables'])  # no value in results
+    assert app_names(sb) == ['gitlab-oidc-gl~app', 'gitlab-oidc-id-502']
+    reset_stats(sb)
+    again = ok(run_module, sb, projects=items, gitlab_token='glpat-engine-test-api-1', gitlab_ca_bundle=sb.ca_file)
+    assert not again['changed'], json.dumps(again['projects'], indent=1)[:2000]
+    assert stats(sb)['writes'] == 0
+    gone = ok(run_module, sb, state='absent', projects=items, gitlab_token='glpat-engine-test-api-1', gitlab_ca_bundle=sb.ca_file)
+    assert all(i['action'] == 'delete' for i in gone['projects']['gl/app']['result']['ci_variables'])
+
+
+def test_gitlab_stage_refuses_contradictions_and_missing_rights_before_any_write(run_module, clean_sandbox):
+    sb = clean_sandbox
+    seed_gitlab(sb, [{'path': 'gl/app', 'id': 601}, {'path': 'gl/other', 'id': 602}],
+                tokens=[{'token': 'glpat-engine-test-api-2', 'scopes': ['api'], 'namespaces': ['*']},
+                        {'token': 'glpat-engine-read-only', 'scopes': ['read_api'], 'namespaces': ['*']}])
+    before = state(sb)
+    cases = [
+        (gl_project(sb, 'gl/app', project_id='999'), 'glpat-engine-test-api-2', 'projects[0].project_id'),
+        (gl_project(sb, 'gl/app', project_id='602'), 'glpat-engine-test-api-2', 'projects[0].project_path'),
+        (gl_project(sb, 'gl/app', sub_claim_components=['project_id', 'ref_type', 'ref']), 'glpat-engine-test-api-2',
+         'projects[0].sub_claim_components'),
+        (gl_project(sb, 'gl/app'), 'glpat-engine-read-only', 'projects[0].gitlab_token'),
+        (gl_project(sb, 'gl/missing'), 'glpat-engine-test-api-2', 'projects[0].project_path: GitLab'),
+        (gl_project(sb, 'gl/app', ci_variables_extra={'NOT-A-VALID-KEY': 'value'}), 'glpat-engine-test-api-2',
+         'projects[0].ci_variables_extra'),
+    ]
+    for item, token, expected in cases:
+        code, result = run(run_module, sb, projects=[item], gitlab_token=token, gitlab_ca_bundle=sb.ca_file, continue_on_error=True)
+        key = item['project_path']
+        assert result['projects'][key]['failed'] and expected in result['projects'][key]['msg'], (expected, result['projects'][key])
+        assert 'glpat-' not in json.dumps(result)
+    assert state(sb) == before
