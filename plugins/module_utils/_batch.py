@@ -323,9 +323,10 @@ class _Runner:  # pylint: disable=too-many-instance-attributes
             items.append(lane.pending[0])
         return version, items, False
 
-    async def _wake(self, lane: _Lane, delay: float) -> None:
+    async def _wake(self, lanes: List[_Lane], delay: float) -> None:
         await self.policy.sleep(delay)
-        self._ready(lane)
+        for lane in lanes:
+            self._ready(lane)
 
     # --- one batch -------------------------------------------------------------------------------------------------
 
@@ -487,11 +488,14 @@ class _Runner:  # pylint: disable=too-many-instance-attributes
         for item, delay in zip(items, delays):
             lane = item.lane
             waits[id(lane)] = (lane, max(delay, waits.get(id(lane), (lane, 0.0))[1]))
+        sleepers = collections.OrderedDict()  # lanes waiting the same time wake together (and share a batch)
         for lane, delay in waits.values():
             if delay > 0 and lane.pending:
-                self._start(self._wake(lane, delay))
+                sleepers.setdefault(delay, []).append(lane)
             else:
                 self._ready(lane)
+        for delay, lanes in sleepers.items():
+            self._start(self._wake(lanes, delay))
 
 
 def _topological(members: List[_Item]) -> List[_Item]:

@@ -47,6 +47,7 @@ from ansible_collections.oidc_federation.azure.plugins.module_utils._errors impo
 TENANT_SIZES = ('S', 'M', 'L')
 WRITE_METHODS = frozenset(('POST', 'PATCH', 'PUT', 'DELETE'))
 GRAPH_VERSIONS = ('v1.0', 'beta')
+_EPSILON = 1e-6
 
 # (capacity, window seconds), per the "Identity and access service limits" table.
 APP_TENANT_UNITS = {'S': (3500, 10.0), 'M': (5000, 10.0), 'L': (8000, 10.0)}
@@ -164,17 +165,18 @@ def request_cost(method: str, url: str) -> RequestCost:
 
 
 class Bucket:
-    """A token bucket: ``capacity`` units refilled evenly over ``window`` seconds, minus a reserved ``headroom``.
+    """A token bucket: ``limit`` units refilled evenly over ``window`` seconds, part of it kept in reserve.
 
-    ``limit`` is Graph's capacity; the usable part is ``limit - headroom`` and starts full. ``tokens`` may go
+    ``limit`` is Graph's capacity; the usable part, ``capacity = limit - reserve``, starts full. The reserve is the
+    larger of ``headroom * limit`` and ``latency`` seconds of refill (at most all but one unit). ``tokens`` may go
     negative when a single request costs more than the usable capacity (tiny test scales).
     """
 
-    def __init__(self, name: str, limit: float, window: float, headroom: float, now: float) -> None:
+    def __init__(self, name: str, limit: float, window: float, headroom: float, latency: float, now: float) -> None:
         self.name = name
         self.limit = float(limit)
         self.rate = self.limit / window
-        self.reserve = min(self.limit * headroom, max(0.0, self.limit - 1.0))
+        self.reserve = min(max(self.limit * headroom, self.rate * latency), max(0.0, self.limit - 1.0))
         self.capacity = self.limit - self.reserve
         self.tokens = self.capacity
         self.stamp = now
@@ -188,7 +190,9 @@ class Bucket:
         """Seconds until ``cost`` can be taken (a cost above the capacity waits for a full bucket)."""
         self.refill(now)
         need = min(cost, self.capacity)
-        return 0.0 if self.tokens >= need else (need - self.tokens) / self.rate
+        if self.tokens >= need - _EPSILON:  # float refills land a hair short of a whole unit
+            return 0.0
+        return (need - self.tokens) / self.rate
 
     def used_fraction(self) -> float:
         """Graph's view of this bucket if it matched ours: share of ``limit`` in use."""
@@ -229,14 +233,17 @@ class GraphPacer:
     ``tenant_size``: S (<50 users), M (50-500), L (>500): the application+tenant resource-unit quota.
     ``scale``: multiplies every capacity; ``window_scale``: multiplies every refill window (tests shrink both,
     e.g. 0.01 and 0.01 keep the rates of the real quotas with buckets 100 times smaller... see ``from_spec``).
-    ``headroom``: share of each bucket never used (default 2 %, at most all but one unit).
+    ``headroom``: share of each bucket never used (default 2 %); ``latency``: seconds of refill never used either
+    (default 0.25 s; the larger reserve wins, at most all but one unit). The reserve covers what this copy cannot
+    see: the time between taking a request's cost here and Graph charging it (Graph's bucket starts refilling
+    only then), and other callers of the same quota.
     ``enabled=False``: ``acquire`` never waits and ``observe`` does nothing (pacing off).
     ``max_pause``: clamp for a ``Retry-After`` pause (the retry policy clamps its own waits the same way).
     ``clock`` (monotonic seconds) and ``sleep`` (async) are injectable.
     """
 
     def __init__(self, *, tenant_size: str = 'S', scale: float = 1.0, window_scale: float = 1.0,
-                 headroom: float = 0.02, enabled: bool = True, max_pause: float = 60.0,
+                 headroom: float = 0.02, latency: float = 0.25, enabled: bool = True, max_pause: float = 60.0,
                  clock: Optional[Callable[[], float]] = None,
                  sleep: Optional[Callable[[float], Awaitable[Any]]] = None) -> None:
         if tenant_size not in TENANT_SIZES:
@@ -245,12 +252,13 @@ class GraphPacer:
             raise ValueError('scale and window_scale must be positive')
         if not 0 <= headroom < 1:
             raise ValueError('headroom must be at least 0 and below 1')
-        if max_pause < 0:
-            raise ValueError('max_pause must not be negative')
+        if max_pause < 0 or latency < 0:
+            raise ValueError('max_pause and latency must not be negative')
         self.tenant_size = tenant_size
         self.scale = float(scale)
         self.window_scale = float(window_scale)
         self.headroom = float(headroom)
+        self.latency = float(latency)
         self.enabled = bool(enabled)
         self.max_pause = float(max_pause)
         self.clock = clock or time.monotonic
@@ -266,7 +274,7 @@ class GraphPacer:
             APP_W: APP_WRITES,
             TENANT_W: TENANT_WRITES,
         }
-        self.buckets = {name: Bucket(name, cap * self.scale, window * self.window_scale, self.headroom, now)
+        self.buckets = {name: Bucket(name, cap * self.scale, window * self.window_scale, self.headroom, self.latency, now)
                         for name, (cap, window) in limits.items()}
 
     @classmethod
@@ -274,7 +282,7 @@ class GraphPacer:
         """Build from a mapping shaped like the sandbox's ``graph_quotas`` (``tenant_size``, ``scale``,
         ``window_scale``) plus ``headroom``/``enabled``; None or ``{'enabled': False}`` turns pacing off."""
         spec = dict(spec or {'enabled': False})
-        unknown = set(spec) - {'tenant_size', 'scale', 'window_scale', 'headroom', 'enabled', 'max_pause'}
+        unknown = set(spec) - {'tenant_size', 'scale', 'window_scale', 'headroom', 'latency', 'enabled', 'max_pause'}
         if unknown:
             raise ValueError('unknown pacing keys: {0}'.format(', '.join(sorted(unknown))))
         spec.update(kwargs)
