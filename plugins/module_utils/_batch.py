@@ -123,7 +123,7 @@ class _Item:
 
     __slots__ = ('index', 'call', 'url', 'state', 'result', 'prereqs', 'dependents', 'pages', 'page_count', 'lane')
 
-    def __init__(self, index: int, call: GraphCall, url: str, state: RetryState) -> None:
+    def __init__(self, index: int, call: GraphCall, url: str, state: Optional[RetryState]) -> None:
         self.index = index
         self.call = call
         self.url = url
@@ -206,10 +206,7 @@ class _Runner:  # pylint: disable=too-many-instance-attributes
             key = call.id if call.id is not None else str(index)
             if key in by_id:
                 raise ValueError('call {0}: id {1!r} is used twice'.format(index, key))
-            state = RetryState(self.policy, call.operation or _label(call.method, call.version, call.url),
-                               target=call.target, retry_not_found=call.retry_not_found, idempotent=call.idempotent,
-                               lag_codes=call.lag_codes)
-            item = _Item(index, call, self._relative(call.url, call.version, call.params, index), state)
+            item = _Item(index, call, self._relative(call.url, call.version, call.params, index), None)
             by_id[key] = item
             items.append(item)
         for item in items:
@@ -222,7 +219,16 @@ class _Runner:  # pylint: disable=too-many-instance-attributes
                 if prereq not in item.prereqs:
                     item.prereqs.append(prereq)
                     prereq.dependents.append(item)
+        for item in items:  # the calls are valid: each gets its retry bookkeeping
+            item.state = self._retry_state(item)
         return items
+
+    def _retry_state(self, item: _Item) -> RetryState:
+        call = item.call
+        operation = item.state.operation if item.state is not None else (
+            call.operation or _label(call.method, call.version, item.url))
+        return RetryState(self.policy, operation, target=call.target, retry_not_found=call.retry_not_found,
+                          idempotent=call.idempotent, lag_codes=call.lag_codes)
 
     def _relative(self, url: str, version: str, params: Mapping[str, Any], index: int) -> str:
         """``url`` relative to ``/{version}``, with ``params`` appended; absolute URLs must be on the Graph host."""
@@ -439,9 +445,7 @@ class _Runner:  # pylint: disable=too-many-instance-attributes
                 return 0.0
             if link:  # the next page is one more request of this call, with a retry budget of its own
                 item.url = self._relative(link, call.version, {}, item.index)
-                item.state = RetryState(self.policy, item.state.operation, target=call.target,
-                                        retry_not_found=call.retry_not_found, idempotent=call.idempotent,
-                                        lag_codes=call.lag_codes)
+                item.state = self._retry_state(item)
                 return 0.0
             data = dict(response.data)
             data.pop('@odata.nextLink', None)

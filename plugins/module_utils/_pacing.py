@@ -231,8 +231,9 @@ class GraphPacer:
     """Client-side copy of Graph's identity quotas for one calling application in one tenant.
 
     ``tenant_size``: S (<50 users), M (50-500), L (>500): the application+tenant resource-unit quota.
-    ``scale``: multiplies every capacity; ``window_scale``: multiplies every refill window (tests shrink both,
-    e.g. 0.01 and 0.01 keep the rates of the real quotas with buckets 100 times smaller... see ``from_spec``).
+    ``scale``: multiplies every capacity; ``window_scale``: multiplies every refill window (``scale=0.01,
+    window_scale=0.01`` keeps the real rates, 20 writes/s, with buckets 100 times smaller; as the sandbox's
+    ``graph_quotas``, see ``from_spec``).
     ``headroom``: share of each bucket never used (default 2 %); ``latency``: seconds of refill never used either
     (default 0.25 s; the larger reserve wins, at most all but one unit). The reserve covers what this copy cannot
     see: the time between taking a request's cost here and Graph charging it (Graph's bucket starts refilling
