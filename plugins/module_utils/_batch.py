@@ -33,7 +33,8 @@ policy's ``sleep``.
 
 Pacing: with a ``_pacing.GraphPacer`` (``pacer=`` or ``clients.graph_pacer``), every inner request acquires its
 quota cost before its batch is sent, and every answer (outer and inner) is fed back to it; the cost of a request
-Graph did not run (424, a batch failed whole) is refunded.
+Graph did not run (424) is refunded, that of a request without an answer of its own (the batch failed whole) is
+released without refund.
 """
 
 from __future__ import annotations
@@ -338,8 +339,9 @@ class _Runner:  # pylint: disable=too-many-instance-attributes
 
     async def _send(self, job: tuple) -> None:
         version, items, sequential = job
+        costs = []      # what the pacer took for each item; every one is settled exactly once
+        settled = False
         try:
-            costs = []
             if self.pacer is not None:
                 for item in items:
                     costs.append(await self.pacer.acquire(item.call.method, item.url))
@@ -356,10 +358,15 @@ class _Runner:  # pylint: disable=too-many-instance-attributes
                 err = AzureApiError.from_exception(exc, service='graph')
                 if err is None:
                     raise
-                self._batch_failed(items, costs, err)
+                settled = True
+                self._release(costs)
+                self._batch_failed(items, err)
                 return
+            settled = True
             self._answered(items, costs, response, sequential)
         finally:
+            if not settled:
+                self._release(costs)
             self.in_flight -= 1
 
     def _request(self, item: _Item, previous: Optional[_Item]) -> dict:
@@ -376,14 +383,17 @@ class _Runner:  # pylint: disable=too-many-instance-attributes
             request['dependsOn'] = [str(previous.index)]
         return request
 
-    def _batch_failed(self, items: List[_Item], costs: List[Any], err: AzureApiError) -> None:
+    def _release(self, costs: List[Any]) -> None:
+        """No answer of their own for these requests (the pacer saw any 429 of the batch itself)."""
+        if self.pacer is not None:
+            for cost in costs:
+                self.pacer.release(cost)
+
+    def _batch_failed(self, items: List[_Item], err: AzureApiError) -> None:
         """The batch itself failed: systemic failures raise, the rest count as a failure of every call in it."""
         if err.service == 'entra' or err.kind == 'tls' or err.status in (401, 403):
             raise err.with_context(operation=_BATCH_OPERATION)
         self.stats.batch_failures += 1
-        if err.status != 429 and self.pacer is not None:
-            for cost in costs:
-                self.pacer.refund(cost)
         delays = []
         for item in items:
             delays.append(self._failed(item, err.with_context(operation=item.state.operation, target=item.call.target)))
@@ -404,20 +414,16 @@ class _Runner:  # pylint: disable=too-many-instance-attributes
             if not isinstance(status, int) or isinstance(status, bool):
                 status, answer = None, None
             headers, body = (answer.get('headers') or {}, answer.get('body')) if answer else ({}, None)
-            if status is not None and self.pacer is not None:
-                self.pacer.observe(call.method, item.url, status, headers, cost)
+            not_attempted = status == FAILED_DEPENDENCY and sequential and (blocked or item.result is not None)
+            self._settle(call, item.url, status, headers, cost, not_attempted)
             if item.result is not None:  # failed with a prerequisite earlier in this batch: never attempted
-                if status == FAILED_DEPENDENCY and self.pacer is not None:
-                    self.pacer.refund(cost)
                 delays.append(0.0)
                 continue
             if status is not None and status < 400:
                 delays.append(self._succeeded(item, ApiResponse(status, headers, body)))
                 continue
-            if status == FAILED_DEPENDENCY and sequential and blocked:
+            if not_attempted:
                 self.stats.not_attempted += 1
-                if self.pacer is not None:
-                    self.pacer.refund(cost)
                 delays.append(0.0)
                 continue
             blocked = True
@@ -430,6 +436,18 @@ class _Runner:  # pylint: disable=too-many-instance-attributes
                                                   target=call.target, request=_label(call.method, call.version, item.url))
             delays.append(self._failed(item, err))
         self._continue(items, delays)
+
+    def _settle(self, call: GraphCall, url: str, status: Optional[int], headers: Any, cost: Any,
+                not_attempted: bool) -> None:
+        """Tell the pacer how one inner request ended: not run (refund), no answer (release), or its answer."""
+        if self.pacer is None:
+            return
+        if not_attempted:
+            self.pacer.refund(cost)
+        elif status is None:
+            self.pacer.release(cost)
+        else:
+            self.pacer.observe(call.method, url, status, headers, cost)
 
     # --- outcomes ----------------------------------------------------------------------------------------------------
 

@@ -340,8 +340,13 @@ class Clients:
         info.add_request_options([option(native())])
         label = '{0} {1}'.format(method.upper(), _path_only(info.url))
         cost = await pacer.acquire(method, info.url) if pacer is not None else None
-        with _labelled_errors('graph', label, self._graph_token_side):
-            response = await self.graph_adapter(version).send_primitive_async(info, 'bytes', None)
+        try:
+            with _labelled_errors('graph', label, self._graph_token_side):
+                response = await self.graph_adapter(version).send_primitive_async(info, 'bytes', None)
+        except BaseException:
+            if pacer is not None:
+                pacer.release(cost)
+            raise
         if pacer is not None:
             pacer.observe(method, info.url, response.status_code, response.headers, cost)
         if response.status_code >= 400:

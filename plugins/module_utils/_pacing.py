@@ -179,11 +179,20 @@ class Bucket:
         self.reserve = min(max(self.limit * headroom, self.rate * latency), max(0.0, self.limit - 1.0))
         self.capacity = self.limit - self.reserve
         self.tokens = self.capacity
+        self.inflight = 0.0
         self.stamp = now
 
     def refill(self, now: float) -> None:
+        """Add what refilled since the last call, up to ``capacity`` and up to ``limit - inflight``.
+
+        Graph charges a request only when it runs it; until then its bucket may sit full and waste refill that ours
+        would count. Capping ours at ``limit - inflight`` (costs taken here whose answer has not come back) keeps it
+        at or below Graph's.
+        """
         if now > self.stamp:
-            self.tokens = min(self.capacity, self.tokens + (now - self.stamp) * self.rate)
+            ceiling = min(self.capacity, self.limit - self.inflight)
+            if self.tokens < ceiling:
+                self.tokens = min(ceiling, self.tokens + (now - self.stamp) * self.rate)
         self.stamp = max(self.stamp, now)
 
     def wait_for(self, cost: float, now: float) -> float:
@@ -316,7 +325,9 @@ class GraphPacer:
     async def acquire(self, method: str, url: str, cost: Optional[RequestCost] = None) -> RequestCost:
         """Wait until ``method url`` may be sent under every quota it counts against, take its cost, return it.
 
-        Requests queue in arrival order. A free request (``$batch`` itself) only waits out a pause.
+        Requests queue in arrival order. A free request (``$batch`` itself) only waits out a pause. The cost stays
+        "in flight" until it is settled: pass it to ``observe`` with the answer, to ``refund`` when Graph did not
+        run the request, or to ``release`` when no answer came.
         """
         cost = cost or request_cost(method, url)
         if not self.enabled:
@@ -338,31 +349,47 @@ class GraphPacer:
                 await self.sleep(wait)
             for bucket, amount in charges:
                 bucket.tokens -= amount
+                bucket.inflight += amount
         self.stats.requests += 1
         self.stats.units += cost.units
         self.stats.writes += cost.writes
         return cost
 
     def refund(self, cost: Optional[RequestCost]) -> None:
-        """Give back the cost of a request Graph did not run (a 424 inside a batch, a batch that failed whole)."""
+        """Settle and give back the cost of a request Graph answered without running it (424 inside a batch)."""
         if not self.enabled or not cost:
             return
         now = self.clock()
+        self._settle(cost, now)
         for bucket, amount in self._charges(cost):
-            bucket.refill(now)
             bucket.tokens = min(bucket.capacity, bucket.tokens + amount)
         self.stats.requests -= 1
         self.stats.units -= cost.units
         self.stats.writes -= cost.writes
 
+    def release(self, cost: Optional[RequestCost]) -> None:
+        """Settle the cost of a request that got no answer of its own (connection error, a batch that failed
+        whole): whether Graph charged it is unknown, so nothing is given back."""
+        if self.enabled and cost:
+            self._settle(cost, self.clock())
+
+    def _settle(self, cost: RequestCost, now: float) -> None:
+        for bucket, amount in self._charges(cost):
+            bucket.refill(now)  # refill up to now under the old ceiling
+            bucket.inflight = max(0.0, bucket.inflight - amount)
+
     def observe(self, method: str, url: str, status: Optional[int], headers: Any,
                 cost: Optional[RequestCost] = None) -> None:
-        """Learn from one Graph response (direct, ``$batch`` outer or inner)."""
+        """Learn from one Graph response (direct, ``$batch`` outer or inner); ``cost`` (what ``acquire`` returned)
+        is settled. Without ``cost`` the request's documented cost is assumed and nothing is settled."""
         if not self.enabled:
             return
         headers = {str(k).lower(): str(v) for k, v in dict(headers or {}).items()}
-        cost = cost if cost is not None else request_cost(method, url)
         now = self.clock()
+        if cost is not None:
+            self._settle(cost, now)
+        else:
+            cost = request_cost(method, url)
         if status == 429:
             self.stats.throttled += 1
             after = parse_retry_after(headers)

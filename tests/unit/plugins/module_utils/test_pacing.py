@@ -49,8 +49,10 @@ def run(coro):
 
 
 async def acquire_many(p, n, method='PATCH', url=FIC_UPSERT):
+    """``n`` requests, each answered at once (its cost settled)."""
     for _ in range(n):
-        await p.acquire(method, url)
+        cost = await p.acquire(method, url)
+        p.observe(method, url, 200, {}, cost)
 
 
 @pytest.mark.parametrize('method,url,cost', [
@@ -91,7 +93,8 @@ def test_paces_to_twenty_writes_a_second_after_the_burst():
 
     async def main():
         for _ in range(3200):
-            await p.acquire('PATCH', FIC_UPSERT)
+            cost = await p.acquire('PATCH', FIC_UPSERT)
+            p.observe('PATCH', FIC_UPSERT, 204, {}, cost)
             stamps.append(fake.now)
 
     run(main())
@@ -211,7 +214,8 @@ def test_waiting_requests_are_served_in_order():
     order = []
 
     async def one(n):
-        await p.acquire('PATCH', FIC_UPSERT)
+        cost = await p.acquire('PATCH', FIC_UPSERT)
+        p.observe('PATCH', FIC_UPSERT, 204, {}, cost)
         order.append(n)
 
     async def main():
@@ -229,3 +233,27 @@ def test_from_spec_mirrors_the_sandbox_graph_quotas():
     with pytest.raises(ValueError, match='tenant_size'):
         GraphPacer(tenant_size='XL')
     assert request_cost('PATCH', FIC_UPSERT) == RequestCost(1, 1)
+
+
+def test_refill_waits_for_answers_while_graph_may_still_sit_full():
+    """Graph charges a request when it runs it; until the answer comes, our copy may not refill past what Graph's
+    bucket could hold: limit minus the costs still in flight."""
+    fake = FakeTime()
+    p = pacer(fake, scale=10 / 3000)                  # 10 writes, 1 write per 15 s
+    costs = [run(p.acquire('PATCH', FIC_UPSERT)) for _ in range(6)]
+    fake.now += 600                                   # long enough to refill completely, were nothing in flight
+    bucket = p.buckets[APP_TENANT_W]
+    bucket.refill(fake.now)
+    assert bucket.tokens == pytest.approx(4) and bucket.inflight == 6
+    p.observe('PATCH', FIC_UPSERT, 204, {}, costs[0])
+    p.release(costs[1])                               # no answer: settled, nothing given back
+    p.refund(costs[2])                                # not run (424): given back
+    assert bucket.inflight == 3 and bucket.tokens == pytest.approx(5)
+    fake.now += 600
+    bucket.refill(fake.now)
+    assert bucket.tokens == pytest.approx(7)
+    for cost in costs[3:]:
+        p.observe('PATCH', FIC_UPSERT, 204, {}, cost)
+    fake.now += 600
+    bucket.refill(fake.now)
+    assert bucket.tokens == pytest.approx(10) and bucket.inflight == 0
