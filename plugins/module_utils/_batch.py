@@ -351,7 +351,7 @@ class _Runner:  # pylint: disable=too-many-instance-attributes
             self.stats.requests += len(items)
             try:
                 response = await self.clients.graph_request('POST', '/$batch', version=version,
-                                                             json_body={'requests': requests}, pacer=self.pacer)
+                                                            json_body={'requests': requests}, pacer=self.pacer)
             except (ValidationError, MissingLibraryError, asyncio.CancelledError):
                 raise
             except Exception as exc:  # pylint: disable=broad-exception-caught

@@ -258,7 +258,7 @@ class GraphPacer:
                  sleep: Optional[Callable[[float], Awaitable[Any]]] = None) -> None:
         if tenant_size not in TENANT_SIZES:
             raise ValueError('tenant_size must be one of {0}, got {1!r}'.format(', '.join(TENANT_SIZES), tenant_size))
-        if not scale > 0 or not window_scale > 0:
+        if scale <= 0 or window_scale <= 0:
             raise ValueError('scale and window_scale must be positive')
         if not 0 <= headroom < 1:
             raise ValueError('headroom must be at least 0 and below 1')

@@ -50,7 +50,7 @@ def run(coro):
 
 async def acquire_many(p, n, method='PATCH', url=FIC_UPSERT):
     """``n`` requests, each answered at once (its cost settled)."""
-    for _ in range(n):
+    for _request in range(n):
         cost = await p.acquire(method, url)
         p.observe(method, url, 200, {}, cost)
 
@@ -92,7 +92,7 @@ def test_paces_to_twenty_writes_a_second_after_the_burst():
     stamps = []
 
     async def main():
-        for _ in range(3200):
+        for _request in range(3200):
             cost = await p.acquire('PATCH', FIC_UPSERT)
             p.observe('PATCH', FIC_UPSERT, 204, {}, cost)
             stamps.append(fake.now)
@@ -240,7 +240,7 @@ def test_refill_waits_for_answers_while_graph_may_still_sit_full():
     bucket could hold: limit minus the costs still in flight."""
     fake = FakeTime()
     p = pacer(fake, scale=10 / 3000)                  # 10 writes, 1 write per 15 s
-    costs = [run(p.acquire('PATCH', FIC_UPSERT)) for _ in range(6)]
+    costs = [run(p.acquire('PATCH', FIC_UPSERT)) for _request in range(6)]
     fake.now += 600                                   # long enough to refill completely, were nothing in flight
     bucket = p.buckets[APP_TENANT_W]
     bucket.refill(fake.now)
