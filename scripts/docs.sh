@@ -16,9 +16,8 @@ check=
 [ "${1:-}" = "--check" ] && check=--check
 bash scripts/lint-venv.sh
 venv=${LINT_VENV:-$root/.venv-lint}
-coll_root=$root/.build/collections
-mkdir -p "$coll_root/ansible_collections/oidc_federation"
-ln -sfn "$root" "$coll_root/ansible_collections/oidc_federation/azure"
+# The collection, importable as oidc_federation.azure (scripts/collection-root.sh: where, and why there).
+coll_root=$(bash scripts/collection-root.sh)
 export PATH="$venv/bin:$PATH" ANSIBLE_COLLECTIONS_PATH=$coll_root PYTHONPATH=$coll_root ANSIBLE_NOCOLOR=1
 export ANSIBLE_LOCAL_TEMP=$root/.build/docs/tmp
 mkdir -p "$ANSIBLE_LOCAL_TEMP"

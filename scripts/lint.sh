@@ -29,10 +29,9 @@ bash scripts/lint-venv.sh
 venv=${LINT_VENV:-$root/.venv-lint}
 work=$root/.build/lint
 mkdir -p "$work/tmp"
-# The collection is importable as oidc_federation.azure through .build/collections (as `make collection` does).
-coll_root=$root/.build/collections
-mkdir -p "$coll_root/ansible_collections/oidc_federation"
-ln -sfn "$root" "$coll_root/ansible_collections/oidc_federation/azure"
+# The collection is importable as oidc_federation.azure (as `make collection` does; scripts/collection-root.sh).
+coll_root=$(bash scripts/collection-root.sh)
+tree_dir=$(bash scripts/collection-root.sh --tree-dir)
 export ANSIBLE_COLLECTIONS_PATH=$coll_root ANSIBLE_NOCOLOR=1 NO_COLOR=1 ANSIBLE_LOCAL_TEMP=$work/tmp
 # Tools of .venv-lint first; ansible-lint warns when it finds its own bin directory missing from PATH.
 lint_path="$venv/bin:$PATH"
@@ -58,8 +57,9 @@ build_tarball() {
 
 step_galaxy-importer() {
   build_tarball
-  local cfg=$work/galaxy-importer.cfg log=$work/galaxy-importer.log rc=0
-  rm -rf "$work/importer" && mkdir -p "$work/importer"
+  # The importer extracts the tarball to <tmp_root_dir>/*/ansible_collections/...: in the tree directory.
+  local cfg=$work/galaxy-importer.cfg log=$work/galaxy-importer.log importer=$tree_dir/lint-importer rc=0
+  rm -rf "$importer" && mkdir -p "$importer"
   # run_ansible_test: its ansible-test run needs containers; `sanity` covers it. Everything else on, as on Galaxy.
   cat > "$cfg" <<CFG
 [galaxy-importer]
@@ -70,8 +70,8 @@ offline_ansible_lint = True
 check_changelog = True
 run_flake8 = False
 log_level_main = INFO
-ansible_local_tmp = $work/importer
-tmp_root_dir = $work/importer
+ansible_local_tmp = $importer
+tmp_root_dir = $importer
 CFG
   # The importer calls ansible-doc, ansible-lint and ansible-galaxy by name: those of .venv-lint. It must see only
   # the extracted tarball, never the work tree: no PYTHONPATH or collections path pointing at the checkout.
