@@ -35,13 +35,23 @@ lint_refs() {
 docsite() {
   rm -rf .build/docs/rst && mkdir -p .build/docs/rst
   antsibull-docs collection --use-current --squash-hierarchy --fail-on-error --no-add-antsibull-docs-version \
-    --output-format simplified-rst --dest-dir .build/docs/rst oidc_federation.azure
+    --output-format simplified-rst --dest-dir .build/docs/rst oidc_federation.azure || return 1
+  # antsibull-docs leaves out, without an error, a role that ansible-doc does not list
+  local role missing=0
+  for role in roles/*/; do
+    role=$(basename "$role")
+    [ -f ".build/docs/rst/${role}_role.rst" ] || { echo "docs: the docsite build has no page for role $role" >&2; missing=1; }
+  done
+  return $missing
 }
 role_spec() {
   ansible-doc -t role oidc_federation.azure.gitlab_oidc >/dev/null || return 1
   ansible-doc -t role --json oidc_federation.azure.gitlab_oidc | python -c '
 import json, sys
-spec = json.load(sys.stdin)["oidc_federation.azure.gitlab_oidc"]["entry_points"].get("main", {})
+docs = json.load(sys.stdin)
+if "oidc_federation.azure.gitlab_oidc" not in docs:
+    sys.exit("docs: ansible-doc -t role does not find oidc_federation.azure.gitlab_oidc (scripts/collection-root.sh)")
+spec = docs["oidc_federation.azure.gitlab_oidc"]["entry_points"].get("main", {})
 sys.exit(0 if spec.get("options") else "docs: ansible-doc shows no argument spec (options) for the role entry point main")'
 
 }
