@@ -5,6 +5,8 @@
 #   changelog       antsibull-changelog lint (the fragments in changelogs/fragments/)
 #   ansible-lint    ansible-lint, production profile (.ansible-lint), on the role, playbooks and metadata
 #   docs            scripts/docs.sh --check: antsibull-docs lint and docsite build, role argument spec, docs/modules/
+#   layout          the docs step again, from a copy of the checkout at <dir>/ansible_collections/oidc_federation/azure
+#                   (where collection developers and ansible-test keep checkouts): the tooling must work there too
 #   galaxy-importer the tarball `ansible-galaxy collection build` makes, imported by galaxy-importer as Galaxy and
 #                   Automation Hub do (ansible-doc, its own ansible-lint run, changelog, EE files), offline and
 #                   without containers; any error it logs fails the step (ansible-lint warnings are shown)
@@ -18,7 +20,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
-all_steps=(changelog ansible-lint docs galaxy-importer ee sanity)
+all_steps=(changelog ansible-lint docs layout galaxy-importer ee sanity)
 steps=("$@")
 [ ${#steps[@]} -gt 0 ] || steps=("${all_steps[@]}")
 for s in "${steps[@]}"; do
@@ -46,6 +48,20 @@ step_ansible-lint() {
 
 step_docs() {
   bash scripts/docs.sh --check
+}
+
+step_layout() {
+  # A copy of the files git knows about (not the sandbox) in the tree directory, whose path has no other
+  # ansible_collections component; it finds its own collections root (scripts/collection-root.sh), and that root
+  # is removed afterwards.
+  local copy dest rc=0
+  copy=$(mktemp -d "$tree_dir/layout.XXXXXX")
+  dest=$copy/ansible_collections/oidc_federation/azure
+  bash scripts/stage-files.sh "$dest" 'sandbox/*'
+  echo "lint: docs step in $dest"
+  (cd "$dest" && env -u ANSIBLE_COLLECTIONS_PATH -u PYTHONPATH LINT_VENV="$venv" bash scripts/docs.sh --check) || rc=$?
+  rm -rf "$(bash "$dest/scripts/collection-root.sh" --tree-dir)" "$copy"
+  return $rc
 }
 
 tarball=
