@@ -5,11 +5,11 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-COLL_ROOT := .build/collections
-COLL_LINK := $(COLL_ROOT)/ansible_collections/oidc_federation/azure
-SANITY_ROOT := .build/sanity
-export ANSIBLE_COLLECTIONS_PATH := $(CURDIR)/$(COLL_ROOT)
-export PYTHONPATH := $(CURDIR)/$(COLL_ROOT):$(CURDIR)/sandbox
+# Where the collection is importable as oidc_federation.azure: .build/collections, or outside the checkout when the
+# checkout itself sits in an ansible_collections tree (scripts/collection-root.sh: where, and why).
+COLL_ROOT := $(shell bash scripts/collection-root.sh --print)
+export ANSIBLE_COLLECTIONS_PATH := $(COLL_ROOT)
+export PYTHONPATH := $(COLL_ROOT):$(CURDIR)/sandbox
 export ANSIBLE_NOCOLOR := 1
 export AZCLI_VENV ?= $(HOME)/.cache/oidc_federation_azure/azcli-venv
 
@@ -27,9 +27,8 @@ $(VENV)/.stamp: requirements/dev.txt
 venv: $(VENV)/.stamp ## create .venv with the pinned dev requirements
 
 .PHONY: collection
-collection: venv ## make the collection importable (symlink under .build/collections)
-	@mkdir -p $(dir $(COLL_LINK))
-	@ln -sfn $(CURDIR) $(COLL_LINK)
+collection: venv ## make the collection importable (symlink under .build/collections; scripts/collection-root.sh)
+	@bash scripts/collection-root.sh >/dev/null
 
 .PHONY: azcli
 azcli: ## create (or reuse) the Azure CLI venv used by the az end-to-end tests
@@ -85,4 +84,4 @@ demo: collection ## start the sandbox, onboard the example projects, print the r
 
 .PHONY: clean
 clean: sandbox-stop ## remove build output (keeps .venv)
-	rm -rf .build tests/output .sandbox
+	rm -rf .build tests/output .sandbox "$$(bash scripts/collection-root.sh --tree-dir)"

@@ -2,7 +2,7 @@
 
 * :func:`ansible_env`: the environment of an ``ansible-playbook`` subprocess: the sandbox's env file (AZURE_*,
   SANDBOX_*, CA bundles) on top of this process's environment without any Azure/GitLab/Ansible setting that could
-  leak in, and the collection made importable from ``.build/collections`` (``make collection``).
+  leak in, and the collection made importable from :func:`collections_root` (``make collection``).
 * :func:`run_playbook`: runs ``ansible-playbook`` and returns a :class:`PlaybookRun` (exit code, output, wall time,
   parsed ``PLAY RECAP``).
 * :func:`parse_recap`: ``PLAY RECAP`` lines -> ``{host: {"ok": n, "changed": n, ...}}``.
@@ -14,6 +14,7 @@ No secret is ever printed: output kept for error messages is passed through :fun
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import re
@@ -25,8 +26,6 @@ from pathlib import Path
 from typing import Iterable, Mapping
 
 REPO = Path(__file__).resolve().parents[1]
-COLLECTIONS = REPO / ".build" / "collections"
-COLLECTION_LINK = COLLECTIONS / "ansible_collections" / "oidc_federation" / "azure"
 RSS_WRAPPER_SOURCE = Path(__file__).resolve().parent / "module_rss_wrapper.py"
 
 # Environment variables of the caller that must not reach the playbook (the sandbox's env file sets its own).
@@ -67,10 +66,25 @@ def redact(text: str, secrets: Iterable[str] = ()) -> str:
     return text
 
 
+@functools.lru_cache(maxsize=None)
+def collections_root() -> Path:
+    """The collections root (``ANSIBLE_COLLECTIONS_PATH``) of this checkout, its link to the checkout made.
+
+    ``scripts/collection-root.sh`` decides where it is (``.build/collections``, or outside the checkout when the
+    checkout sits in an ``ansible_collections`` tree).
+    """
+    proc = subprocess.run(["bash", str(REPO / "scripts" / "collection-root.sh")], capture_output=True, text=True,
+                          check=False)
+    if proc.returncode != 0:
+        raise HarnessError(f"scripts/collection-root.sh failed: {proc.stderr.strip()}")
+    return Path(proc.stdout.strip())
+
+
 def ensure_collection() -> None:
     """Fail clearly unless the collection is importable as ``oidc_federation.azure`` from this checkout."""
-    if not COLLECTION_LINK.exists() or COLLECTION_LINK.resolve() != REPO:
-        raise HarnessError(f"{COLLECTION_LINK} does not point at {REPO}; run `make collection` first")
+    link = collections_root() / "ansible_collections" / "oidc_federation" / "azure"
+    if not link.exists() or link.resolve() != REPO:
+        raise HarnessError(f"{link} does not point at {REPO}; run `make collection` first")
 
 
 def ansible_playbook_bin() -> str:
@@ -92,8 +106,8 @@ def ansible_env(sandbox_env: Mapping[str, str], workdir: Path, **extra: str) -> 
     local_tmp = workdir / ".ansible-tmp"
     local_tmp.mkdir(parents=True, exist_ok=True)
     env.update({
-        "PYTHONPATH": str(COLLECTIONS),
-        "ANSIBLE_COLLECTIONS_PATH": str(COLLECTIONS),
+        "PYTHONPATH": str(collections_root()),
+        "ANSIBLE_COLLECTIONS_PATH": str(collections_root()),
         "ANSIBLE_NOCOLOR": "1",
         "ANSIBLE_FORCE_COLOR": "0",
         "ANSIBLE_STDOUT_CALLBACK": "default",

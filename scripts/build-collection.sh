@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Build the collection tarball exactly as a clean clone would: stage the files git knows about (tracked, or new and
-# not ignored) under <out>/stage/ansible_collections/oidc_federation/azure, then `ansible-galaxy collection build`
-# there, so local clutter (virtualenvs, caches, reports) can never end up in the artifact. galaxy.yml's
-# build_ignore then decides what ships. Prints the tarball's path.
+# not ignored; scripts/stage-files.sh) under <tree dir>/stage.*/ansible_collections/oidc_federation/azure (the tree
+# directory of scripts/collection-root.sh), then `ansible-galaxy collection build` there, so local clutter
+# (virtualenvs, caches, reports) can never end up in the artifact. galaxy.yml's build_ignore then decides what
+# ships. Prints the tarball's path.
 #
 #   bash scripts/build-collection.sh [OUT_DIR] [ANSIBLE_GALAXY]      (default .build/dist, ansible-galaxy of .venv-lint)
 set -euo pipefail
@@ -12,13 +13,12 @@ galaxy=${2:-${LINT_VENV:-$PWD/.venv-lint}/bin/ansible-galaxy}
 [ -x "$galaxy" ] || galaxy=$PWD/.venv/bin/ansible-galaxy
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
-stage=$out/stage/ansible_collections/oidc_federation/azure
 rm -rf "$out/stage" "$out"/oidc_federation-azure-*.tar.gz
-mkdir -p "$stage"
-git ls-files -z --cached --others --exclude-standard | while IFS= read -r -d '' f; do
-  [ -e "$f" ] || continue                       # deleted in the work tree, not yet in the index
-  mkdir -p "$stage/$(dirname "$f")"
-  cp -p "$f" "$stage/$f"
-done
+tree_dir=$(bash scripts/collection-root.sh --tree-dir)
+mkdir -p "$tree_dir"
+work=$(mktemp -d "$tree_dir/stage.XXXXXX")
+trap 'rm -rf "$work"' EXIT
+stage=$work/ansible_collections/oidc_federation/azure
+bash scripts/stage-files.sh "$stage"
 (cd "$stage" && "$galaxy" collection build --force --output-path "$out" >/dev/null)
 ls "$out"/oidc_federation-azure-*.tar.gz

@@ -7,12 +7,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 PY=$root/.venv/bin/python
-export PYTHONPATH=$root/.build/collections:$root/sandbox${PYTHONPATH:+:$PYTHONPATH}
-export ANSIBLE_COLLECTIONS_PATH=$root/.build/collections
-export ANSIBLE_NOCOLOR=1 ANSIBLE_STDOUT_CALLBACK=${ANSIBLE_STDOUT_CALLBACK:-default}
 # The collection must be importable as oidc_federation.azure (what `make collection` does).
-mkdir -p "$root/.build/collections/ansible_collections/oidc_federation"
-ln -sfn "$root" "$root/.build/collections/ansible_collections/oidc_federation/azure"
+coll_root=$(bash scripts/collection-root.sh)
+export PYTHONPATH=$coll_root:$root/sandbox${PYTHONPATH:+:$PYTHONPATH}
+export ANSIBLE_COLLECTIONS_PATH=$coll_root
+export ANSIBLE_NOCOLOR=1 ANSIBLE_STDOUT_CALLBACK=${ANSIBLE_STDOUT_CALLBACK:-default}
 
 mkdir -p .sandbox
 # Start from the sandbox's seed: the state file of an earlier demo would otherwise be loaded (with credentials for the

@@ -16,9 +16,8 @@ check=
 [ "${1:-}" = "--check" ] && check=--check
 bash scripts/lint-venv.sh
 venv=${LINT_VENV:-$root/.venv-lint}
-coll_root=$root/.build/collections
-mkdir -p "$coll_root/ansible_collections/oidc_federation"
-ln -sfn "$root" "$coll_root/ansible_collections/oidc_federation/azure"
+# The collection, importable as oidc_federation.azure (scripts/collection-root.sh: where, and why there).
+coll_root=$(bash scripts/collection-root.sh)
 export PATH="$venv/bin:$PATH" ANSIBLE_COLLECTIONS_PATH=$coll_root PYTHONPATH=$coll_root ANSIBLE_NOCOLOR=1
 export ANSIBLE_LOCAL_TEMP=$root/.build/docs/tmp
 mkdir -p "$ANSIBLE_LOCAL_TEMP"
@@ -36,13 +35,23 @@ lint_refs() {
 docsite() {
   rm -rf .build/docs/rst && mkdir -p .build/docs/rst
   antsibull-docs collection --use-current --squash-hierarchy --fail-on-error --no-add-antsibull-docs-version \
-    --output-format simplified-rst --dest-dir .build/docs/rst oidc_federation.azure
+    --output-format simplified-rst --dest-dir .build/docs/rst oidc_federation.azure || return 1
+  # antsibull-docs leaves out, without an error, a role that ansible-doc does not list
+  local role missing=0
+  for role in roles/*/; do
+    role=$(basename "$role")
+    [ -f ".build/docs/rst/${role}_role.rst" ] || { echo "docs: the docsite build has no page for role $role" >&2; missing=1; }
+  done
+  return $missing
 }
 role_spec() {
   ansible-doc -t role oidc_federation.azure.gitlab_oidc >/dev/null || return 1
   ansible-doc -t role --json oidc_federation.azure.gitlab_oidc | python -c '
 import json, sys
-spec = json.load(sys.stdin)["oidc_federation.azure.gitlab_oidc"]["entry_points"].get("main", {})
+docs = json.load(sys.stdin)
+if "oidc_federation.azure.gitlab_oidc" not in docs:
+    sys.exit("docs: ansible-doc -t role does not find oidc_federation.azure.gitlab_oidc (scripts/collection-root.sh)")
+spec = docs["oidc_federation.azure.gitlab_oidc"]["entry_points"].get("main", {})
 sys.exit(0 if spec.get("options") else "docs: ansible-doc shows no argument spec (options) for the role entry point main")'
 
 }

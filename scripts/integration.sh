@@ -16,15 +16,13 @@ trap cleanup EXIT
 # shellcheck disable=SC1090
 source "$envfile"
 
-work=$(mktemp -d "$root/.build/integration.XXXXXX")
+# The copy ansible-test runs in lives in the tree directory of scripts/collection-root.sh (a path with no other
+# ansible_collections component), wherever this checkout is.
+tree_dir=$(bash scripts/collection-root.sh --tree-dir)
+mkdir -p "$tree_dir"
+work=$(mktemp -d "$tree_dir/integration.XXXXXX")
 dest=$work/ansible_collections/oidc_federation/azure
-mkdir -p "$dest"
-git ls-files -z --cached --others --exclude-standard | while IFS= read -r -d '' f; do
-  [ -e "$f" ] || continue
-  case "$f" in sandbox/*|.ci/*) continue ;; esac
-  mkdir -p "$dest/$(dirname "$f")"
-  cp -p "$f" "$dest/$f"
-done
+bash scripts/stage-files.sh "$dest" 'sandbox/*' '.ci/*'
 cat > "$dest/tests/integration/integration_config.yml" <<YAML
 ---
 sandbox_url: "$SANDBOX_URL"

@@ -5,6 +5,8 @@
 #   changelog       antsibull-changelog lint (the fragments in changelogs/fragments/)
 #   ansible-lint    ansible-lint, production profile (.ansible-lint), on the role, playbooks and metadata
 #   docs            scripts/docs.sh --check: antsibull-docs lint and docsite build, role argument spec, docs/modules/
+#   layout          the docs step again, from a copy of the checkout at <dir>/ansible_collections/oidc_federation/azure
+#                   (where collection developers and ansible-test keep checkouts): the tooling must work there too
 #   galaxy-importer the tarball `ansible-galaxy collection build` makes, imported by galaxy-importer as Galaxy and
 #                   Automation Hub do (ansible-doc, its own ansible-lint run, changelog, EE files), offline and
 #                   without containers; any error it logs fails the step (ansible-lint warnings are shown)
@@ -18,7 +20,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
-all_steps=(changelog ansible-lint docs galaxy-importer ee sanity)
+all_steps=(changelog ansible-lint docs layout galaxy-importer ee sanity)
 steps=("$@")
 [ ${#steps[@]} -gt 0 ] || steps=("${all_steps[@]}")
 for s in "${steps[@]}"; do
@@ -29,10 +31,9 @@ bash scripts/lint-venv.sh
 venv=${LINT_VENV:-$root/.venv-lint}
 work=$root/.build/lint
 mkdir -p "$work/tmp"
-# The collection is importable as oidc_federation.azure through .build/collections (as `make collection` does).
-coll_root=$root/.build/collections
-mkdir -p "$coll_root/ansible_collections/oidc_federation"
-ln -sfn "$root" "$coll_root/ansible_collections/oidc_federation/azure"
+# The collection is importable as oidc_federation.azure (as `make collection` does; scripts/collection-root.sh).
+coll_root=$(bash scripts/collection-root.sh)
+tree_dir=$(bash scripts/collection-root.sh --tree-dir)
 export ANSIBLE_COLLECTIONS_PATH=$coll_root ANSIBLE_NOCOLOR=1 NO_COLOR=1 ANSIBLE_LOCAL_TEMP=$work/tmp
 # Tools of .venv-lint first; ansible-lint warns when it finds its own bin directory missing from PATH.
 lint_path="$venv/bin:$PATH"
@@ -49,6 +50,20 @@ step_docs() {
   bash scripts/docs.sh --check
 }
 
+step_layout() {
+  # A copy of the files git knows about (not the sandbox) in the tree directory, whose path has no other
+  # ansible_collections component; it finds its own collections root (scripts/collection-root.sh), and that root
+  # is removed afterwards.
+  local copy dest rc=0
+  copy=$(mktemp -d "$tree_dir/layout.XXXXXX")
+  dest=$copy/ansible_collections/oidc_federation/azure
+  bash scripts/stage-files.sh "$dest" 'sandbox/*'
+  echo "lint: docs step in $dest"
+  (cd "$dest" && env -u ANSIBLE_COLLECTIONS_PATH -u PYTHONPATH LINT_VENV="$venv" bash scripts/docs.sh --check) || rc=$?
+  rm -rf "$(bash "$dest/scripts/collection-root.sh" --tree-dir)" "$copy"
+  return $rc
+}
+
 tarball=
 build_tarball() {
   [ -n "$tarball" ] && return 0
@@ -58,8 +73,9 @@ build_tarball() {
 
 step_galaxy-importer() {
   build_tarball
-  local cfg=$work/galaxy-importer.cfg log=$work/galaxy-importer.log rc=0
-  rm -rf "$work/importer" && mkdir -p "$work/importer"
+  # The importer extracts the tarball to <tmp_root_dir>/*/ansible_collections/...: in the tree directory.
+  local cfg=$work/galaxy-importer.cfg log=$work/galaxy-importer.log importer=$tree_dir/lint-importer rc=0
+  rm -rf "$importer" && mkdir -p "$importer"
   # run_ansible_test: its ansible-test run needs containers; `sanity` covers it. Everything else on, as on Galaxy.
   cat > "$cfg" <<CFG
 [galaxy-importer]
@@ -70,8 +86,8 @@ offline_ansible_lint = True
 check_changelog = True
 run_flake8 = False
 log_level_main = INFO
-ansible_local_tmp = $work/importer
-tmp_root_dir = $work/importer
+ansible_local_tmp = $importer
+tmp_root_dir = $importer
 CFG
   # The importer calls ansible-doc, ansible-lint and ansible-galaxy by name: those of .venv-lint. It must see only
   # the extracted tarball, never the work tree: no PYTHONPATH or collections path pointing at the checkout.

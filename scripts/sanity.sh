@@ -6,24 +6,20 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 PY=.venv/bin/python
-mkdir -p .build
 bash scripts/ansible-test-pip-shim.sh "$PY" >/dev/null
 # ansible-test's shellcheck test silently skips when the command is missing: install it where we can (root + apt).
 if ! command -v shellcheck >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
   (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq shellcheck) >/dev/null 2>&1 \
     || echo "sanity: could not install shellcheck; ansible-test will skip that test" >&2
 fi
-work=$(mktemp -d "$PWD/.build/sanity.XXXXXX")
+# The copy lives in the tree directory of scripts/collection-root.sh (a path with no other ansible_collections).
+tree_dir=$(bash scripts/collection-root.sh --tree-dir)
+mkdir -p "$tree_dir"
+work=$(mktemp -d "$tree_dir/sanity.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 dest=$work/ansible_collections/oidc_federation/azure
-mkdir -p "$dest"
 # Only what ships: the sandbox, dev scripts and tooling are build_ignore'd in galaxy.yml and are not sanity-tested.
-git ls-files -z --cached --others --exclude-standard | while IFS= read -r -d '' f; do
-  [ -e "$f" ] || continue
-  case "$f" in sandbox/*|scripts/*|docs/dev/*|requirements/*|.ci/*|benchmarks/*|Makefile) continue ;; esac
-  mkdir -p "$dest/$(dirname "$f")"
-  cp -p "$f" "$dest/$f"
-done
+bash scripts/stage-files.sh "$dest" 'sandbox/*' 'scripts/*' 'docs/dev/*' 'requirements/*' '.ci/*' 'benchmarks/*' Makefile
 cd "$dest"
 git init -q . && git add -A >/dev/null && git -c user.email=ci@localhost -c user.name=ci commit -qm sanity >/dev/null
 PATH="$root/.venv/bin:$PATH" ansible-test sanity --venv --python 3.11 --color no "$@"

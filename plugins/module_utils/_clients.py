@@ -41,6 +41,7 @@ GRAPH_VERSIONS = ('v1.0', 'beta')
 REQUEST_TIMEOUT = 100.0
 CONNECT_TIMEOUT = 30.0
 MAX_PAGES = 1000
+_CLIENT_PACER = object()  # graph_request's default: the client's own graph_pacer
 
 # Python module -> pip package, for ``missing_required_lib``.
 PACKAGES = {
@@ -165,12 +166,15 @@ class Clients:
 
     def __init__(self, settings: AuthSettings, *, retry_policy: Optional[RetryPolicy] = None,
                  user_agent: str = USER_AGENT, credential: Any = None, graph_transport: Any = None,
-                 arm_transport: Any = None) -> None:
+                 arm_transport: Any = None, graph_pacer: Any = None) -> None:
         """``credential``: an async token credential to use instead of building one from ``settings`` (it is closed
         with the clients). ``graph_transport``: an httpx async transport for Graph; ``arm_transport``: an azure-core
-        async transport for ARM (the SDK client and the raw pipeline). Both default to the network."""
+        async transport for ARM (the SDK client and the raw pipeline). Both default to the network.
+        ``graph_pacer``: a ``_pacing.GraphPacer`` that ``graph_request`` (and so ``graph_list`` and the ``$batch``
+        executor of ``_batch.py``) waits on before every request and feeds every answer to; None: no pacing."""
         self.settings = settings
         self.retry_policy = retry_policy or RetryPolicy(replication_timeout=settings.replication_timeout)
+        self.graph_pacer = graph_pacer
         self.user_agent = user_agent
         self._graph_transport = graph_transport
         self._arm_transport = arm_transport
@@ -310,13 +314,16 @@ class Clients:
         return self._url(path, '{0}/{1}'.format(self.settings.cloud.graph_endpoint, version), 'graph_endpoint', params)
 
     async def graph_request(self, method: str, path: str, *, version: str = 'v1.0', params: Optional[Mapping[str, Any]] = None,
-                            json_body: Any = None, headers: Optional[Mapping[str, str]] = None) -> ApiResponse:
+                            json_body: Any = None, headers: Optional[Mapping[str, str]] = None,
+                            pacer: Any = _CLIENT_PACER) -> ApiResponse:
         """One raw Graph request through the SDK's pipeline (same auth, TLS and middleware).
 
         ``path`` is relative to ``/{version}`` (e.g. ``/applications(uniqueName='x')``) or an absolute nextLink.
         Returns an ``ApiResponse``; raises ``AzureApiError`` (service ``graph``) for non-2xx answers. No retry here:
-        wrap the call in ``Clients.call``/``run_with_retry``.
+        wrap the call in ``Clients.call``/``run_with_retry``. ``pacer`` (default: ``graph_pacer``; None: none) is
+        waited on before sending and told the answer.
         """
+        pacer = self.graph_pacer if pacer is _CLIENT_PACER else pacer
         abstractions = load_sdk('kiota_abstractions.request_information')
         methods = load_sdk('kiota_abstractions.method').Method
         native = load_sdk('kiota_abstractions.native_response_handler').NativeResponseHandler
@@ -332,8 +339,16 @@ class Clients:
             info.headers.try_add('Content-Type', 'application/json')
         info.add_request_options([option(native())])
         label = '{0} {1}'.format(method.upper(), _path_only(info.url))
-        with _labelled_errors('graph', label, self._graph_token_side):
-            response = await self.graph_adapter(version).send_primitive_async(info, 'bytes', None)
+        cost = await pacer.acquire(method, info.url) if pacer is not None else None
+        try:
+            with _labelled_errors('graph', label, self._graph_token_side):
+                response = await self.graph_adapter(version).send_primitive_async(info, 'bytes', None)
+        except BaseException:
+            if pacer is not None:
+                pacer.release(cost)
+            raise
+        if pacer is not None:
+            pacer.observe(method, info.url, response.status_code, response.headers, cost)
         if response.status_code >= 400:
             raise AzureApiError.from_response('graph', response.status_code, response.headers, response.content, request=label)
         return ApiResponse(response.status_code, response.headers, _decode(response.content))

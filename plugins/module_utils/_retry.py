@@ -8,8 +8,9 @@
 
 """The one retry policy of the collection.
 
-Every Graph/ARM call goes through ``run_with_retry`` (or ``Clients.call``, or the ``retried`` decorator). The SDKs'
-own retries are switched off, so this is the only place where the collection waits and tries again:
+Every Graph/ARM call goes through ``run_with_retry`` (or ``Clients.call``, or the ``retried`` decorator, or the
+``$batch`` executor). The SDKs' own retries are switched off, so this is the only place where the collection decides
+to wait and try again:
 
 * throttling (HTTP 429, and 503): wait ``Retry-After`` (clamped to ``max_retry_after``), else back off;
 * transient failures (500, 502, 504, 408, connection errors): jittered exponential backoff, ``max_attempts`` in all;
@@ -18,8 +19,11 @@ own retries are switched off, so this is the only place where the collection wai
   ``retry_not_found=True``; Graph 400 ``NoBackingApplicationObject``; ARM ``PrincipalNotFound``; plus any
   ``lag_codes`` the caller names): retried until ``replication_timeout`` seconds after the first such failure.
 
-``run_with_retry_sync`` is the same loop for blocking libraries (python-gitlab in ``_gitlab_api.py``), run in worker
-threads. Sleep, clock and randomness are injectable for tests; ``RetryStats`` counts what happened.
+The decision for one logical call lives in ``RetryState`` (attempt counters, replication deadline, the delay before
+the next attempt or the note to give up with); ``run_with_retry`` drives one around a direct call, the Graph
+``$batch`` executor (``_batch.py``) one per inner request, so a request in a batch is retried exactly as the same
+request sent on its own, and ``run_with_retry_sync`` one for blocking libraries (python-gitlab in ``_gitlab_api.py``),
+run in worker threads. Sleep, clock and randomness are injectable for tests; ``RetryStats`` counts what happened.
 """
 
 from __future__ import annotations
@@ -161,6 +165,60 @@ class RetryPolicy:
         return cap / 2.0 + self.rand() * cap / 2.0
 
 
+class RetryState:
+    """The retry bookkeeping of ONE logical call under a policy: the decision logic every caller shares.
+
+    ``run_with_retry`` (and ``run_with_retry_sync``) use one per direct call; the ``$batch`` executor (``_batch.py``)
+    uses one per inner request, so an inner request is retried exactly as the same request sent on its own would be.
+    Feed every failure to
+    ``failed(err)``: it returns the seconds to wait before the next attempt (after counting the retry in the
+    policy's stats and calling ``on_retry``), or None to give up, in which case ``final_error(err)`` is the error to
+    report (with a note saying why retrying stopped).
+    """
+
+    def __init__(self, policy: RetryPolicy, operation: str, *, target: Optional[str] = None,
+                 retry_not_found: bool = False, idempotent: bool = True, lag_codes: Iterable[str] = (),
+                 replication: bool = True) -> None:
+        """``replication=False``: replication lag is not retried (an Azure notion; the GitLab API has none)."""
+        self.policy = policy
+        self.replication = replication
+        self.operation = operation
+        self.target = target
+        self.retry_not_found = retry_not_found
+        self.idempotent = idempotent
+        self.lag_codes = tuple(lag_codes or ())
+        self.attempt = 0          # throttled/transient retries so far
+        self.lag_attempt = 0      # replication retries so far
+        self.lag_deadline = None
+        self.note = None
+        policy.stats.calls += 1
+
+    def failed(self, err: AzureApiError) -> Optional[float]:
+        """Seconds to wait before retrying after ``err``, or None to give up (see ``final_error``)."""
+        policy = self.policy
+        reason = policy.classify(err, retry_not_found=self.retry_not_found, idempotent=self.idempotent,
+                                 lag_codes=self.lag_codes)
+        if reason == REPLICATION and not self.replication:
+            reason = None
+        delay, self.note = _next_delay(policy, err, reason, self.attempt, self.lag_attempt, self.lag_deadline)
+        if delay is None:
+            return None
+        if reason == REPLICATION:
+            if self.lag_deadline is None:
+                self.lag_deadline = policy.clock() + policy.replication_timeout
+            self.lag_attempt += 1
+        else:
+            self.attempt += 1
+        policy.stats.record(reason, delay)
+        if policy.on_retry is not None:
+            policy.on_retry(RetryEvent(self.operation, self.target, reason, self.attempt + self.lag_attempt, delay, err))
+        return delay
+
+    def final_error(self, err: AzureApiError) -> AzureApiError:
+        """``err`` as reported when ``failed(err)`` returned None: with the note saying why retrying stopped."""
+        return err.with_context(note=self.note) if self.note else err
+
+
 async def run_with_retry(policy: RetryPolicy, operation: str, fn: Callable[..., Awaitable[Any]], *args: Any,
                          target: Optional[str] = None, service: Optional[str] = None, retry_not_found: bool = False,
                          idempotent: bool = True, lag_codes: Iterable[str] = (), **kwargs: Any) -> Any:
@@ -173,10 +231,8 @@ async def run_with_retry(policy: RetryPolicy, operation: str, fn: Callable[..., 
     ``lag_codes``: more error codes to treat as replication lag.
     Exceptions that are neither API nor connection errors (bugs, ``ValidationError``) propagate unchanged.
     """
-    policy.stats.calls += 1
-    attempt = 0          # throttled/transient retries so far
-    lag_attempt = 0      # replication retries so far
-    lag_deadline = None
+    state = RetryState(policy, operation, target=target, retry_not_found=retry_not_found, idempotent=idempotent,
+                       lag_codes=lag_codes)
     while True:
         try:
             return await fn(*args, **kwargs)
@@ -186,19 +242,9 @@ async def run_with_retry(policy: RetryPolicy, operation: str, fn: Callable[..., 
             err = AzureApiError.from_exception(exc, operation=operation, target=target, service=service)
             if err is None:
                 raise
-            reason = policy.classify(err, retry_not_found=retry_not_found, idempotent=idempotent, lag_codes=lag_codes)
-            delay, note = _next_delay(policy, err, reason, attempt, lag_attempt, lag_deadline)
+            delay = state.failed(err)
             if delay is None:
-                raise (err.with_context(note=note) if note else err) from exc
-            if reason == REPLICATION:
-                if lag_deadline is None:
-                    lag_deadline = policy.clock() + policy.replication_timeout
-                lag_attempt += 1
-            else:
-                attempt += 1
-            policy.stats.record(reason, delay)
-            if policy.on_retry is not None:
-                policy.on_retry(RetryEvent(operation, target, reason, attempt + lag_attempt, delay, err))
+                raise state.final_error(err) from exc
             await policy.sleep(delay)
 
 
@@ -214,8 +260,7 @@ def run_with_retry_sync(policy: RetryPolicy, operation: str, fn: Callable[..., A
     (429/503 with ``Retry-After``) and, for idempotent calls, transient errors are retried; replication lag is an
     Azure notion and is not retried here.
     """
-    policy.stats.calls += 1
-    attempt = 0
+    state = RetryState(policy, operation, target=target, idempotent=idempotent, replication=False)
     while True:
         try:
             return fn(*args, **kwargs)
@@ -226,16 +271,9 @@ def run_with_retry_sync(policy: RetryPolicy, operation: str, fn: Callable[..., A
             if err is None:
                 raise
             err = err.with_context(operation, target, service)
-            reason = policy.classify(err, idempotent=idempotent)
-            if reason == REPLICATION:
-                reason = None
-            delay, note = _next_delay(policy, err, reason, attempt, 0, None)
+            delay = state.failed(err)
             if delay is None:
-                raise (err.with_context(note=note) if note else err) from exc
-            attempt += 1
-            policy.stats.record(reason, delay)
-            if policy.on_retry is not None:
-                policy.on_retry(RetryEvent(operation, target, reason, attempt, delay, err))
+                raise state.final_error(err) from exc
             policy.sync_sleep(delay)
 
 

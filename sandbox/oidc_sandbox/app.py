@@ -171,7 +171,7 @@ def build_app(ctx: Sandbox) -> Starlette:
         request.scope["path"] = path  # handlers that build links from request.url see the collapsed path
         method = request.method
         service = service_for(path)
-        injected = False
+        injected: str | None = None  # "rule" or "quota" when a fault answered instead of the service
         extra: dict[str, str] = {}
         try:
             if service != "control":
@@ -179,11 +179,12 @@ def build_app(ctx: Sandbox) -> Starlette:
                 if service == "graph" and (ctx.faults.graph_quotas is not None or ctx.faults.rules):
                     app_id = ctx.auth.peek_app_id(request)  # the quota buckets and the x-ms-throttle-scope
                 delay, fault, extra = ctx.faults.before(service, method, path, app_id=app_id,
-                                                        tenant_id=ctx.config.tenant_id)
+                                                        tenant_id=ctx.config.tenant_id,
+                                                        query=request.url.query)
                 if delay:
                     await asyncio.sleep(delay)
                 if fault is not None:
-                    injected = True
+                    injected = fault.source or "rule"
                     raise fault
             response = await _handler(service)(ctx, request, path)
             if response is None:

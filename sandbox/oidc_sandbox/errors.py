@@ -11,7 +11,12 @@ if TYPE_CHECKING:
 
 
 class ServiceError(Exception):
-    """Raised by a handler; the app turns it into a JSON response (a ``str`` body is sent as text/plain)."""
+    """Raised by a handler; the app turns it into a JSON response (a ``str`` body is sent as text/plain).
+
+    ``source`` is set on injected faults: ``"rule"`` (a fault rule) or ``"quota"`` (a Graph quota bucket).
+    """
+
+    source: str | None = None
 
     def __init__(self, status: int, body: dict[str, Any] | str | None, headers: dict[str, str] | None = None):
         super().__init__(status, body)

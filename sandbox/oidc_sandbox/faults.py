@@ -13,7 +13,8 @@ Spec (all keys optional)::
         "methods": ["POST"], "path": "/applications"},
        {"service": "arm", "kind": "error", "status": 503, "rate": 0.1},
        {"service": "*", "kind": "latency", "ms": 40, "jitter_ms": 10}],
-     "graph_quotas": {"tenant_size": "S", "scale": 0.01}}   # Graph identity token buckets (api-facts §8)
+     "graph_quotas": {"tenant_size": "S", "scale": 0.01,    # Graph identity token buckets (api-facts §8)
+                      "window_scale": 0.01}}
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ import math
 import random
 import re
 import time
+import urllib.parse
 from typing import Any, Callable
 
 from .errors import ServiceError, throttled, unavailable
@@ -37,6 +39,54 @@ _APP_TENANT_WRITES = (3000, 150.0)
 _APP_RU = (150_000, 20.0)
 _APP_WRITES = (35_000, 300.0)
 _TENANT_WRITES = (18_000, 300.0)
+# Base request costs that differ from the default (GET 1 unit; POST/PATCH/PUT/DELETE 1 unit + 1 write), from the
+# documented table; ``{id}`` is one segment (an id or an alternate key), ``me/`` also covers ``users/{id}/``.
+_BASE_COSTS = {
+    ("GET", "applications"): (2, 0),
+    ("GET", "applications/{id}/extensionproperties"): (2, 0),
+    ("GET", "contracts"): (3, 0),
+    ("POST", "directoryobjects/getbyids"): (5, 0),
+    ("GET", "domains/{id}/domainnamereferences"): (4, 0),
+    ("POST", "getobjectsbyid"): (5, 0),
+    ("GET", "groups/{id}/members"): (3, 0),
+    ("GET", "groups/{id}/transitivemembers"): (5, 0),
+    ("POST", "ismemberof"): (4, 0),
+    ("POST", "me/checkmembergroups"): (4, 0),
+    ("POST", "me/checkmemberobjects"): (4, 0),
+    ("POST", "me/getmembergroups"): (2, 0),
+    ("POST", "me/getmemberobjects"): (2, 0),
+    ("GET", "me/licensedetails"): (2, 0),
+    ("GET", "me/memberof"): (2, 0),
+    ("GET", "me/ownedobjects"): (2, 0),
+    ("GET", "me/transitivememberof"): (2, 0),
+    ("GET", "oauth2permissiongrants"): (2, 0),
+    ("GET", "oauth2permissiongrants/{id}"): (2, 0),
+    ("GET", "serviceprincipals/{id}/approleassignments"): (2, 0),
+    ("GET", "subscribedskus"): (3, 0),
+    ("GET", "users"): (2, 0),
+}
+# "Using $select for directoryObjects/getByIds and getObjectsById results in 2 ResourceUnits."
+_SELECT_FIXED = {"directoryobjects/getbyids": 2, "getobjectsbyid": 2}
+
+
+def _cost_template(path: str) -> str:
+    """``/v1.0/applications(appId='x')/federatedIdentityCredentials`` -> ``applications/{id}/federatedidentitycredentials``
+    (key predicates become an id segment; ``users/{id}/...`` is matched as ``me/...``)."""
+    parts: list[str] = []
+    for raw in [p for p in path.split("/") if p][1:]:  # drop the version
+        name, paren, _key = raw.partition("(")
+        if name:
+            parts.append(name.lower())
+        if paren:
+            parts.append("{key}")
+    if len(parts) >= 3 and parts[0] == "users":
+        parts = ["me"] + parts[2:]
+    return "/".join(parts)
+
+
+def _template_matches(template: str, pattern: str) -> bool:
+    got, want = template.split("/"), pattern.split("/")
+    return len(got) == len(want) and all(w == "{id}" or g == w for g, w in zip(got, want))
 
 
 class TokenBucket:
@@ -142,56 +192,76 @@ class GraphQuotas:
     def __init__(self, spec: dict[str, Any], monotonic: Callable[[], float]):
         if not isinstance(spec, dict):
             raise ValueError("graph_quotas must be an object")
-        unknown = set(spec) - {"tenant_size", "scale"}
+        unknown = set(spec) - {"tenant_size", "scale", "window_scale"}
         if unknown:
             raise ValueError(f"unknown graph_quotas keys: {', '.join(sorted(unknown))}")
         self.tenant_size = spec.get("tenant_size", "S")
         if self.tenant_size not in _APP_TENANT_RU:
             raise ValueError("graph_quotas.tenant_size must be S, M or L")
         self.scale = _number(spec, "scale", 1.0, 0.000001, 1000.0)
-        self.spec = {"tenant_size": self.tenant_size, "scale": self.scale}
+        self.window_scale = _number(spec, "window_scale", 1.0, 0.000001, 1000.0)
+        self.spec = {"tenant_size": self.tenant_size, "scale": self.scale, "window_scale": self.window_scale}
         self._monotonic = monotonic
         self._buckets: dict[tuple[str, str], TokenBucket] = {}
 
     def _bucket(self, kind: str, key: str, capacity: float, window: float) -> TokenBucket:
         bucket = self._buckets.get((kind, key))
         if bucket is None:
-            bucket = self._buckets[(kind, key)] = TokenBucket(capacity * self.scale, window, self._monotonic())
+            bucket = self._buckets[(kind, key)] = TokenBucket(capacity * self.scale, window * self.window_scale,
+                                                              self._monotonic())
         return bucket
 
     @staticmethod
-    def cost(method: str, path: str) -> tuple[int, int]:
-        """(resource units, writes) of one request: ``GET applications`` costs 2, other GETs 1, writes 1+1."""
-        if method in _WRITE_METHODS:
-            return 1, 1
-        segments = path.lower().split("/")
-        return (2 if len(segments) > 2 and segments[2].startswith("applications") else 1), 0
+    def cost(method: str, path: str, query: str = "") -> tuple[int, int]:
+        """(resource units, writes) of one request, per the documented table: base cost by path (``GET
+        applications`` 2, ``GET users`` 2, ... other GETs 1, writes 1 unit + 1 write), then ``$select`` -1,
+        ``$expand`` +1, ``$top`` below 20 -1, never below 1."""
+        template = _cost_template(path)
+        units, writes = (1, 1) if method in _WRITE_METHODS else (1, 0)
+        for (base_method, pattern), base in _BASE_COSTS.items():
+            if base_method == method and _template_matches(template, pattern):
+                units, writes = base
+                break
+        options = {k.lower(): v for k, v in urllib.parse.parse_qsl(query, keep_blank_values=True)}
+        if "$select" in options and template in _SELECT_FIXED:
+            units = _SELECT_FIXED[template]
+        else:
+            if "$select" in options:
+                units -= 1
+            if "$expand" in options:
+                units += 1
+            top = options.get("$top", "").strip()
+            if top.isdigit() and int(top) < 20:
+                units -= 1
+        return max(1, units), writes
 
-    def charge(self, app_id: str, tenant_id: str, method: str, path: str) -> tuple[ServiceError | None,
-                                                                                      dict[str, str]]:
+    def charge(self, app_id: str, tenant_id: str, method: str, path: str,
+               query: str = "") -> tuple[ServiceError | None, dict[str, str]]:
         """Take the request's cost from every bucket it counts against, or return the 429 it gets."""
-        units, writes = self.cost(method, path)
+        units, writes = self.cost(method, path, query)
         now = self._monotonic()
         checks = [
             (self._bucket("ru", f"{app_id}/{tenant_id}", _APP_TENANT_RU[self.tenant_size], _APP_TENANT_RU_WINDOW),
-             units, f"Tenant_Application/ResourceUnit/{app_id}/{tenant_id}", "ResourceUnitLimitExceeded"),
-            (self._bucket("ru-app", app_id, *_APP_RU), units, f"Application/ResourceUnit/{app_id}",
+             units, f"Tenant_Application/ReadWrite/{app_id}/{tenant_id}", "ResourceUnitLimitExceeded"),
+            (self._bucket("ru-app", app_id, *_APP_RU), units, f"Application/ReadWrite/{app_id}",
              "ResourceUnitLimitExceeded"),
         ]
         if writes:
             checks += [
                 (self._bucket("w", f"{app_id}/{tenant_id}", *_APP_TENANT_WRITES), writes,
-                 f"Tenant_Application/ReadWrite/{app_id}/{tenant_id}", "WriteLimitExceeded"),
-                (self._bucket("w-app", app_id, *_APP_WRITES), writes, f"Application/ReadWrite/{app_id}",
+                 f"Tenant_Application/Write/{app_id}/{tenant_id}", "WriteLimitExceeded"),
+                (self._bucket("w-app", app_id, *_APP_WRITES), writes, f"Application/Write/{app_id}",
                  "WriteLimitExceeded"),
-                (self._bucket("w-tenant", tenant_id, *_TENANT_WRITES), writes, f"Tenant/ReadWrite/{tenant_id}",
+                (self._bucket("w-tenant", tenant_id, *_TENANT_WRITES), writes, f"Tenant/Write/{tenant_id}",
                  "WriteLimitExceeded"),
             ]
         for bucket, cost, scope, info in checks:
             wait = bucket.wait_for(cost, now)
             if wait > 0:
-                return throttled("graph", max(1, math.ceil(wait)), tenant_id=tenant_id, app_id=app_id,
-                                 scope=scope, information=info, write=bool(writes)), {}
+                error = throttled("graph", max(1, math.ceil(wait)), tenant_id=tenant_id, app_id=app_id,
+                                  scope=scope, information=info, write=bool(writes))
+                error.source = "quota"
+                return error, {}
         for bucket, cost, _scope, _info in checks:
             bucket.take(cost)
         headers = {"x-ms-resource-unit": str(units)}
@@ -245,10 +315,13 @@ class Faults:
         return isinstance(created, (int, float)) and self._monotonic() - created < self.replication_lag
 
     def before(self, service: str, method: str, path: str, *, app_id: str | None = None,
-               tenant_id: str = "", quotas: bool = True) -> tuple[float, ServiceError | None, dict[str, str]]:
+               tenant_id: str = "", quotas: bool = True,
+               query: str = "") -> tuple[float, ServiceError | None, dict[str, str]]:
         """Decide the faults of one request: (delay seconds, error to answer instead, extra headers).
 
-        ``quotas=False`` applies the rules only (graph.py charges ``$batch`` items with :meth:`graph_charge`).
+        The error's ``source`` says where it came from: ``"rule"`` (a fault rule) or ``"quota"`` (a Graph quota
+        bucket). ``quotas=False`` applies the rules only (graph.py charges ``$batch`` items with
+        :meth:`graph_charge`). ``query`` (the raw query string) prices ``$select``/``$expand``/``$top``.
         """
         delay = 0.0
         error: ServiceError | None = None
@@ -267,14 +340,17 @@ class Faults:
                                       write=method in _WRITE_METHODS)
                 else:
                     error = unavailable(service, rule.status)
+                error.source = "rule"
         headers: dict[str, str] = {}
         if error is None and quotas and service == "graph" and self.graph_quotas is not None \
                 and app_id is not None and not path.lower().endswith("/$batch"):
-            error, headers = self.graph_quotas.charge(app_id, tenant_id, method, path)
+            error, headers = self.graph_quotas.charge(app_id, tenant_id, method, path, query)
         return delay, error, headers
 
-    def graph_charge(self, app_id: str, tenant_id: str, method: str, path: str) -> ServiceError | None:
-        """For graph.py's ``$batch``: charge one inner request against the Graph quotas (None = allowed)."""
+    def graph_charge(self, app_id: str, tenant_id: str, method: str, path: str,
+                     query: str = "") -> tuple[ServiceError | None, dict[str, str]]:
+        """For graph.py's ``$batch``: charge one inner request against the Graph quotas: (429 or None, the
+        ``x-ms-resource-unit``/``x-ms-throttle-limit-percentage`` headers of an allowed request)."""
         if self.graph_quotas is None:
-            return None
-        return self.graph_quotas.charge(app_id, tenant_id, method, path)[0]
+            return None, {}
+        return self.graph_quotas.charge(app_id, tenant_id, method, path, query)

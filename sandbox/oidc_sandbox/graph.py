@@ -1495,12 +1495,15 @@ async def _batch(call: Call) -> Response:
     each authorised and throttled on its own."""
     items = _batch_order(_batch_items(await call.body()))
     results: dict[str, dict[str, Any]] = {}
+    stats = getattr(call.ctx, "stats", None)
     for item in items:
         failed = [d for d in item.depends_on if results[d]["status"] >= 400]
         if failed:
             results[item.id] = _batch_result(item.id, graph_error(
                 424, "FailedDependency", f"The request depends on request id(s) {', '.join(failed)}, which "
                                          f"failed."))
+            if stats is not None:
+                stats.record_batch_item(item.method, _batch_path(call, item), 424, not_attempted=True)
         else:
             results[item.id] = await _batch_run(call, item)
     return _json_response(200, {"responses": [results[item.id] for item in items]})
@@ -1513,47 +1516,67 @@ def _batch_result(item_id: str, error: ServiceError) -> dict[str, Any]:
     return {"id": item_id, "status": error.status, "headers": headers, "body": error.body}
 
 
+def _batch_path(call: Call, item: _BatchItem) -> str:
+    return f"/{call.version}/{urllib.parse.unquote(item.url.partition('?')[0].lstrip('/'))}"
+
+
 async def _batch_run(call: Call, item: _BatchItem) -> dict[str, Any]:
-    """One inner request through ``handle`` (with the batch's token and the faults/quotas of a real request)."""
-    if item.method not in _BATCH_METHODS:
-        return _batch_result(item.id, method_not_allowed())
-    raw_path, _, query = item.url.partition("?")
-    path = f"/{call.version}/{urllib.parse.unquote(raw_path.lstrip('/'))}"
-    if urllib.parse.urlsplit(item.url).scheme or path.lower().rstrip("/").endswith("/$batch"):
-        return _batch_result(item.id, bad_request("Batch requests must use URLs relative to the version, and "
-                                                  "cannot contain another $batch."))
-    request = _inner_request(call, item, path, query)
-    fault = await _batch_faults(call, item, path, request)
-    if fault is not None:
-        return _batch_result(item.id, fault)
-    try:
-        response = await handle(call.ctx, request, path)
-    except ServiceError as error:
-        return _batch_result(item.id, error)
-    if isinstance(response, InStreamErrorResponse):  # a batch cannot carry a malformed body: the error instead
-        return _batch_result(item.id, response.error)
-    result: dict[str, Any] = {"id": item.id, "status": response.status_code, "headers": {}}
-    if response.body:
-        result["headers"]["Content-Type"] = "application/json"
-        result["body"] = json.loads(response.body)
+    """One inner request through ``handle`` (with the batch's token and the faults/quotas of a real request),
+    counted in the stats as a request of its own."""
+    result, injected = await _batch_answer(call, item)
+    stats = getattr(call.ctx, "stats", None)
+    if stats is not None:
+        stats.record_batch_item(item.method, _batch_path(call, item), result["status"], injected=injected)
     return result
 
 
-async def _batch_faults(call: Call, item: _BatchItem, path: str, request: Request) -> ServiceError | None:
+async def _batch_answer(call: Call, item: _BatchItem) -> tuple[dict[str, Any], str | None]:
+    if item.method not in _BATCH_METHODS:
+        return _batch_result(item.id, method_not_allowed()), None
+    query = item.url.partition("?")[2]
+    path = _batch_path(call, item)
+    if urllib.parse.urlsplit(item.url).scheme or path.lower().rstrip("/").endswith("/$batch"):
+        return _batch_result(item.id, bad_request("Batch requests must use URLs relative to the version, and "
+                                                  "cannot contain another $batch.")), None
+    request = _inner_request(call, item, path, query)
+    fault, quota_headers = await _batch_faults(call, item, path, query, request)
+    if fault is not None:
+        return _batch_result(item.id, fault), fault.source or "rule"
+    try:
+        response = await handle(call.ctx, request, path)
+    except ServiceError as error:
+        result = _batch_result(item.id, error)
+        result["headers"].update(quota_headers)
+        return result, None
+    if isinstance(response, InStreamErrorResponse):  # a batch cannot carry a malformed body: the error instead
+        result = _batch_result(item.id, response.error)
+        result["headers"].update(quota_headers)
+        return result, None
+    result: dict[str, Any] = {"id": item.id, "status": response.status_code, "headers": dict(quota_headers)}
+    if response.body:
+        result["headers"]["Content-Type"] = "application/json"
+        result["body"] = json.loads(response.body)
+    return result, None
+
+
+async def _batch_faults(call: Call, item: _BatchItem, path: str, query: str,
+                        request: Request) -> tuple[ServiceError | None, dict[str, str]]:
     """The fault rules (latency, 429, 5xx) and the Graph quotas (``ctx.faults.graph_charge``) of one inner request:
-    each item is throttled on its own, as Graph documents for JSON batching."""
+    each item is throttled on its own, as Graph documents for JSON batching. Returns (the error to answer instead,
+    the quota headers of an allowed request: ``x-ms-resource-unit``, ``x-ms-throttle-limit-percentage``)."""
     faults = getattr(call.ctx, "faults", None)
     if faults is None:
-        return None
+        return None, {}
     peek = getattr(call.ctx.auth, "peek_app_id", None)
     app_id = peek(request) if peek else None
     tenant_id = call.state.tenant_id
-    delay, fault, _ = faults.before("graph", item.method, path, app_id=app_id, tenant_id=tenant_id, quotas=False)
+    delay, fault, _ = faults.before("graph", item.method, path, app_id=app_id, tenant_id=tenant_id, quotas=False,
+                                    query=query)
     if delay:
         await asyncio.sleep(delay)
     if fault is None and app_id is not None:
-        fault = faults.graph_charge(app_id, tenant_id, item.method, path)
-    return fault
+        return faults.graph_charge(app_id, tenant_id, item.method, path, query)
+    return fault, {}
 
 
 def _inner_request(call: Call, item: _BatchItem, path: str, query: str) -> Request:

@@ -1,4 +1,5 @@
-"""Request statistics for ``GET /_sandbox/stats``: counts by service, method, route template and status."""
+"""Request statistics for ``GET /_sandbox/stats``: counts by service, method, route template and status, and per
+management API (``graph``, ``arm``) the requests as their quotas count them (see README, "Control API")."""
 from __future__ import annotations
 
 import collections
@@ -47,6 +48,39 @@ def route_template(service: str, path: str) -> str:
     return "/".join(out)
 
 
+class ServiceCounts:
+    """One management API's requests as its quotas see them: a ``$batch`` counts each inner request, not the
+    envelope.  ``reads``/``writes`` are requests the service ran (no fault or quota answered instead: what the
+    quotas charge); ``throttled`` every 429 (``quota_throttled`` those of the Graph quota buckets); ``faulted``
+    answers injected by fault rules; ``not_attempted`` inner requests answered 424 (a prerequisite failed)."""
+
+    FIELDS = ("requests", "reads", "writes", "throttled", "quota_throttled", "faulted", "errors_5xx", "batches",
+              "batch_requests", "not_attempted")
+
+    def __init__(self) -> None:
+        for name in self.FIELDS:
+            setattr(self, name, 0)
+
+    def count(self, method: str, status: int, injected: str | None) -> None:
+        self.requests += 1
+        if status == 429:
+            self.throttled += 1
+        if injected == "quota":
+            self.quota_throttled += 1
+        elif injected:
+            self.faulted += 1
+        if status >= 500:
+            self.errors_5xx += 1
+        if not injected:
+            if method in _WRITE_METHODS:
+                self.writes += 1
+            else:
+                self.reads += 1
+
+    def to_json(self) -> dict[str, int]:
+        return {name: getattr(self, name) for name in self.FIELDS}
+
+
 class Stats:
     """Counters since start or the last ``reset()``."""
 
@@ -68,9 +102,21 @@ class Stats:
         self.by_method: collections.Counter[str] = collections.Counter()
         self.by_status: collections.Counter[str] = collections.Counter()
         self.by_route: collections.Counter[str] = collections.Counter()
+        self.batch_by_route: collections.Counter[str] = collections.Counter()
+        self.services = {"graph": ServiceCounts(), "arm": ServiceCounts()}
 
-    def record(self, service: str, method: str, path: str, status: int, *, injected: bool = False) -> None:
-        """Count one answered request (called by the app for every request)."""
+    def record(self, service: str, method: str, path: str, status: int, *, injected: str | bool | None = None) -> None:
+        """Count one answered HTTP request (called by the app for every request); ``injected`` is the source of a
+        fault that answered it (``"rule"``/``"quota"``), if any."""
+        injected = ("rule" if injected is True else injected) or None
+        counts = self.services.get(service)
+        if counts is not None:
+            if service == "graph" and method == "POST" and path.lower().rstrip("/").endswith("/$batch"):
+                counts.batches += 1  # the envelope: its inner requests are counted by record_batch_item
+                if injected:
+                    counts.count(method, status, injected)
+            else:
+                counts.count(method, status, injected)
         self.total += 1
         if service in ("graph", "arm"):  # reads/writes of the management APIs (token POSTs are not writes)
             if method in _WRITE_METHODS:
@@ -88,6 +134,17 @@ class Stats:
         self.by_status[str(status)] += 1
         self.by_route[f"{method} {route_template(service, path)}"] += 1
 
+    def record_batch_item(self, method: str, path: str, status: int, *, injected: str | None = None,
+                          not_attempted: bool = False) -> None:
+        """Count one inner request of a Graph ``$batch`` (called by graph.py)."""
+        counts = self.services["graph"]
+        counts.batch_requests += 1
+        self.batch_by_route[f"{method} {route_template('graph', path)}"] += 1
+        if not_attempted:
+            counts.not_attempted += 1
+        else:
+            counts.count(method, status, injected)
+
     def token_issued(self, service: str) -> None:
         self.tokens_issued += 1
         self.tokens_by_service[service] += 1
@@ -103,4 +160,6 @@ class Stats:
             "token_failures": dict(self.token_failures), "by_service": dict(self.by_service),
             "by_method": dict(self.by_method), "by_status": dict(self.by_status),
             "by_route": dict(sorted(self.by_route.items())),
+            "graph": self.services["graph"].to_json(), "arm": self.services["arm"].to_json(),
+            "batch_by_route": dict(sorted(self.batch_by_route.items())),
         }

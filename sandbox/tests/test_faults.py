@@ -160,3 +160,52 @@ def test_reset_clears_faults_and_reset_can_set_them(clean_sandbox):
     sb.reset(faults={"replication_lag": 2})
     assert sb.control("GET", "faults").json()["replication_lag"] == 2
     assert sb.control("POST", "reset", json={"faults": {"rules": 1}}).status_code == 400
+
+
+@pytest.mark.parametrize("method,path,query,cost", [
+    ("GET", "/v1.0/applications", "", (2, 0)),
+    ("GET", "/v1.0/applications", "$select=id,appId", (1, 0)),
+    ("GET", "/v1.0/applications", "$top=5", (1, 0)),
+    ("GET", "/v1.0/applications", "$top=20", (2, 0)),
+    ("GET", "/v1.0/applications", "$select=id&$top=5", (1, 0)),  # never below 1
+    ("GET", "/v1.0/applications", "$expand=owners", (3, 0)),
+    ("GET", "/v1.0/applications/3f0c2a8e-0000-4000-8000-000000000001", "", (1, 0)),
+    ("GET", "/v1.0/applications(uniqueName='x')", "$expand=owners", (2, 0)),
+    ("GET", "/beta/applications/3f0c2a8e-0000-4000-8000-000000000001/federatedIdentityCredentials", "", (1, 0)),
+    ("GET", "/v1.0/applications(appId='a')/extensionProperties", "", (2, 0)),
+    ("GET", "/v1.0/servicePrincipals/3f0c2a8e-0000-4000-8000-000000000001/appRoleAssignments", "", (2, 0)),
+    ("GET", "/v1.0/users", "", (2, 0)),
+    ("GET", "/v1.0/users/u1/memberOf", "", (2, 0)),
+    ("GET", "/v1.0/groups/g1/transitiveMembers", "$select=id", (4, 0)),
+    ("POST", "/v1.0/directoryObjects/getByIds", "", (5, 0)),
+    ("POST", "/v1.0/directoryObjects/getByIds", "$select=id", (2, 0)),
+    ("PATCH", "/v1.0/applications(uniqueName='x')", "", (1, 1)),
+    ("POST", "/v1.0/servicePrincipals", "", (1, 1)),
+    ("DELETE", "/beta/applications/a/federatedIdentityCredentials/f", "", (1, 1)),
+])
+def test_graph_request_costs_follow_the_documented_table(method, path, query, cost):
+    """Base costs by path, then $select -1, $expand +1, $top below 20 -1, never below 1; writes cost 1 unit + 1
+    write (https://learn.microsoft.com/graph/throttling-limits, identity and access service limits)."""
+    from oidc_sandbox.faults import GraphQuotas
+
+    assert GraphQuotas.cost(method, path, query) == cost
+
+
+def test_graph_quota_costs_are_reported_and_window_scale_speeds_refill(clean_sandbox):
+    sb = clean_sandbox
+    token = sb.token(GRAPH_SCOPE)
+    sb.faults(graph_quotas={"tenant_size": "S"})
+    assert sb.graph("GET", "/v1.0/applications?$select=id", token=token).headers["x-ms-resource-unit"] == "1"
+    assert sb.graph("GET", "/v1.0/applications?$top=50", token=token).headers["x-ms-resource-unit"] == "2"
+    # 3,000 writes per 150 s scaled to 2 writes per 1.5 s (window_scale 0.01): the same rate as the real quota
+    sb.faults(graph_quotas={"tenant_size": "L", "scale": 2 / 3000, "window_scale": 0.01})
+    codes = [sb.graph("POST", "/v1.0/applications", token=token,
+                      json={"displayName": f"w{i}", "signInAudience": "AzureADMyOrg"}) for i in range(3)]
+    assert [r.status_code for r in codes] == [201, 201, 429]
+    assert codes[1].headers["x-ms-throttle-limit-percentage"] == "1.0"
+    assert codes[2].headers["x-ms-throttle-scope"].startswith("Tenant_Application/Write/")
+    time.sleep(0.8)  # one write refills in 0.75 s
+    assert sb.graph("POST", "/v1.0/applications", token=token,
+                    json={"displayName": "w3", "signInAudience": "AzureADMyOrg"}).status_code == 201
+    assert sb.control("GET", "faults").json()["graph_quotas"] == {"tenant_size": "L", "scale": 2 / 3000,
+                                                                 "window_scale": 0.01}

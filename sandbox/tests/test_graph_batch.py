@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import pytest
 
+from conftest import ARM_SCOPE
+
 from test_graph_helpers import assert_graph_error, graph_env  # noqa: F401
 
 JSON = {"Content-Type": "application/json"}
@@ -98,10 +100,11 @@ def test_inner_requests_are_throttled_individually(graph_env):
 
 def test_inner_requests_are_charged_against_the_graph_quotas(graph_env):
     """Each inner request costs what it would cost alone (ctx.faults.graph_charge); the outer $batch costs
-    nothing.  S tenant: 3,500 resource units per 10 s per app+tenant, scaled to 5; GET applications costs 2."""
+    nothing.  S tenant: 3,500 resource units per 10 s per app+tenant, scaled to 5; GET applications costs 2
+    ($top of 20 or more does not lower it)."""
     client = graph_env.http()  # token issued before the quotas are switched on
     graph_env.sb.faults(graph_quotas={"tenant_size": "S", "scale": 5 / 3500})
-    body = {"requests": [{"id": str(i), "method": "GET", "url": "/applications?$top=1"} for i in range(1, 5)]}
+    body = {"requests": [{"id": str(i), "method": "GET", "url": "/applications?$top=20"} for i in range(1, 5)]}
     response = client.post("/v1.0/$batch", json=body)
     assert response.status_code == 200, response.text
     assert "x-ms-resource-unit" not in response.headers  # the envelope itself is not charged
@@ -111,9 +114,10 @@ def test_inner_requests_are_charged_against_the_graph_quotas(graph_env):
     assert throttled["body"]["error"]["code"] == "Request_ThrottledTemporarily"
     assert int(throttled["headers"]["Retry-After"]) >= 1
     assert throttled["headers"]["x-ms-throttle-information"] == "ResourceUnitLimitExceeded"
-    assert throttled["headers"]["x-ms-throttle-scope"].startswith("Tenant_Application/ResourceUnit/")
+    assert throttled["headers"]["x-ms-throttle-scope"].startswith("Tenant_Application/ReadWrite/")
+    assert results["1"]["headers"]["x-ms-resource-unit"] == "2"  # an inner answer carries its own cost
     # the same bucket answers a plain request of the same app: 1 unit left, GET applications needs 2
-    alone = client.get("/v1.0/applications?$top=1")
+    alone = client.get("/v1.0/applications?$top=20")
     assert alone.status_code == 429, alone.text
     # another app has its own bucket, in a batch as well
     other = graph_env.http(graph_env.restricted())
@@ -131,3 +135,34 @@ def test_inner_writes_are_charged_against_the_write_quota(graph_env):
     assert [results[str(i)]["status"] for i in range(1, 4)] == [201, 201, 429]
     assert results["3"]["headers"]["x-ms-throttle-information"] == "WriteLimitExceeded"
     assert client.get("/v1.0/applications(uniqueName='quota-3')").status_code == 404
+
+
+def test_stats_count_inner_requests_as_the_quotas_do(graph_env):
+    """``GET /_sandbox/stats``: the top level counts HTTP requests (one POST per batch); the ``graph`` block counts
+    each inner request (the envelope only in ``batches``), writes Graph ran, 429s (quota buckets apart), 424s."""
+    client = graph_env.http()
+    sb = graph_env.sb
+    sb.faults(rules=[{"service": "graph", "kind": "throttle", "times": 1, "retry_after": 1, "methods": ["PATCH"],
+                      "path": "stats-throttled"}],
+              graph_quotas={"tenant_size": "L", "scale": 3 / 3000})  # 3 writes (L: 8 units)
+    sb.control("POST", "stats/reset")
+    body = {"requests": [
+        _upsert("1", "stats-one"),
+        _upsert("2", "stats-two"),
+        _upsert("3", "stats-throttled"),                  # fault rule: 429, not run
+        {"id": "4", "method": "GET", "url": "/applications(uniqueName='stats-one')", "dependsOn": ["3"]},  # 424
+        {"id": "5", "method": "GET", "url": "/applications(uniqueName='stats-one')", "dependsOn": ["4"]},  # 424
+        _upsert("6", "stats-three"),                      # third write: fits the quota
+        _upsert("7", "stats-four"),                       # fourth write: quota 429
+        {"id": "8", "method": "GET", "url": "/applications(uniqueName='stats-two')"},
+    ]}
+    results = {r["id"]: r["status"] for r in client.post("/v1.0/$batch", json=body).json()["responses"]}
+    assert results == {"1": 201, "2": 201, "3": 429, "4": 424, "5": 424, "6": 201, "7": 429, "8": 200}
+    arm = sb.arm("GET", "/subscriptions?api-version=2022-12-01", token=sb.token(ARM_SCOPE))
+    assert arm.status_code == 200
+    stats = sb.control("GET", "stats").json()
+    assert stats["graph"] == {"requests": 6, "reads": 1, "writes": 3, "throttled": 2, "quota_throttled": 1,
+                              "faulted": 1, "errors_5xx": 0, "batches": 1, "batch_requests": 8, "not_attempted": 2}
+    assert stats["arm"]["requests"] == 1 and stats["arm"]["reads"] == 1 and stats["arm"]["throttled"] == 0
+    assert stats["writes"] == 1 and stats["throttled"] == 0  # HTTP level: one POST /$batch, answered 200
+    assert stats["batch_by_route"]["PATCH /v1.0/applications(uniqueName='{uniqueName}')"] == 5

@@ -34,11 +34,17 @@ def setup_app(sb):
     return app
 
 
+def collections_root():
+    """Where the collection is importable as oidc_federation.azure (the script links it there and prints the root)."""
+    return subprocess.run(['bash', str(ROOT / 'scripts' / 'collection-root.sh')], capture_output=True, text=True,
+                          check=True).stdout.strip()
+
+
 def playbook(sb, *extra_vars, token=None):
     env = {key: value for key, value in os.environ.items() if not key.startswith(('AZURE_', 'GITLAB_', 'DOCTOR_'))}
     env.update({'AZURE_TENANT_ID': sb.tenant_id, 'AZURE_CLIENT_ID': sb.operator.client_id, 'AZURE_CLIENT_SECRET': sb.operator.secret,
                 'AZURE_AUTHORITY_HOST': sb.url, 'AZURE_GRAPH_ENDPOINT': sb.url, 'AZURE_RESOURCE_MANAGER_ENDPOINT': sb.url,
-                'AZURE_CA_BUNDLE': sb.ca_file, 'ANSIBLE_COLLECTIONS_PATH': str(ROOT / '.build' / 'collections'),
+                'AZURE_CA_BUNDLE': sb.ca_file, 'ANSIBLE_COLLECTIONS_PATH': collections_root(),
                 'ANSIBLE_NOCOLOR': '1', 'ANSIBLE_LOCALHOST_WARNING': 'false', 'ANSIBLE_INVENTORY_UNPARSED_WARNING': 'false'})
     if token:
         env['DOCTOR_ID_TOKEN'] = token
