@@ -203,11 +203,11 @@ async def tenant_id_of(clients: Any, service_principal: Optional[Mapping] = None
         return configured
     token = await clients.call('get access token', clients.credential.get_token, clients.settings.cloud.graph_scope,
                                service='entra')
-    return _jwt_claim(token.token, 'tid')
+    return jwt_claim(token.token, 'tid')
 
 
-def _jwt_claim(token: str, claim: str) -> Optional[str]:
-    """One claim of a JWT's payload (not verified: only to read the tenant id of our own token)."""
+def jwt_claim(token: str, claim: str) -> Optional[str]:
+    """One claim of a JWT's payload (not verified: only to read claims such as ``tid`` or ``oid`` of our own token)."""
     try:
         payload = token.split('.')[1]
         data = json.loads(base64.urlsafe_b64decode(payload + '=' * (-len(payload) % 4)))
@@ -829,7 +829,7 @@ async def find_applications(clients: Any, *, unique_name: Optional[str] = None, 
 
 __all__ = [
     'MANAGED_TAG', 'SIGN_IN_AUDIENCES', 'APP_SELECT', 'ApplicationSpec', 'ApplicationPlan', 'ApplicationResult',
-    'is_guid', 'odata_string', 'app_path', 'sp_path', 'resolve_application', 'get_service_principal',
+    'is_guid', 'jwt_claim', 'odata_string', 'app_path', 'sp_path', 'resolve_application', 'get_service_principal',
     'list_applications', 'list_owner_ids', 'service_principal_ids', 'tenant_id_of', 'specs_from_params',
     'desired_tags', 'managed_view', 'application_changes', 'plan_application', 'apply_application_plan',
     'add_owner', 'remove_owner', 'ensure_service_principal', 'ensure_application', 'ensure_applications',
