@@ -576,10 +576,10 @@ def _missing_resource_group(scope: Scope) -> Tuple[str, str, str]:
             "resource group name in the scope".format(scope.resource_group, scope.subscription_id))
 
 
-def _missing_resource(scope: Scope, top: Tuple[str, str, str]) -> Tuple[str, str, str]:
+def _missing_resource(scope: Scope) -> Tuple[str, str, str]:
     return ('resource_not_found',
-            "resource '{0}/{1}/{2}' does not exist in resource group '{3}' of subscription {4} (ARM: ResourceNotFound)".format(
-                top[0], top[1], top[2], scope.resource_group, scope.subscription_id),
+            "resource '{0}' does not exist in resource group '{1}' of subscription {2} (ARM: ResourceNotFound)".format(
+                scope.id.split('/providers/', 1)[1], scope.resource_group, scope.subscription_id),
             'create the resource first, or correct the provider namespace, type and name in the scope')
 
 
@@ -600,7 +600,7 @@ def _missing_for(scope: Scope, err: AzureApiError) -> Optional[Tuple[str, str, s
     if err.has_code('ResourceGroupNotFound') or scope.kind == 'resource_group':
         return _missing_resource_group(scope)
     if scope.kind == 'resource' and err.has_code('ResourceNotFound', 'ParentResourceNotFound'):
-        return _missing_resource(scope, _top_resource(scope))
+        return _missing_resource(scope)
     return None
 
 
@@ -676,7 +676,7 @@ class PreflightCache:
         if any(isinstance(i, Mapping) and str(i.get('type') or '').lower() == wanted_type
                and str(i.get('name') or '').lower() == top[2].lower() for i in items):
             return True
-        return _missing_resource(scope, top)
+        return _missing_resource(scope)
 
     async def _permissions(self, clients: Any, scope: Scope) -> List[Mapping[str, Any]]:
         """``Permissions_ListForResourceGroup`` / ``Permissions_ListForResource``: the caller's permission blocks."""
