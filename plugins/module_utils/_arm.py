@@ -18,6 +18,9 @@ Async parts (every remote call through ``clients.call``, so retries live in ``_r
   scope and run, shared by concurrent callers;
 * ``list_principal_assignments``, ``put_role_assignment``, ``delete_role_assignment``: raw ARM calls;
 * ``service_principal_id_for_app``: an app (client) id to its service principal's object id (``_graph``);
+* ``preflight_scopes`` / ``PreflightCache`` / ``check_assignments``: before any write, does every scope exist, may the
+  operator (``operator_identity``) write role assignments there, does every role resolve; each finding a ``Problem``
+  (field, message, fix, code), raised together as ``PreflightError``;
 * ``plan_principal_assignments`` (reads only, validates everything, including the privileged-role guard) and
   ``apply_principal_plan`` (writes): one principal's desired list; ``reconcile_principals`` plans many principals
   concurrently, then writes only when every plan is valid.

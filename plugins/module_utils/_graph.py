@@ -19,6 +19,11 @@ Creation is an upsert keyed by ``uniqueName`` (``PATCH /applications(uniqueName=
 response never creates a second object. Applications the collection creates carry ``MANAGED_TAG``; ``state=absent``
 deletes only those unless ``force_delete`` is set.
 
+``state=absent`` soft-deletes (Entra keeps deleted items for 30 days); with ``purge`` the application and its service
+principal are then removed for good from ``/directory/deletedItems``, together with any managed application of the
+same ``uniqueName`` still there (``plan_purge``, ``purge_application``). Only applications carrying ``MANAGED_TAG`` are
+ever purged.
+
 Tags: ``tags=None`` leaves user tags alone; a list adds the missing ones (``purge_tags=False``) or makes the user tags
 exactly that list (``purge_tags=True``). ``MANAGED_TAG`` is added when the application is created and is never
 removed by a purge; listing it in ``tags`` marks an adopted application as managed.
@@ -845,8 +850,11 @@ async def _write_application(clients: Any, plan: ApplicationPlan) -> dict:
     name = plan.spec.unique_name
     target = 'uniqueName={0}'.format(name)
     if plan.action == CREATE:
-        response = await _graph(clients, 'create application', 'PATCH', app_path(unique_name=name), target=target,
-                                json_body=plan.body, headers=PREFER_CREATE)
+        try:
+            response = await _graph(clients, 'create application', 'PATCH', app_path(unique_name=name), target=target,
+                                    json_body=plan.body, headers=PREFER_CREATE)
+        except AzureApiError as err:
+            raise await _explain_name_conflict(clients, name, err) from None
         if response.status == 201 and isinstance(response.data, dict) and response.data.get('appId'):
             return response.data
         # 204: the application already existed (a lost response, or still replicating when it was read).
@@ -857,6 +865,33 @@ async def _write_application(clients: Any, plan: ApplicationPlan) -> dict:
         await _graph(clients, operation, 'PATCH', app_path(object_id=app['id']), target=target, json_body=plan.body)
         app.update(plan.body)
     return app
+
+
+async def _explain_name_conflict(clients: Any, unique_name: str, err: AzureApiError) -> AzureApiError:
+    """``err`` with a hint when the upsert met an application in deleted items that still holds ``unique_name``.
+
+    Microsoft does not document whether deleted items keep an application's ``uniqueName`` reserved (reports say it
+    does for 30 days); when Graph answers ``ObjectConflict`` on ``uniqueName`` and deleted items hold an application
+    of that name, the way out is to restore or to purge it.
+    """
+    if not (err.status == 400 and 'uniquename' in (err.message or '').lower() and
+            (err.has_code('ObjectConflict') or 'already exists' in (err.message or ''))):
+        return err
+    try:
+        deleted = await find_deleted_applications(clients, unique_name=unique_name,
+                                                  select=('id', 'appId', 'deletedDateTime', 'tags'))
+    except AzureApiError:
+        return err
+    if not deleted:
+        return err
+    found = ', '.join('object id {0} (app id {1}, deleted {2})'.format(d.get('id'), d.get('appId'), d.get('deletedDateTime'))
+                      for d in deleted)
+    hint = ('unique_name {0!r} is still held by an application in Entra\'s deleted items: {1}. Restore it (POST '
+            '/directory/deletedItems/{2}/restore), or remove it for good with oidc_federation.azure.azure_ad_app '
+            'state=absent purge=true (managed applications only), then run again'.format(unique_name, found, deleted[0].get('id')))
+    return AzureApiError(err.message, operation=err.operation, target=err.target, service=err.service, status=err.status,
+                         code=err.code, details=err.details, retry_after=err.retry_after, request_id=err.request_id,
+                         kind=err.kind, hint=hint, note=err.note, request=err.request)
 
 
 async def add_owner(clients: Any, app_object_id: str, owner_id: str, *, just_created: bool = False) -> None:
