@@ -660,8 +660,8 @@ class PurgeTarget:
     def describe(self) -> str:
         """``application gitlab-oidc-x (object id ..., app id ...)`` / ``service principal ...``."""
         kind = 'application' if self.kind == 'application' else 'service principal'
-        return '{0} {1}(object id {2}, app id {3})'.format(kind, '{0} '.format(self.name) if self.name else '',
-                                                            self.object_id, self.app_id)
+        name = '{0} '.format(self.name) if self.name else ''
+        return '{0} {1}(object id {2}, app id {3})'.format(kind, name, self.object_id, self.app_id)
 
     def as_dict(self) -> dict:
         """JSON-safe form for module results."""
