@@ -1096,8 +1096,8 @@ def privileged_problems(desired: Sequence[DesiredAssignment], definitions: Seque
         found = definition.granting_permission if definition is not None else None
         if found is not None:
             problems.append(Problem(
-                entry.label('role'), 'refusing the privileged role {0!r} at {1}: it can grant access to others (its actions '
-                'include {2!r}, which covers {3})'.format(definition.name, entry.scope.id, found[0], found[1]),
+                entry.label('role'), '{0!r} at {1} can grant access to others (its actions include {2!r}, which covers {3}); '
+                'privileged roles are refused'.format(definition.name, entry.scope.id, found[0], found[1]),
                 'assign a narrower role, or set allow_privileged: true if this principal really must manage access',
                 'privileged_role', entry.scope.id))
     return problems

@@ -232,3 +232,46 @@ def test_absent_at_a_missing_scope_plans_nothing_and_deleting_needs_the_right(cl
     [problem] = info.value.problems
     assert problem.field == 'assignments[0].scope' and problem.code == 'operator_cannot_delete'
     assert 'may not delete role assignments at ' + rg(sb) in str(problem)
+
+
+def custom_role(sb, name, actions, not_actions=(), scopes=None):
+    """A custom role made through the sandbox's ARM (Role Definitions - Create Or Update) by the operator."""
+    guid = str(uuid.uuid4())
+    scopes = scopes or [sub(sb)]
+    response = sb.arm('PUT', '{0}/providers/Microsoft.Authorization/roleDefinitions/{1}?api-version=2022-04-01'.format(
+        scopes[0], guid), json={'properties': {
+            'roleName': name, 'type': 'CustomRole', 'assignableScopes': scopes,
+            'permissions': [{'actions': list(actions), 'notActions': list(not_actions)}]}})
+    assert response.status_code == 201, response.text
+    return guid
+
+
+def test_custom_roles_of_the_operator_count_by_what_they_grant(clean_sandbox):
+    sb = clean_sandbox
+    restricted = object_id_of(sb, sb.restricted.client_id)
+    delegate = custom_role(sb, 'Access Delegate', ['Microsoft.Authorization/roleAssignments/*', '*/read'], scopes=[rg(sb)])
+    lookalike = custom_role(sb, 'Contributor Lookalike', ['*'], ['Microsoft.Authorization/*/Write'])
+    grant(sb, rg(sb), delegate, restricted)
+    grant(sb, sub(sb), lookalike, restricted)
+    checks = preflight(sb, [sub(sb), rg(sb)], restricted=True)
+    assert by_scope(checks, rg(sb)).allows() is True                  # through the custom role at the group
+    assert by_scope(checks, sub(sb)).allows() is False                # '*' minus Microsoft.Authorization/*/Write
+    assert by_scope(checks, sub(sb)).allows(_arm.REVOKE_ACCESS_ACTION) is True  # ... which leaves /delete
+
+
+def test_a_custom_role_resolves_only_where_it_is_assignable(clean_sandbox):
+    sb = clean_sandbox
+    assert sb.arm('PUT', rg(sb, 'rg-two') + '?api-version=2021-04-01', json={'location': 'westeurope'}).status_code == 201
+    guid = custom_role(sb, 'Deployer Two', ['Microsoft.Web/sites/*'], scopes=[rg(sb, 'rg-two')])
+
+    async def go():
+        async with clients_for(sb) as clients:
+            return await _arm.check_assignments(clients, [desired(rg(sb, 'rg-two'), 'Deployer Two', 0),
+                                                          desired(rg(sb), 'Deployer Two', 1),
+                                                          desired(rg(sb), guid, 2)])
+
+    check = asyncio.run(go())
+    assert check.definitions[0].guid == guid and check.definitions[0].role_type == 'CustomRole'
+    assert [(p.field, p.code) for p in check.problems] == [('assignments[1].role', 'role_not_found'),
+                                                           ('assignments[2].role', 'role_not_found')]
+    assert 'RoleDefinitionDoesNotExist' in str(check.problems[1])

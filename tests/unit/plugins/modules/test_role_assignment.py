@@ -572,7 +572,8 @@ PREFLIGHT_CASES = [
       'it needs Owner, User Access Administrator or Role Based Access Control Administrator there',
       'Fix: assign one of these roles to the operator'], 'operator_cannot_write'),
     ('owner-without-allow', dict(role='Owner', scope='{rg}'), 'role',
-     ["refusing the privileged role 'Owner' at {rg}", 'Microsoft.Authorization/roleAssignments/write',
+     ["'Owner' at {rg} can grant access to others (its actions include '*', which covers "
+      'Microsoft.Authorization/roleAssignments/write); privileged roles are refused',
       'Fix: assign a narrower role, or set allow_privileged: true'], 'privileged_role'),
 ]
 
