@@ -18,6 +18,9 @@ Async parts (every remote call through ``clients.call``, so retries live in ``_r
   scope and run, shared by concurrent callers;
 * ``list_principal_assignments``, ``put_role_assignment``, ``delete_role_assignment``: raw ARM calls;
 * ``service_principal_id_for_app``: an app (client) id to its service principal's object id (``_graph``);
+* ``preflight_scopes`` / ``PreflightCache`` / ``check_assignments``: before any write, does every scope exist, may the
+  operator (``operator_identity``) write role assignments there, does every role resolve; each finding a ``Problem``
+  (field, message, fix, code), raised together as ``PreflightError``;
 * ``plan_principal_assignments`` (reads only, validates everything, including the privileged-role guard) and
   ``apply_principal_plan`` (writes): one principal's desired list; ``reconcile_principals`` plans many principals
   concurrently, then writes only when every plan is valid.
@@ -43,7 +46,7 @@ from dataclasses import dataclass, field as dc_field
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from ansible_collections.oidc_federation.azure.plugins.module_utils._errors import AzureApiError, ValidationError
-from ansible_collections.oidc_federation.azure.plugins.module_utils._graph import get_service_principal, is_guid, odata_string
+from ansible_collections.oidc_federation.azure.plugins.module_utils._graph import get_service_principal, is_guid, jwt_claim, odata_string
 from ansible_collections.oidc_federation.azure.plugins.module_utils._module import gather_limited
 
 API_VERSION = '2022-04-01'
@@ -64,6 +67,15 @@ ACCESS_GRANTING_ACTIONS = (
 # uuid5(NAMESPACE_URL, 'oidc_federation.azure:role_assignment'); never change it, names depend on it.
 ASSIGNMENT_NAMESPACE = uuid.UUID('54f6c70f-0633-5358-b62d-711822126ab5')
 DEFAULT_LIMIT = 8
+# The action that lets its holder remove role assignments.
+REVOKE_ACCESS_ACTION = 'Microsoft.Authorization/roleAssignments/delete'
+# Built-in roles that grant GRANT_ACCESS_ACTION, named in problems.
+ACCESS_ADMIN_ROLES = 'Owner, User Access Administrator or Role Based Access Control Administrator'
+# Microsoft.Resources api-version for resource group reads and resource lists.
+RESOURCES_API_VERSION = '2021-04-01'
+# ARM codes saying that a scope (or what contains it) does not exist.
+SCOPE_NOT_FOUND_CODES = ('SubscriptionNotFound', 'ResourceGroupNotFound', 'ResourceNotFound', 'ManagementGroupNotFound',
+                         'ParentResourceNotFound')
 
 SCOPE_FORMATS = (
     '/providers/Microsoft.Management/managementGroups/{managementGroupId}',
@@ -207,6 +219,47 @@ def _parse_provider_path(rest: List[str], field: str, value: Any) -> str:
         if not pairs:
             raise _scope_error(field, value, 'a resource scope needs {type}/{name} after the namespace')
     return '/' + '/'.join(out)
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing found wrong before any write: the ``field`` to change, what is wrong, the fix, a stable ``code``.
+
+    ``str(problem)`` reads ``{field}: {message}. Fix: {fix}.``. Codes: ``subscription_not_found``,
+    ``resource_group_not_found``, ``resource_not_found``, ``management_group_not_found``,
+    ``management_group_not_found_or_denied``, ``operator_cannot_write``, ``operator_cannot_delete``,
+    ``role_not_found``, ``role_ambiguous``, ``privileged_role``.
+    """
+
+    field: str
+    message: str
+    fix: str
+    code: str
+    scope: Optional[str] = None
+
+    def __str__(self) -> str:
+        return '{0}: {1}. Fix: {2}.'.format(self.field, self.message.rstrip('. '), self.fix.rstrip('. '))
+
+    def as_dict(self) -> dict:
+        """JSON-safe form (for module results)."""
+        return {'field': self.field, 'message': self.message, 'fix': self.fix, 'code': self.code, 'scope': self.scope,
+                'text': str(self)}
+
+
+class PreflightError(ValidationError):
+    """Every ``Problem`` found while planning, raised before the first write (a ``ValidationError``).
+
+    The module result carries them as ``problems`` (list of ``Problem.as_dict()``).
+    """
+
+    def __init__(self, problems: Iterable[Problem]) -> None:
+        self.problems = list(problems)
+        if len(self.problems) == 1:
+            text = str(self.problems[0])
+        else:
+            text = '{0} problems found before any write: {1}'.format(
+                len(self.problems), ' '.join('({0}) {1}'.format(i + 1, p) for i, p in enumerate(self.problems)))
+        super().__init__(text, problems=[p.as_dict() for p in self.problems])
 
 
 @dataclass(frozen=True)
@@ -379,9 +432,13 @@ async def _definition_by_guid(clients: Any, scope: Scope, role: RoleRef, field: 
         response = await clients.call('read role definition', clients.arm_request, 'GET', scope.path('roleDefinitions', role.guid),
                                       api_version=API_VERSION, target='{0} at {1}'.format(role.guid, scope.id), service='arm')
     except AzureApiError as err:
-        if err.status == 404 or err.has_code('RoleDefinitionDoesNotExist'):
-            raise ValidationError('{0}: no role definition with id {1} is available at scope {2}; check the GUID '
-                                  '(az role definition list --name <role> --query [].name)'.format(field, role.guid, scope.id)) from None
+        if err.has_code('RoleDefinitionDoesNotExist') or (err.status == 404 and not err.has_code(*SCOPE_NOT_FOUND_CODES)):
+            raise PreflightError([Problem(
+                field, 'no role definition with id {0} exists at scope {1} (ARM: {2}); a custom role of another tenant, '
+                'or one not assignable at this scope, is not available here'.format(role.guid, scope.id, err.code or err.status),
+                'use the name or GUID of a role that exists in this tenant and is assignable at this scope '
+                '(az role definition list --scope {0} --query "[].{{name:roleName, id:name}}")'.format(scope.id),
+                'role_not_found', scope.id)]) from None
         raise
     definition = RoleDefinition.from_arm(response.data or {})
     if definition.guid != role.guid:
@@ -400,12 +457,377 @@ async def _definition_by_name(clients: Any, scope: Scope, role: RoleRef, field: 
         if definition.name.lower() == role.name.lower():
             found.setdefault(definition.guid, definition)
     if not found:
-        raise ValidationError('{0}: no role definition named {1!r} is available at scope {2}; use the exact role name '
-                              '(e.g. Reader, Contributor, Storage Blob Data Reader) or its GUID'.format(field, role.name, scope.id))
+        raise PreflightError([Problem(
+            field, 'no role definition named {0!r} is available at scope {1}'.format(role.name, scope.id),
+            'use the exact role name (e.g. Reader, Contributor, Storage Blob Data Reader) or its GUID; '
+            'az role definition list --scope {0} --query "[].roleName" lists them'.format(scope.id),
+            'role_not_found', scope.id)])
     if len(found) > 1:
-        raise ValidationError('{0}: the role name {1!r} is ambiguous at scope {2} ({3}); give the role definition GUID instead'.format(
-            field, role.name, scope.id, ', '.join(sorted(found))))
+        raise PreflightError([Problem(
+            field, 'the role name {0!r} is ambiguous at scope {1} ({2})'.format(role.name, scope.id, ', '.join(sorted(found))),
+            'give the role definition GUID instead', 'role_ambiguous', scope.id)])
     return next(iter(found.values()))
+
+
+# --- preflight: does every scope exist, may the operator grant access there? --------------------------------------
+
+@dataclass(frozen=True)
+class Operator:
+    """The identity running the collection, from its ARM access token (``oid``, ``appid``/``azp``)."""
+
+    object_id: Optional[str] = None
+    app_id: Optional[str] = None
+
+    def describe(self) -> str:
+        """``the operator (client id ..., object id ...)``."""
+        parts = ['client id {0}'.format(self.app_id)] if self.app_id else []
+        parts += ['object id {0}'.format(self.object_id)] if self.object_id else []
+        return 'the operator ({0})'.format(', '.join(parts)) if parts else 'the operator'
+
+
+_OPERATORS: 'weakref.WeakKeyDictionary[Any, asyncio.Future]' = weakref.WeakKeyDictionary()
+
+
+async def operator_identity(clients: Any) -> Operator:
+    """Who the collection runs as: read from the claims of its own ARM access token (no extra request: the credential
+    caches the token ARM calls use). Cached per ``Clients``."""
+    entry = _OPERATORS.get(clients)
+    if entry is None:
+        entry = _OPERATORS[clients] = asyncio.ensure_future(_read_operator(clients))
+    try:
+        return await asyncio.shield(entry)
+    except Exception:
+        if _OPERATORS.get(clients) is entry:
+            del _OPERATORS[clients]
+        raise
+
+
+async def _read_operator(clients: Any) -> Operator:
+    token = await clients.call('get access token', clients.credential.get_token, clients.settings.cloud.arm_scope,
+                               service='entra')
+    oid = jwt_claim(token.token, 'oid')
+    app_id = jwt_claim(token.token, 'appid') or jwt_claim(token.token, 'azp') or getattr(clients.settings, 'client_id', None)
+    return Operator(oid.lower() if is_guid(oid) else None, app_id)
+
+
+@dataclass(frozen=True)
+class ScopeCheck:
+    """What the preflight found about one scope.
+
+    ``exists``: True, False (``missing`` holds the problem's code, message and fix) or None (the operator may not
+    read the scope, so its existence is unknown). ``permissions``: the operator's effective permission blocks at the
+    scope (``actions``/``notActions``, as ARM returns them), None when they could not be determined. ``source`` says
+    how they were found (``permissions api`` or ``role assignments``); ``denied`` explains a 403 while reading.
+    """
+
+    scope: Scope
+    operator: Operator
+    exists: Optional[bool] = True
+    missing: Optional[Tuple[str, str, str]] = None
+    permissions: Optional[Tuple[Mapping[str, Any], ...]] = None
+    source: str = ''
+    denied: Optional[str] = None
+
+    def allows(self, action: str = GRANT_ACCESS_ACTION) -> Optional[bool]:
+        """Whether the operator's permissions at the scope cover ``action`` (None when unknown)."""
+        if self.permissions is None:
+            return None
+        return access_granting_action(self.permissions, action) is not None
+
+    def problems(self, field: str, actions: Iterable[str] = (GRANT_ACCESS_ACTION,)) -> List[Problem]:
+        """The problems of this scope for an entry named ``field`` that needs ``actions`` there."""
+        if self.exists is False and self.missing is not None:
+            code, message, fix = self.missing
+            return [Problem(field, message, fix, code, self.scope.id)]
+        out = []
+        for action in actions:
+            if self.allows(action) is False:
+                out.append(self._rights_problem(field, action))
+                break
+        return out
+
+    def _rights_problem(self, field: str, action: str) -> Problem:
+        who = self.operator.describe()
+        if self.scope.kind == 'management_group' and self.exists is None:
+            return Problem(
+                field, "management group '{0}' does not exist, or {1} has no role there (Azure answers both with "
+                'AuthorizationFailed)'.format(self.scope.management_group, who),
+                'check the management group id (az account management-group list), and give the operator {0} at '
+                'that management group'.format(ACCESS_ADMIN_ROLES), 'management_group_not_found_or_denied', self.scope.id)
+        verb = 'write' if action == GRANT_ACCESS_ACTION else 'delete'
+        why = ' ({0})'.format(self.denied) if self.denied else \
+            " (its roles there do not grant {0})".format(action)
+        return Problem(
+            field, '{0} may not {1} role assignments at {2}: it needs {3} there{4}'.format(
+                who, verb, self.scope.id, ACCESS_ADMIN_ROLES, why),
+            'assign one of these roles to the operator at this scope or above, or choose a scope inside its reach',
+            'operator_cannot_' + verb, self.scope.id)
+
+
+def _missing_subscription(scope: Scope) -> Tuple[str, str, str]:
+    return ('subscription_not_found',
+            'subscription {0} does not exist, or is not in the operator\'s tenant (ARM: SubscriptionNotFound)'.format(
+                scope.subscription_id),
+            'correct the subscription id in the scope (az account list shows the subscriptions the operator can use)')
+
+
+def _missing_resource_group(scope: Scope) -> Tuple[str, str, str]:
+    return ('resource_group_not_found',
+            "resource group '{0}' does not exist in subscription {1} (ARM: ResourceGroupNotFound)".format(
+                scope.resource_group, scope.subscription_id),
+            "create it first (az group create --name {0} --location <region> --subscription {1}), or correct the "
+            "resource group name in the scope".format(scope.resource_group, scope.subscription_id))
+
+
+def _missing_resource(scope: Scope) -> Tuple[str, str, str]:
+    return ('resource_not_found',
+            "resource '{0}' does not exist in resource group '{1}' of subscription {2} (ARM: ResourceNotFound)".format(
+                scope.id.split('/providers/', 1)[1], scope.resource_group, scope.subscription_id),
+            'create the resource first, or correct the provider namespace, type and name in the scope')
+
+
+def _missing_management_group(scope: Scope) -> Tuple[str, str, str]:
+    return ('management_group_not_found',
+            "management group '{0}' does not exist".format(scope.management_group),
+            'correct the management group id in the scope (az account management-group list)')
+
+
+def _missing_for(scope: Scope, err: AzureApiError) -> Optional[Tuple[str, str, str]]:
+    """The not-found problem an ARM error names for ``scope`` (or the subscription/group containing it), else None."""
+    if err.status != 404:
+        return None
+    if err.has_code('SubscriptionNotFound'):
+        return _missing_subscription(scope)
+    if scope.kind == 'management_group':
+        return _missing_management_group(scope)
+    if err.has_code('ResourceGroupNotFound') or scope.kind == 'resource_group':
+        return _missing_resource_group(scope)
+    if scope.kind == 'resource' and err.has_code('ResourceNotFound', 'ParentResourceNotFound'):
+        return _missing_resource(scope)
+    return None
+
+
+def _top_resource(scope: Scope) -> Tuple[str, str, str]:
+    """(namespace, type, name) of the top-level resource of a resource scope."""
+    rest = scope.id.split('/providers/', 1)[1].split('/')
+    return rest[0], rest[1], rest[2]
+
+
+class PreflightCache:
+    """Scope checks of one run, one per scope (shared by concurrent callers); failed checks are not cached.
+
+    ``requests`` counts the ARM requests made, for tests and benchmarks.
+    """
+
+    def __init__(self) -> None:
+        self._entries: Dict[str, 'asyncio.Future[ScopeCheck]'] = {}
+        self.requests = 0
+
+    async def check(self, clients: Any, scope: Scope, *, definitions: Optional[RoleDefinitionCache] = None) -> ScopeCheck:
+        """The ``ScopeCheck`` of ``scope`` (made once per run)."""
+        entry = self._entries.get(scope.key)
+        if entry is None:
+            entry = self._entries[scope.key] = asyncio.ensure_future(
+                self._check(clients, scope, definitions if definitions is not None else role_definition_cache(clients)))
+        try:
+            return await asyncio.shield(entry)
+        except Exception:
+            if self._entries.get(scope.key) is entry:
+                del self._entries[scope.key]
+            raise
+
+    async def _check(self, clients: Any, scope: Scope, definitions: RoleDefinitionCache) -> ScopeCheck:
+        operator = await operator_identity(clients)
+        if scope.kind in ('management_group', 'subscription'):
+            return await self._by_assignments(clients, scope, operator, definitions)
+        exists, permissions = await asyncio.gather(
+            self._existence(clients, scope), self._permissions(clients, scope), return_exceptions=True)
+        if isinstance(exists, BaseException):
+            raise exists
+        if isinstance(exists, tuple):  # a not-found problem
+            return ScopeCheck(scope, operator, exists=False, missing=exists)
+        if isinstance(permissions, AzureApiError):
+            missing = _missing_for(scope, permissions)
+            if missing is not None:
+                return ScopeCheck(scope, operator, exists=False, missing=missing)
+            raise permissions
+        if isinstance(permissions, BaseException):
+            raise permissions
+        return ScopeCheck(scope, operator, exists=exists, permissions=tuple(permissions), source='permissions api')
+
+    async def _existence(self, clients: Any, scope: Scope) -> Any:
+        """True, None (no read access) or a not-found problem tuple, for a resource group or resource scope."""
+        self.requests += 1
+        try:
+            if scope.kind == 'resource_group':
+                await clients.call('read resource group', clients.arm_request, 'GET', scope.id,
+                                   api_version=RESOURCES_API_VERSION, target=scope.id, service='arm')
+                return True
+            top = _top_resource(scope)
+            group = '/subscriptions/{0}/resourceGroups/{1}'.format(scope.subscription_id, scope.resource_group)
+            items = await clients.call('list resources', clients.arm_list, group + '/resources', api_version=RESOURCES_API_VERSION,
+                                       params={'$filter': 'name eq {0}'.format(odata_string(top[2]))},
+                                       target='{0}/providers/{1}/{2}/{3}'.format(group, *top), service='arm')
+        except AzureApiError as err:
+            if err.status == 403:
+                return None
+            missing = _missing_for(scope, err)
+            if missing is None:
+                raise
+            return missing
+        wanted_type = '{0}/{1}'.format(top[0], top[1]).lower()
+        if any(isinstance(i, Mapping) and str(i.get('type') or '').lower() == wanted_type
+               and str(i.get('name') or '').lower() == top[2].lower() for i in items):
+            return True
+        return _missing_resource(scope)
+
+    async def _permissions(self, clients: Any, scope: Scope) -> List[Mapping[str, Any]]:
+        """``Permissions_ListForResourceGroup`` / ``Permissions_ListForResource``: the caller's permission blocks."""
+        self.requests += 1
+        items = await clients.call('list permissions', clients.arm_list, scope.path('permissions'), api_version=API_VERSION,
+                                   target=scope.id, service='arm')
+        return [i for i in items if isinstance(i, Mapping)]
+
+    async def _by_assignments(self, clients: Any, scope: Scope, operator: Operator,
+                              definitions: RoleDefinitionCache) -> ScopeCheck:
+        """Subscriptions and management groups: ARM documents no permissions list there, so the operator's role
+        assignments at or above the scope (``atScope() and assignedTo('{oid}')``, group memberships included) are
+        read, and their role definitions' permission blocks evaluated."""
+        if operator.object_id is None:
+            return ScopeCheck(scope, operator, exists=None, source='unknown operator')
+        self.requests += 1
+        try:
+            items = await clients.call(
+                'list role assignments', clients.arm_list, scope.path('roleAssignments'), api_version=API_VERSION,
+                params={'$filter': "atScope() and assignedTo('{0}')".format(operator.object_id)},
+                target='assignedTo={0} at {1}'.format(operator.object_id, scope.id), service='arm')
+        except AzureApiError as err:
+            missing = _missing_for(scope, err)
+            if missing is not None:
+                return ScopeCheck(scope, operator, exists=False, missing=missing)
+            if err.status == 403:
+                return ScopeCheck(scope, operator, exists=None, permissions=(), source='role assignments',
+                                  denied='it holds no role there that lets it even read role assignments')
+            raise
+        guids = sorted({role_guid_of((i.get('properties') or {}).get('roleDefinitionId')) for i in items
+                        if isinstance(i, Mapping)} - {''})
+        roles = await gather_limited([_definition_factory(clients, definitions, scope, g) for g in guids], DEFAULT_LIMIT)
+        blocks = tuple(block for role in roles if role is not None for block in role.permissions)
+        return ScopeCheck(scope, operator, exists=True, permissions=blocks, source='role assignments')
+
+
+def _definition_factory(clients: Any, definitions: RoleDefinitionCache, scope: Scope, guid: str) -> Any:
+    async def lookup() -> Optional[RoleDefinition]:
+        if not is_guid(guid):
+            return None
+        try:
+            return await definitions.get(clients, scope, RoleRef(guid, guid=guid))
+        except ValidationError:
+            return None  # a definition that is gone grants nothing
+    return lookup
+
+
+_PREFLIGHTS: 'weakref.WeakKeyDictionary[Any, PreflightCache]' = weakref.WeakKeyDictionary()
+
+
+def preflight_cache(clients: Any) -> PreflightCache:
+    """The preflight cache of this run (one per ``Clients`` object)."""
+    cache = _PREFLIGHTS.get(clients)
+    if cache is None:
+        cache = _PREFLIGHTS[clients] = PreflightCache()
+    return cache
+
+
+async def preflight_scopes(clients: Any, scopes: Iterable[Any], *, cache: Optional[PreflightCache] = None,
+                           limit: int = DEFAULT_LIMIT) -> Dict[str, ScopeCheck]:
+    """Check many scopes (``Scope`` objects or scope strings) concurrently; ``{scope.key: ScopeCheck}``.
+
+    Reads only. Per scope (each at most once per run, see ``PreflightCache``):
+
+    * resource group: ``GET`` the group (404 ``SubscriptionNotFound``/``ResourceGroupNotFound``) and
+      ``Permissions_ListForResourceGroup``;
+    * resource: ``GET .../resourceGroups/{rg}/resources?$filter=name eq '{name}'`` (the top-level resource, matched
+      by type) and ``Permissions_ListForResource``;
+    * subscription, management group: the operator's role assignments at or above the scope
+      (``$filter=atScope() and assignedTo('{oid}')``; 404 ``SubscriptionNotFound``/``ManagementGroupNotFound``,
+      403 when it holds no role there) and their role definitions (cached).
+
+    A 403 while reading a resource group or resource leaves ``exists`` unknown (None); the permissions decide.
+    Deny assignments and role assignment conditions are not evaluated.
+    """
+    cache = cache if cache is not None else preflight_cache(clients)
+    unique: Dict[str, Scope] = {}
+    for item in scopes:
+        scope = item if isinstance(item, Scope) else parse_scope(item)
+        unique.setdefault(scope.key, scope)
+    await operator_identity(clients)  # one token read before the concurrent checks
+    checks = await gather_limited([_check_factory(clients, cache, s) for s in unique.values()], limit)
+    return dict(zip(unique, checks))
+
+
+def _check_factory(clients: Any, cache: PreflightCache, scope: Scope) -> Any:
+    return lambda: cache.check(clients, scope)
+
+
+@dataclass
+class AssignmentCheck:
+    """The outcome of ``check_assignments``: a role definition per desired entry (None when its scope is missing or
+    its role has a problem), the scope checks, and every problem found."""
+
+    definitions: List[Optional[RoleDefinition]]
+    scopes: Dict[str, ScopeCheck]
+    problems: List[Problem] = dc_field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """True when nothing is wrong."""
+        return not self.problems
+
+    def raise_for_problems(self) -> None:
+        """``PreflightError`` listing every problem, if any."""
+        if self.problems:
+            raise PreflightError(self.problems)
+
+
+async def check_assignments(clients: Any, desired: Sequence['DesiredAssignment'], *, state: str = 'present',
+                            allow_privileged: bool = False, cache: Optional[RoleDefinitionCache] = None,
+                            preflight: Optional[PreflightCache] = None, limit: int = DEFAULT_LIMIT) -> AssignmentCheck:
+    """Everything that can be known before writing ``desired``, collected rather than raised (reads only).
+
+    ``state=present``: every scope exists and the operator may write role assignments there; every role resolves
+    at its scope; no privileged role without ``allow_privileged``. ``state=absent``: a missing scope is fine (there
+    is nothing to remove); roles are resolved where the scope exists. Problems name the entry's field
+    (``DesiredAssignment.label``), scope problems once per scope (the first entry that uses it).
+    """
+    cache = cache if cache is not None else role_definition_cache(clients)
+    preflight = preflight if preflight is not None else preflight_cache(clients)
+    checks = await preflight_scopes(clients, [d.scope for d in desired], cache=preflight, limit=limit)
+    problems: List[Problem] = []
+    if state == 'present':
+        seen = set()
+        for entry in desired:
+            if entry.scope.key not in seen:
+                seen.add(entry.scope.key)
+                problems.extend(checks[entry.scope.key].problems(entry.label('scope')))
+    usable = [checks[d.scope.key].exists is not False for d in desired]
+    found = await gather_limited([_role_lookup(cache, clients, d) if ok else _none for d, ok in zip(desired, usable)],
+                                 limit, return_exceptions=True)
+    definitions: List[Optional[RoleDefinition]] = []
+    for result in found:
+        if isinstance(result, PreflightError):
+            problems.extend(result.problems)
+            definitions.append(None)
+        elif isinstance(result, BaseException):
+            raise result
+        else:
+            definitions.append(result)
+    if state == 'present':
+        problems.extend(privileged_problems(desired, definitions, allow_privileged))
+    return AssignmentCheck(definitions, checks, problems)
+
+
+async def _none() -> None:
+    return None
 
 
 # --- role assignments (raw calls) ---------------------------------------------------------------------------------------
@@ -675,33 +1097,45 @@ def check_duplicates(desired: Sequence[DesiredAssignment], keys: Sequence[Any]) 
         seen[key] = entry
 
 
-def check_privileged(desired: Sequence[DesiredAssignment], definitions: Sequence[RoleDefinition], allow_privileged: bool) -> None:
-    """Refuse roles that can grant access (see ``access_granting_action``) unless ``allow_privileged``; no I/O."""
+def privileged_problems(desired: Sequence[DesiredAssignment], definitions: Sequence[Optional[RoleDefinition]],
+                        allow_privileged: bool) -> List[Problem]:
+    """A ``Problem`` per role that can grant access (see ``access_granting_permission``) unless ``allow_privileged``; no I/O."""
     if allow_privileged:
-        return
+        return []
     problems = []
     for entry, definition in zip(desired, definitions):
-        found = definition.granting_permission
+        found = definition.granting_permission if definition is not None else None
         if found is not None:
-            problems.append('{0}: {1!r} at {2} can grant access to others (its actions include {3!r}, which covers {4})'.format(
-                entry.label('role'), definition.name, entry.scope.id, found[0], found[1]))
+            problems.append(Problem(
+                entry.label('role'), '{0!r} at {1} can grant access to others (its actions include {2!r}, which covers {3}); '
+                'privileged roles are refused'.format(definition.name, entry.scope.id, found[0], found[1]),
+                'assign a narrower role, or set allow_privileged: true if this principal really must manage access',
+                'privileged_role', entry.scope.id))
+    return problems
+
+
+def check_privileged(desired: Sequence[DesiredAssignment], definitions: Sequence[RoleDefinition], allow_privileged: bool) -> None:
+    """Refuse roles that can grant access unless ``allow_privileged`` (``PreflightError``); no I/O."""
+    problems = privileged_problems(desired, definitions, allow_privileged)
     if problems:
-        raise ValidationError('refusing privileged role assignments: {0}. Assign a narrower role, or set allow_privileged: true '
-                              'if this principal really must manage access'.format('; '.join(problems)))
+        raise PreflightError(problems)
 
 
 async def plan_principal_assignments(clients: Any, principal_id: str, desired: Sequence[DesiredAssignment], *,
                                      principal_type: str = DEFAULT_PRINCIPAL_TYPE, state: str = 'present',
                                      exclusive: bool = False, allow_privileged: bool = False,
-                                     cache: Optional[RoleDefinitionCache] = None, limit: int = DEFAULT_LIMIT,
-                                     existing: Optional[Mapping[str, List[dict]]] = None) -> PrincipalPlan:
-    """Read and decide, never write: resolve roles (cached), guard privileged roles, list this principal's assignments
-    at each listed scope, and match them.
+                                     cache: Optional[RoleDefinitionCache] = None, preflight: Optional[PreflightCache] = None,
+                                     limit: int = DEFAULT_LIMIT, existing: Optional[Mapping[str, List[dict]]] = None) -> PrincipalPlan:
+    """Read and decide, never write: preflight the scopes (exist? may the operator write role assignments there?),
+    resolve roles (cached), guard privileged roles, list this principal's assignments at each listed scope, and
+    match them.
 
     ``state=present``: missing -> ``create`` (deterministic name), equivalent existing (any name) -> ``unchanged`` or
     ``update`` (description differs and was given); with ``exclusive``, this principal's other assignments AT the
-    listed scopes -> ``removals``. ``state=absent``: every equivalent existing -> ``delete``, none -> ``absent``.
-    Raises ``ValidationError`` (bad role, duplicates, privileged role without ``allow_privileged``) before any write.
+    listed scopes -> ``removals``. ``state=absent``: every equivalent existing -> ``delete``, none (or a scope that
+    does not exist) -> ``absent``.
+    Raises ``ValidationError`` (duplicates) or ``PreflightError`` (every problem of ``check_assignments``, and an
+    operator that may not delete where deletions are planned) before any write.
     ``existing`` (scope key -> this principal's assignments AT that scope, e.g. from one listing of a scope shared by
     many principals) replaces the per-scope listing; a listed scope missing from it is listed as usual.
     """
@@ -712,13 +1146,16 @@ async def plan_principal_assignments(clients: Any, principal_id: str, desired: S
     principal_id = parse_guid(principal_id, 'principal_id')
     cache = cache if cache is not None else role_definition_cache(clients)
     check_duplicates(desired, [(d.scope.key,) + d.role.key for d in desired])
-    definitions = await gather_limited([_role_lookup(cache, clients, d) for d in desired], limit)
-    check_duplicates(desired, [(d.scope.key, r.guid) for d, r in zip(desired, definitions)])
-    if state == 'present':
-        check_privileged(desired, definitions, allow_privileged)
+    check = await check_assignments(clients, desired, state=state, allow_privileged=allow_privileged, cache=cache,
+                                    preflight=preflight, limit=limit)
+    check.raise_for_problems()
+    definitions = check.definitions
+    check_duplicates(desired, [(d.scope.key, r.guid) if r is not None else (d.scope.key,) + d.role.key
+                               for d, r in zip(desired, definitions)])
     scopes: Dict[str, Scope] = {}
     for entry in desired:
-        scopes.setdefault(entry.scope.key, entry.scope)
+        if check.scopes[entry.scope.key].exists is not False:
+            scopes.setdefault(entry.scope.key, entry.scope)
     given = existing or {}
     missing = [s for key, s in scopes.items() if key not in given]
     listed = dict(zip((s.key for s in missing),
@@ -729,7 +1166,21 @@ async def plan_principal_assignments(clients: Any, principal_id: str, desired: S
         plan.changes.extend(_decide(plan, entry, definition))
     if state == 'present' and exclusive:
         plan.removals = await _exclusive_removals(clients, cache, plan, desired, definitions, scopes, limit)
+    _check_deletions(plan, check.scopes)
     return plan
+
+
+def _check_deletions(plan: PrincipalPlan, checks: Mapping[str, ScopeCheck]) -> None:
+    """``PreflightError`` when a planned deletion is at a scope where the operator may not delete role assignments."""
+    problems, seen = [], set()
+    for change in plan.changes + plan.removals:
+        if change.action != 'delete' or change.scope.key in seen:
+            continue
+        seen.add(change.scope.key)
+        field = change.desired.label('scope') if change.desired is not None else 'exclusive'
+        problems.extend(checks[change.scope.key].problems(field, (REVOKE_ACCESS_ACTION,)))
+    if problems:
+        raise PreflightError(problems)
 
 
 def _role_lookup(cache: RoleDefinitionCache, clients: Any, entry: DesiredAssignment) -> Any:
@@ -745,7 +1196,10 @@ def _pick(matches: List[dict], name: str) -> List[dict]:
     return sorted(matches, key=lambda a: str(a.get('name') or '').lower() != name)
 
 
-def _decide(plan: PrincipalPlan, entry: DesiredAssignment, definition: RoleDefinition) -> List[AssignmentChange]:
+def _decide(plan: PrincipalPlan, entry: DesiredAssignment, definition: Optional[RoleDefinition]) -> List[AssignmentChange]:
+    if definition is None:  # state=absent at a scope that does not exist: nothing there to remove
+        name = assignment_name(entry.scope, plan.principal_id, entry.role.guid) if entry.role.guid else ''
+        return [AssignmentChange('absent', entry.scope, name, None, desired=entry)]
     name = assignment_name(entry.scope, plan.principal_id, definition.guid)
     matches = _pick([a for a in plan.existing.get(entry.scope.key, [])
                      if same_assignment(a, entry.scope, plan.principal_id, definition.guid)], name)
@@ -883,22 +1337,37 @@ class PrincipalRequest:
 
 async def reconcile_principals(clients: Any, requests: Iterable[PrincipalRequest], *, check_mode: bool = False,
                                limit: int = DEFAULT_LIMIT) -> List[PrincipalPlan]:
-    """Plan every principal (concurrently, shared role-definition cache), then, unless ``check_mode``, apply them all.
+    """Plan every principal (concurrently, shared role-definition and preflight caches), then, unless ``check_mode``,
+    apply them all.
 
-    Any validation failure (bad role, privileged role, duplicates) surfaces during planning, before the first write.
+    Any validation failure (missing scope, operator without rights, bad role, privileged role, duplicates) surfaces
+    during planning, before the first write; the problems of every principal are raised together (``PreflightError``).
     """
     requests = list(requests)
     cache = role_definition_cache(clients)
-    plans = await gather_limited([_plan_factory(clients, r, cache, limit) for r in requests], limit)
+    preflight = preflight_cache(clients)
+    outcomes = await gather_limited([_plan_factory(clients, r, cache, preflight, limit) for r in requests], limit,
+                                    return_exceptions=True)
+    problems: List[Problem] = []
+    for outcome in outcomes:
+        if isinstance(outcome, PreflightError):
+            problems.extend(p for p in outcome.problems if p not in problems)
+        elif isinstance(outcome, BaseException):
+            raise outcome
+    if problems:
+        raise PreflightError(problems)
+    plans = list(outcomes)
     if not check_mode:
         await gather_limited([_apply_factory(clients, p, limit) for p in plans], limit)
     return plans
 
 
-def _plan_factory(clients: Any, request: PrincipalRequest, cache: RoleDefinitionCache, limit: int) -> Any:
+def _plan_factory(clients: Any, request: PrincipalRequest, cache: RoleDefinitionCache, preflight: PreflightCache,
+                  limit: int) -> Any:
     return lambda: plan_principal_assignments(
         clients, request.principal_id, request.desired, principal_type=request.principal_type, state=request.state,
-        exclusive=request.exclusive, allow_privileged=request.allow_privileged, cache=cache, limit=limit)
+        exclusive=request.exclusive, allow_privileged=request.allow_privileged, cache=cache, preflight=preflight,
+        limit=limit)
 
 
 def _apply_factory(clients: Any, plan: PrincipalPlan, limit: int) -> Any:

@@ -19,6 +19,11 @@ Creation is an upsert keyed by ``uniqueName`` (``PATCH /applications(uniqueName=
 response never creates a second object. Applications the collection creates carry ``MANAGED_TAG``; ``state=absent``
 deletes only those unless ``force_delete`` is set.
 
+``state=absent`` soft-deletes (Entra keeps deleted items for 30 days); with ``purge`` the application and its service
+principal are then removed for good from ``/directory/deletedItems``, together with any managed application of the
+same ``uniqueName`` still there (``plan_purge``, ``purge_application``). Only applications carrying ``MANAGED_TAG`` are
+ever purged.
+
 Tags: ``tags=None`` leaves user tags alone; a list adds the missing ones (``purge_tags=False``) or makes the user tags
 exactly that list (``purge_tags=True``). ``MANAGED_TAG`` is added when the application is created and is never
 removed by a purge; listing it in ``tags`` marks an adopted application as managed.
@@ -203,11 +208,11 @@ async def tenant_id_of(clients: Any, service_principal: Optional[Mapping] = None
         return configured
     token = await clients.call('get access token', clients.credential.get_token, clients.settings.cloud.graph_scope,
                                service='entra')
-    return _jwt_claim(token.token, 'tid')
+    return jwt_claim(token.token, 'tid')
 
 
-def _jwt_claim(token: str, claim: str) -> Optional[str]:
-    """One claim of a JWT's payload (not verified: only to read the tenant id of our own token)."""
+def jwt_claim(token: str, claim: str) -> Optional[str]:
+    """One claim of a JWT's payload (not verified: only to read claims such as ``tid`` or ``oid`` of our own token)."""
     try:
         payload = token.split('.')[1]
         data = json.loads(base64.urlsafe_b64decode(payload + '=' * (-len(payload) % 4)))
@@ -242,6 +247,7 @@ class ApplicationSpec:
     service_principal: bool = True
     adopt_by_display_name: bool = False
     force_delete: bool = False
+    purge: bool = False
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any], *, field_prefix: str = '') -> 'ApplicationSpec':
@@ -273,7 +279,8 @@ class ApplicationSpec:
             sign_in_audience=canonical, owners=_check_owners(p.get('owners'), name('owners')),
             purge_owners=bool(p.get('purge_owners')),
             service_principal=True if p.get('service_principal') is None else bool(p.get('service_principal')),
-            adopt_by_display_name=bool(p.get('adopt_by_display_name')), force_delete=bool(p.get('force_delete')))
+            adopt_by_display_name=bool(p.get('adopt_by_display_name')), force_delete=bool(p.get('force_delete')),
+            purge=_check_purge(p.get('purge'), state, name('purge')))
 
     @property
     def creation_display_name(self) -> str:
@@ -298,6 +305,12 @@ def _unique_name_param(p: Mapping[str, Any], name: Any) -> Any:
     if option == 'gitlab_project_path':
         return app_unique_name(project_path=value, field=name(option))
     return app_unique_name(project_id=value, field=name(option))
+
+
+def _check_purge(value: Any, state: str, field_name: str) -> bool:
+    if value and state != 'absent':
+        raise _invalid(field_name, 'only applies to state=absent', 'remove purge, or set state: absent')
+    return bool(value)
 
 
 def _check_unique_name(value: Any, field_name: str) -> str:
@@ -377,15 +390,17 @@ def specs_from_params(items: Sequence[Mapping[str, Any]], *, field: str = 'appli
 
 # --- plan ---------------------------------------------------------------------------------------------------------
 
-CREATE, ADOPT, UPDATE, DELETE, NONE = 'create', 'adopt', 'update', 'delete', 'none'
+CREATE, ADOPT, UPDATE, DELETE, PURGE, NONE = 'create', 'adopt', 'update', 'delete', 'purge', 'none'
 
 
 @dataclass
 class ApplicationPlan:
     """What ``apply_application_plan`` will do for one spec, computed from a read of the current state.
 
-    ``action``: create, adopt, update (or nothing to do), delete, none (absent and already gone).
+    ``action``: create, adopt, update (or nothing to do), delete, purge (only deleted items are left to remove),
+    none (absent and already gone).
     ``body``: Graph properties to send (create: the whole new application; otherwise only what differs).
+    ``purge``: objects to remove for good from deleted items (``PurgeTarget``), with ``spec.purge``.
     """
 
     spec: ApplicationSpec
@@ -398,6 +413,7 @@ class ApplicationPlan:
     service_principal: Optional[dict] = None
     create_service_principal: bool = False
     delete_service_principal: bool = False
+    purge: list = field(default_factory=list)
     warnings: list = field(default_factory=list)
     before: Optional[dict] = None
     after: Optional[dict] = None
@@ -406,7 +422,8 @@ class ApplicationPlan:
     def changed(self) -> bool:
         """True when applying the plan writes anything."""
         return (self.action in (CREATE, ADOPT, DELETE) or bool(self.body) or bool(self.owners_add)
-                or bool(self.owners_remove) or self.create_service_principal or self.delete_service_principal)
+                or bool(self.owners_remove) or self.create_service_principal or self.delete_service_principal
+                or bool(self.purge))
 
     @property
     def actions(self) -> list:
@@ -429,6 +446,7 @@ class ApplicationPlan:
             out.append('delete service principal {0}'.format(self.service_principal.get('id')))
         if self.action == DELETE:
             out.append('delete application {0} (app id {1})'.format(name, self.current.get('appId')))
+        out.extend('purge {0} from deleted items'.format(t.describe()) for t in self.purge)
         return out
 
 
@@ -521,7 +539,7 @@ async def plan_application(clients: Any, spec: ApplicationSpec) -> ApplicationPl
         read.service_principal_read = True
     plan = decide_application(spec, read)
     await _check_owners_exist(clients, plan.owners_add)
-    return plan
+    return await plan_purge_of(clients, plan)
 
 
 @dataclass
@@ -642,6 +660,188 @@ def _decide_absent(spec: ApplicationSpec, read: ApplicationRead) -> ApplicationP
     return plan
 
 
+async def plan_purge_of(clients: Any, plan: ApplicationPlan) -> ApplicationPlan:
+    """Add what ``spec.purge`` removes for good to an ``absent`` plan (reads deleted items; no write).
+
+    A plan that deletes the application purges it (and its service principal) with every deleted application of the
+    same ``uniqueName``; a plan with nothing to delete becomes a ``purge`` of what deleted items still hold.
+    """
+    spec = plan.spec
+    if spec.state != 'absent' or not spec.purge:
+        return plan
+    if plan.action == DELETE:
+        plan.purge = await plan_purge(clients, spec.unique_name, application=plan.current,
+                                      service_principal=plan.service_principal)
+        return plan
+    targets = await plan_purge(clients, spec.unique_name)
+    if not targets:
+        return plan
+    deleted = next((t.data for t in targets if t.kind == 'application'), None)
+    plan = ApplicationPlan(spec, PURGE, current=deleted, purge=targets)
+    if deleted is not None:
+        plan.before = dict(managed_view(deleted, spec), in_deleted_items=True)
+    return plan
+
+
+# --- deleted items: find and purge --------------------------------------------------------------------------------
+
+DELETED_ITEMS = '/directory/deletedItems'
+DELETED_APP_SELECT = APP_SELECT + ('deletedDateTime',)
+DELETED_SP_SELECT = ('id', 'appId', 'displayName', 'tags', 'deletedDateTime')
+
+
+@dataclass(frozen=True)
+class PurgeTarget:
+    """One object to remove for good from deleted items.
+
+    ``kind``: ``application`` or ``servicePrincipal``; ``deleted_now``: deleted by this run (it may take a moment to
+    appear in deleted items: replication lag is retried); ``data``: Graph's JSON as read.
+    """
+
+    object_id: str
+    kind: str
+    app_id: Optional[str]
+    name: Optional[str] = None
+    deleted_now: bool = False
+    data: Optional[dict] = field(default=None, compare=False)
+
+    def describe(self) -> str:
+        """``application gitlab-oidc-x (object id ..., app id ...)`` / ``service principal ...``."""
+        kind = 'application' if self.kind == 'application' else 'service principal'
+        name = '{0} '.format(self.name) if self.name else ''
+        return '{0} {1}(object id {2}, app id {3})'.format(kind, name, self.object_id, self.app_id)
+
+    def as_dict(self) -> dict:
+        """JSON-safe form for module results."""
+        return {'object_id': self.object_id, 'type': self.kind, 'app_id': self.app_id, 'name': self.name}
+
+
+async def find_deleted_applications(clients: Any, *, unique_name: Optional[str] = None, app_id: Optional[str] = None,
+                                    tag: Optional[str] = None, select: Sequence[str] = DELETED_APP_SELECT) -> list:
+    """Applications in Entra's deleted items matching every given criterion (at least one), as Graph's JSON.
+
+    ``GET /directory/deletedItems/microsoft.graph.application?$filter=...`` (the type cast is required; needs
+    Application.Read.All). Deleted items stay for 30 days unless purged.
+    """
+    clauses = []
+    if unique_name is not None:
+        clauses.append('uniqueName eq {0}'.format(odata_string(unique_name)))
+    if app_id is not None:
+        clauses.append('appId eq {0}'.format(odata_string(app_id)))
+    if tag is not None:
+        clauses.append('tags/any(t:t eq {0})'.format(odata_string(tag)))
+    if not clauses:
+        raise ValidationError('find_deleted_applications: give unique_name, app_id or tag')
+    expr = ' and '.join(clauses)
+    return await clients.call('list deleted applications', clients.graph_list, DELETED_ITEMS + '/microsoft.graph.application',
+                              target=expr, service='graph', params=dict(_select(select), **{'$filter': expr, '$top': 999}))
+
+
+async def find_deleted_service_principals(clients: Any, app_ids: Iterable[str], *, limit: int = DEFAULT_CONCURRENCY) -> list:
+    """Service principals in deleted items whose ``appId`` is one of ``app_ids`` (Graph's JSON)."""
+    ids = sorted({a.lower() for a in app_ids if a})
+
+    async def one(app: str) -> list:
+        expr = 'appId eq {0}'.format(odata_string(app))
+        return await clients.call('list deleted service principals', clients.graph_list,
+                                  DELETED_ITEMS + '/microsoft.graph.servicePrincipal', target=expr, service='graph',
+                                  params=dict(_select(DELETED_SP_SELECT), **{'$filter': expr}))
+
+    pages = await gather_limited([lambda a=a: one(a) for a in ids], limit)
+    return [sp for page in pages for sp in page if isinstance(sp, dict)]
+
+
+def _unmanaged_purge(app: Mapping[str, Any], where: str, field_name: str) -> ValidationError:
+    return _invalid(field_name, 'application {0!r} (object id {1}, app id {2}) {3} does not carry the tag {4!r}: purge only '
+                    'ever removes applications this collection created'.format(
+                        app.get('uniqueName') or app.get('displayName'), app.get('id'), app.get('appId'), where, MANAGED_TAG),
+                    'set purge: false (a deletion alone can be undone from deleted items for 30 days), or remove it by '
+                    'hand if you really want it gone for good')
+
+
+async def plan_purge(clients: Any, unique_name: str, *, application: Optional[Mapping[str, Any]] = None,
+                     service_principal: Optional[Mapping[str, Any]] = None, field_name: str = 'purge') -> List[PurgeTarget]:
+    """What purging ``unique_name`` removes for good (reads only), service principals first.
+
+    ``application``/``service_principal``: the live objects this run is about to delete (``deleted_now``). Also every
+    application in deleted items with that ``uniqueName``, and the deleted service principals of all of them. Any
+    application without ``MANAGED_TAG`` fails the plan (``ValidationError`` naming ``field_name``) before any write.
+    """
+    if application is not None and MANAGED_TAG not in (application.get('tags') or ()):
+        raise _unmanaged_purge(application, 'is not managed', field_name)
+    deleted = await find_deleted_applications(clients, unique_name=unique_name)
+    for app in deleted:
+        if MANAGED_TAG not in (app.get('tags') or ()):
+            raise _unmanaged_purge(app, 'in deleted items', field_name)
+    apps = ([dict(application)] if application is not None else []) + [a for a in deleted if isinstance(a, dict)]
+    sps = await find_deleted_service_principals(clients, [a.get('appId') for a in apps]) if apps else []
+    targets: List[PurgeTarget] = []
+    if service_principal is not None:
+        targets.append(PurgeTarget(service_principal['id'], 'servicePrincipal', service_principal.get('appId'),
+                                   service_principal.get('displayName'), deleted_now=True, data=dict(service_principal)))
+    targets += [PurgeTarget(sp['id'], 'servicePrincipal', sp.get('appId'), sp.get('displayName'), data=sp) for sp in sps]
+    if application is not None:
+        targets.append(PurgeTarget(application['id'], 'application', application.get('appId'), unique_name,
+                                   deleted_now=True, data=dict(application)))
+    targets += [PurgeTarget(a['id'], 'application', a.get('appId'), a.get('uniqueName'), data=a) for a in deleted]
+    unique: dict = {}
+    for target in targets:
+        unique.setdefault(target.object_id.lower(), target)
+    return list(unique.values())
+
+
+async def purge_deleted_object(clients: Any, target: PurgeTarget) -> bool:
+    """``DELETE /directory/deletedItems/{id}``: True when purged, False when it was already gone (404).
+
+    An object this run deleted (``deleted_now``) may not be in deleted items yet: its 404 is retried as replication
+    lag until ``replication_timeout``.
+    """
+    try:
+        await _graph(clients, 'purge deleted {0}'.format(target.kind), 'DELETE', '{0}/{1}'.format(DELETED_ITEMS, target.object_id),
+                     target='id={0}'.format(target.object_id), retry_not_found=target.deleted_now)
+    except AzureApiError as err:
+        if err.status == 404 and not target.deleted_now:
+            return False
+        raise
+    return True
+
+
+async def purge_objects(clients: Any, targets: Sequence[PurgeTarget]) -> List[PurgeTarget]:
+    """Purge ``targets`` in order (service principals before their applications); returns those purged."""
+    purged = []
+    for target in targets:
+        if await purge_deleted_object(clients, target):
+            purged.append(target)
+    return purged
+
+
+@dataclass
+class PurgeResult:
+    """What ``purge_application`` found and removed (or would remove, in check mode)."""
+
+    unique_name: str
+    changed: bool
+    targets: list = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        """JSON-safe form."""
+        return {'unique_name': self.unique_name, 'changed': self.changed, 'purged': [t.as_dict() for t in self.targets]}
+
+
+async def purge_application(clients: Any, unique_name: str, *, application: Optional[Mapping[str, Any]] = None,
+                            service_principal: Optional[Mapping[str, Any]] = None, check_mode: bool = False) -> PurgeResult:
+    """Remove for good what deleted items hold for ``unique_name`` (see ``plan_purge``); idempotent.
+
+    Pass ``application``/``service_principal`` when this run has just deleted them (their appearance in deleted items
+    is waited for). Only applications carrying ``MANAGED_TAG`` (and their service principals) are purged.
+    """
+    targets = await plan_purge(clients, unique_name, application=application, service_principal=service_principal)
+    if check_mode or not targets:
+        return PurgeResult(unique_name, bool(targets), targets)
+    purged = await purge_objects(clients, targets)
+    return PurgeResult(unique_name, bool(purged), purged)
+
+
 # --- apply --------------------------------------------------------------------------------------------------------
 
 @dataclass
@@ -660,13 +860,14 @@ class ApplicationResult:
     after: Optional[dict] = None
     actions: list = field(default_factory=list)
     warnings: list = field(default_factory=list)
+    purged: list = field(default_factory=list)
 
     def as_dict(self) -> dict:
         """JSON-safe result (without the diff views)."""
         return {'unique_name': self.unique_name, 'state': self.state, 'changed': self.changed, 'app_id': self.app_id,
                 'object_id': self.object_id, 'service_principal_id': self.service_principal_id,
                 'tenant_id': self.tenant_id, 'display_name': self.display_name, 'application': self.after,
-                'actions': list(self.actions), 'warnings': list(self.warnings)}
+                'actions': list(self.actions), 'warnings': list(self.warnings), 'purged': list(self.purged)}
 
 
 async def apply_application_plan(clients: Any, plan: ApplicationPlan) -> dict:
@@ -674,8 +875,11 @@ async def apply_application_plan(clients: Any, plan: ApplicationPlan) -> dict:
     principal as ``{'application': dict|None, 'service_principal': dict|None}``."""
     if plan.action == NONE:
         return {'application': None, 'service_principal': None}
-    if plan.action == DELETE:
-        await _delete(clients, plan)
+    if plan.action in (DELETE, PURGE):
+        if plan.action == DELETE:
+            await _delete(clients, plan)
+        if plan.purge:
+            await purge_objects(clients, plan.purge)
         return {'application': None, 'service_principal': None}
     created = plan.action == CREATE
     app = await _write_application(clients, plan)
@@ -694,8 +898,11 @@ async def _write_application(clients: Any, plan: ApplicationPlan) -> dict:
     name = plan.spec.unique_name
     target = 'uniqueName={0}'.format(name)
     if plan.action == CREATE:
-        response = await _graph(clients, 'create application', 'PATCH', app_path(unique_name=name), target=target,
-                                json_body=plan.body, headers=PREFER_CREATE)
+        try:
+            response = await _graph(clients, 'create application', 'PATCH', app_path(unique_name=name), target=target,
+                                    json_body=plan.body, headers=PREFER_CREATE)
+        except AzureApiError as err:
+            raise await _explain_name_conflict(clients, name, err) from None
         if response.status == 201 and isinstance(response.data, dict) and response.data.get('appId'):
             return response.data
         # 204: the application already existed (a lost response, or still replicating when it was read).
@@ -706,6 +913,33 @@ async def _write_application(clients: Any, plan: ApplicationPlan) -> dict:
         await _graph(clients, operation, 'PATCH', app_path(object_id=app['id']), target=target, json_body=plan.body)
         app.update(plan.body)
     return app
+
+
+async def _explain_name_conflict(clients: Any, unique_name: str, err: AzureApiError) -> AzureApiError:
+    """``err`` with a hint when the upsert met an application in deleted items that still holds ``unique_name``.
+
+    Microsoft does not document whether deleted items keep an application's ``uniqueName`` reserved (reports say it
+    does for 30 days); when Graph answers ``ObjectConflict`` on ``uniqueName`` and deleted items hold an application
+    of that name, the way out is to restore or to purge it.
+    """
+    if not (err.status == 400 and 'uniquename' in (err.message or '').lower() and
+            (err.has_code('ObjectConflict') or 'already exists' in (err.message or ''))):
+        return err
+    try:
+        deleted = await find_deleted_applications(clients, unique_name=unique_name,
+                                                  select=('id', 'appId', 'deletedDateTime', 'tags'))
+    except AzureApiError:
+        return err
+    if not deleted:
+        return err
+    found = ', '.join('object id {0} (app id {1}, deleted {2})'.format(d.get('id'), d.get('appId'), d.get('deletedDateTime'))
+                      for d in deleted)
+    hint = ('unique_name {0!r} is still held by an application in Entra\'s deleted items: {1}. Restore it (POST '
+            '/directory/deletedItems/{2}/restore), or remove it for good with oidc_federation.azure.azure_ad_app '
+            'state=absent purge=true (managed applications only), then run again'.format(unique_name, found, deleted[0].get('id')))
+    return AzureApiError(err.message, operation=err.operation, target=err.target, service=err.service, status=err.status,
+                         code=err.code, details=err.details, retry_after=err.retry_after, request_id=err.request_id,
+                         kind=err.kind, hint=hint, note=err.note, request=err.request)
 
 
 async def add_owner(clients: Any, app_object_id: str, owner_id: str, *, just_created: bool = False) -> None:
@@ -777,7 +1011,7 @@ async def ensure_application(clients: Any, spec: ApplicationSpec, *, check_mode:
             app, sp = written['application'], written['service_principal']
     result = ApplicationResult(
         unique_name=spec.unique_name, state=spec.state, changed=plan.changed, before=plan.before, after=plan.after,
-        actions=plan.actions, warnings=list(plan.warnings))
+        actions=plan.actions, warnings=list(plan.warnings), purged=[t.as_dict() for t in plan.purge])
     if app is not None:
         result.app_id, result.object_id, result.display_name = app.get('appId'), app.get('id'), app.get('displayName')
     if plan.after:
@@ -866,9 +1100,10 @@ async def find_applications(clients: Any, *, unique_name: Optional[str] = None, 
 
 __all__ = [
     'MANAGED_TAG', 'SIGN_IN_AUDIENCES', 'APP_SELECT', 'ApplicationSpec', 'ApplicationPlan', 'ApplicationResult',
-    'is_guid', 'odata_string', 'app_path', 'sp_path', 'resolve_application', 'get_service_principal',
+    'is_guid', 'jwt_claim', 'odata_string', 'app_path', 'sp_path', 'resolve_application', 'get_service_principal',
     'list_applications', 'list_owner_ids', 'service_principal_ids', 'tenant_id_of', 'specs_from_params',
     'desired_tags', 'managed_view', 'application_changes', 'plan_application', 'apply_application_plan',
     'add_owner', 'remove_owner', 'ensure_service_principal', 'ensure_application', 'ensure_applications',
-    'application_view', 'check_app_query', 'find_applications',
+    'application_view', 'check_app_query', 'find_applications', 'PurgeTarget', 'PurgeResult', 'find_deleted_applications',
+    'find_deleted_service_principals', 'plan_purge', 'purge_deleted_object', 'purge_objects', 'purge_application',
 ]

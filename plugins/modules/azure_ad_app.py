@@ -141,12 +141,34 @@ options:
         (one created by hand and adopted, for example). Without it such an application is left alone and the task fails.
     type: bool
     default: false
+  purge:
+    description:
+      - With O(state=absent), after deleting the service principal and the application, also remove both for good from
+        Microsoft Entra ID's deleted items (C(DELETE /directory/deletedItems/{id})), and any application with the same
+        O(unique_name) still in deleted items from an earlier deletion (deleted without O(purge), for example), with
+        its service principal.
+      - B(This cannot be undone.) A purged application cannot be restored; its application (client) id is gone for
+        good, so anything that still refers to it (CI/CD variables, role assignments, Key Vault access policies)
+        must be set up again with a new application. Without O(purge), a deleted application can be restored for
+        30 days.
+      - After a purge nothing in the directory holds the unique name, the identifier URIs or the credentials of the
+        application any more (whether Microsoft Entra ID keeps them reserved while the application sits in deleted
+        items is not documented), and the objects stop counting against the directory's object quota.
+      - Only ever purges applications carrying the tag C(oidc_federation.azure:managed), and their service principals.
+        An application without it fails the task before anything is written, also with O(force_delete=true).
+      - A just-deleted object can take a moment to appear in deleted items; that delay is retried for up to
+        O(replication_timeout) seconds. Running the task again when nothing is left is V(changed=false).
+      - Needs the Microsoft Graph application permission C(Application.ReadWrite.All) (or
+        C(Application.ReadWrite.OwnedBy) for applications the identity owns); C(Application.Read.All) suffices for
+        check mode.
+    type: bool
+    default: false
   state:
     description:
       - V(present) creates or updates the application and its service principal.
       - V(absent) deletes the service principal and the application. Both are soft-deleted and can be restored from
-        the deleted items for 30 days. Only applications carrying the tag C(oidc_federation.azure:managed) are deleted,
-        unless O(force_delete=true).
+        the deleted items for 30 days, unless O(purge=true). Only applications carrying the tag
+        C(oidc_federation.azure:managed) are deleted, unless O(force_delete=true).
     type: str
     default: present
     choices: [present, absent]
@@ -232,6 +254,12 @@ EXAMPLES = r'''
         unique_name: gitlab-oidc-mygroup~myproject
         state: absent
 
+    - name: Delete the application and remove it for good from deleted items (cannot be restored afterwards)
+      oidc_federation.azure.azure_ad_app:
+        unique_name: gitlab-oidc-mygroup~oldproject
+        state: absent
+        purge: true
+
     - name: Delete the adopted application too (it does not carry the oidc_federation.azure:managed tag)
       oidc_federation.azure.azure_ad_app:
         unique_name: gitlab-oidc
@@ -243,8 +271,8 @@ RETURN = r'''
 app_id:
   description:
     - The application (client) id, for C(AZURE_CLIENT_ID) in the CI job.
-    - With O(state=absent), the id of the deleted application. Null when there is no application (also when it
-      would be created in check mode).
+    - With O(state=absent), the id of the deleted (or purged) application. Null when there is no application (also
+      when it would be created in check mode).
   returned: always
   type: str
   sample: 3c2e4a1f-5b6d-4e7f-8a9b-0c1d2e3f4a5b
@@ -299,6 +327,30 @@ actions:
   sample:
     - create application gitlab-oidc-mygroup~myproject
     - create service principal
+purged:
+  description:
+    - With O(purge=true), the objects removed for good from deleted items (or that would be, in check mode),
+      service principals first. Empty otherwise.
+  returned: always
+  type: list
+  elements: dict
+  contains:
+    object_id:
+      description: Object id of the purged object.
+      type: str
+      sample: 9d8c7b6a-5f4e-4d3c-2b1a-0f9e8d7c6b5a
+    type:
+      description: V(application) or V(servicePrincipal).
+      type: str
+      sample: application
+    app_id:
+      description: The application (client) id it belonged to.
+      type: str
+      sample: 3c2e4a1f-5b6d-4e7f-8a9b-0c1d2e3f4a5b
+    name:
+      description: Unique name of the application, or display name of the service principal.
+      type: str
+      sample: gitlab-oidc-mygroup~oldproject
 '''
 
 from ansible_collections.oidc_federation.azure.plugins.module_utils._graph import (  # noqa: E402
@@ -324,6 +376,7 @@ ARGUMENT_SPEC = dict(
     service_principal=dict(type='bool', default=True),
     adopt_by_display_name=dict(type='bool', default=False),
     force_delete=dict(type='bool', default=False),
+    purge=dict(type='bool', default=False),
     state=dict(type='str', default='present', choices=['present', 'absent']),
 )
 

@@ -36,7 +36,18 @@ description:
     actions are privileged; Contributor (C(*) minus C(Microsoft.Authorization/*/Write) and
     C(Microsoft.Authorization/elevateAccess/Action)) and Reader are not. Custom roles are checked by what they grant,
     not by their name. The check runs before anything is written.
-  - Everything is validated (scopes, roles, duplicates, the privileged-role guard) before the first write.
+  - Everything is validated before the first write, and in check mode too. Beyond the format of every scope and
+    role, the duplicates and the privileged-role guard, the module checks against Azure that every scope exists (the
+    management group, subscription, resource group or resource), that the identity running the module may write role
+    assignments there, and that every role resolves to a role definition (built-in or custom) at its scope. Every
+    problem found is reported at once, each naming the option (for example V(assignments[1].scope)) and the fix; the
+    failed result also lists them in C(problems) (C(field), C(message), C(fix), C(code), C(scope)).
+  - The rights are read from Azure's permissions list of the caller at a resource group or resource, and at a
+    subscription or management group (where Azure documents no such list) from the caller's own role assignments
+    there (group memberships included) and their role definitions. Deny assignments and role assignment conditions
+    are not evaluated; if one of them refuses the write, the task fails with Azure's C(AuthorizationFailed) and a hint.
+  - With O(state=absent), a scope that does not exist has nothing to remove (V(absent)), and the right to delete role
+    assignments is checked only where something is to be deleted.
 author:
   - oidc_federation.azure contributors (@oidc-federation)
 extends_documentation_fragment:
@@ -143,7 +154,9 @@ options:
 notes:
   - Needs C(Microsoft.Authorization/roleAssignments/write) (and C(/delete) for removals) at the scope, for example
     through Owner, User Access Administrator or Role Based Access Control Administrator, and
-    C(Microsoft.Authorization/roleDefinitions/read) and C(Microsoft.Authorization/roleAssignments/read) there.
+    C(Microsoft.Authorization/roleDefinitions/read) and C(Microsoft.Authorization/roleAssignments/read) there. The
+    checks before writing also read the resource group (C(Microsoft.Resources/subscriptions/resourceGroups/read)) or
+    list its resources; all three roles include these reads.
   - Role assignment conditions (ABAC) are not managed. An adopted assignment keeps its condition, which is sent back
     unchanged when its description is updated, and is shown in RV(assignments[].condition).
   - Azure takes a few minutes to apply a new role assignment everywhere; a CI job that starts right after may still

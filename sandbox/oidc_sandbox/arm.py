@@ -6,6 +6,8 @@ Routes (path segments case-insensitive, IDs keep their case; ``api-version`` req
 * ``GET /tenants``, ``GET /subscriptions``, ``GET /subscriptions/{id}``: only what the caller can see.
 * ``GET|PUT|DELETE|HEAD /subscriptions/{id}/resourceGroups/{name}``, ``GET /subscriptions/{id}/resourceGroups``.
 * ``GET /{scope}/providers/Microsoft.Authorization/roleDefinitions[/{guid}]`` with the real built-in roles.
+* ``GET /subscriptions/{id}/resourceGroups/{name}/resources`` (``$filter`` name/resourceType/location ``eq``).
+* ``GET /{resource group or resource}/providers/Microsoft.Authorization/permissions``: the caller's permissions.
 * ``GET|PUT|DELETE /{scope}/providers/Microsoft.Authorization/roleAssignments/{guid}`` (also by id) and
   ``GET /{scope}/providers/Microsoft.Authorization/roleAssignments`` (``$filter``, ``nextLink`` paging).
 
@@ -181,6 +183,7 @@ MAX_CUSTOM_ROLES = 5000  # per tenant (custom-roles.md, "Custom role limits")
 MAX_ASSIGNABLE_SCOPES = 2000
 MAX_ROLE_NAME = 512
 MAX_ROLE_DESCRIPTION = 2048
+ACTION_RESOURCES_READ = "Microsoft.Resources/subscriptions/resourceGroups/resources/read"
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -1516,6 +1519,84 @@ async def _put_role_assignment(ctx: "Sandbox", request: Request, caller: Any, sc
 
 
 # --------------------------------------------------------------------------------------------------------------
+# Handlers: the caller's permissions, resources of a group
+# --------------------------------------------------------------------------------------------------------------
+
+_PERMISSION_KEYS = ("actions", "notActions", "dataActions", "notDataActions")
+
+
+async def _permissions(ctx: "Sandbox", request: Request, scope: Scope, path: str) -> Response:
+    """``Permissions_ListForResourceGroup`` / ``Permissions_ListForResource``: the permission blocks of every role
+    the caller holds (in effect) at or above the scope, one per assignment. Any caller may ask about itself."""
+    _only_get(request)
+    _require_api_version(ctx, request, "authorization", "permissions", _location_of(ctx, scope))
+    caller = _caller(ctx, request)
+    _prepare_scope(ctx, scope)
+    _require_scope_exists(ctx, scope)
+    chain = set(scope_chain(ctx.state, scope))
+    blocks = []
+    for assignment in _effective_assignments(ctx, caller.object_id):
+        props = assignment["properties"]
+        if _scope_key(props.get("scope")) not in chain:
+            continue
+        definition = ctx.state.role_definitions.get(_guid_of(props.get("roleDefinitionId"))) or {}
+        for permission in (definition.get("properties") or {}).get("permissions") or []:
+            blocks.append({key: list(permission.get(key) or []) for key in _PERMISSION_KEYS})
+    return _json({"value": blocks})
+
+
+_RESOURCE_FILTER_CLAUSE = re.compile(r"\s*(?P<field>name|resourceType|location)\s+eq\s+'(?P<value>(?:[^']|'')*)'\s*",
+                                     re.IGNORECASE)
+
+
+def _resource_filter(text: str | None) -> list[tuple[str, str]]:
+    """(field, value) equality clauses of a resources ``$filter`` joined by ``and``."""
+    if not text or not text.strip():
+        return []
+    clauses: list[tuple[str, str]] = []
+    pos = 0
+    while True:
+        match = _RESOURCE_FILTER_CLAUSE.match(text, pos)
+        if match is None:
+            raise arm_error(400, "InvalidFilterInQueryString",
+                            f"The filter '{text}' is not supported. Supported filters are 'name eq', "
+                            f"'resourceType eq' and 'location eq', joined with 'and'.")
+        clauses.append((match.group("field").lower(), match.group("value").replace("''", "'")))
+        pos = match.end()
+        if pos >= len(text):
+            return clauses
+        joiner = _AND.match(text, pos)
+        if joiner is None:
+            raise arm_error(400, "InvalidFilterInQueryString",
+                            f"The filter '{text}' is not supported. Supported filters are 'name eq', "
+                            f"'resourceType eq' and 'location eq', joined with 'and'.")
+        pos = joiner.end()
+
+
+async def _list_resources(ctx: "Sandbox", request: Request, scope: Scope, path: str) -> Response:
+    """``Resources_ListByResourceGroup``: the group's (registered) resources the caller can read."""
+    _only_get(request)
+    _require_api_version(ctx, request, "resources")
+    caller = _caller(ctx, request)
+    _prepare_scope(ctx, scope)
+    if not has_any_access(ctx, caller.object_id, scope):
+        raise _authorization_failed(caller, ACTION_RESOURCES_READ, _request_scope_text(path))
+    _require_scope_exists(ctx, scope)
+    clauses = _resource_filter(_query(request, "$filter"))
+    group = _resource_group(ctx, scope) or {}
+    found = []
+    for resource in (group.get("_resources") or {}).values():
+        item = {"id": resource["id"], "name": resource["name"], "type": resource["type"],
+                "location": group.get("location")}
+        if not all(str(item[{"resourcetype": "type"}.get(f, f)] or "").lower() == v.lower() for f, v in clauses):
+            continue
+        parsed = scope_from_text(resource["id"])
+        if parsed is not None and is_allowed(ctx, caller.object_id, f"{resource['type']}/read", parsed):
+            found.append(item)
+    return _json(_page(request, found, _page_size(ctx)))
+
+
+# --------------------------------------------------------------------------------------------------------------
 # Dispatch
 # --------------------------------------------------------------------------------------------------------------
 
@@ -1527,7 +1608,7 @@ def _only_get(request: Request) -> None:
 def _authorization_route(segments: list[str]) -> tuple[Scope | None, str, str | None] | None:
     """(scope, "roleAssignments"|"roleDefinitions", name or None) for Microsoft.Authorization paths."""
     low = [s.lower() for s in segments]
-    kinds = {"roleassignments": "roleAssignments", "roledefinitions": "roleDefinitions"}
+    kinds = {"roleassignments": "roleAssignments", "roledefinitions": "roleDefinitions", "permissions": "permissions"}
     if len(low) >= 3 and low[-3:-1] == ["providers", "microsoft.authorization"] and low[-1] in kinds:
         return parse_scope(segments[:-3]), kinds[low[-1]], None
     if len(low) >= 4 and low[-4:-2] == ["providers", "microsoft.authorization"] and low[-2] in kinds:
@@ -1553,6 +1634,11 @@ async def handle(ctx: "Sandbox", request: Request, path: str) -> Response | None
         scope, kind, name = route
         if scope is None:
             return None
+        if kind == "permissions":
+            # documented for resource groups and resources only (Permissions_ListForResourceGroup/ListForResource)
+            if name is not None or scope.kind not in ("resourceGroup", "resource"):
+                return None
+            return await _permissions(ctx, request, scope, path)
         if kind == "roleDefinitions":
             return await _role_definitions(ctx, request, scope, name, path)
         if name is None:
@@ -1577,6 +1663,10 @@ async def handle(ctx: "Sandbox", request: Request, path: str) -> Response | None
         rg_scope = parse_scope(segments)
         assert rg_scope is not None
         return await _resource_group_item(ctx, request, rg_scope, path)
+    if len(low) == 5 and low[4] == "resources":
+        rg_scope = parse_scope(segments[:4])
+        assert rg_scope is not None
+        return await _list_resources(ctx, request, rg_scope, path)
     return None
 
 

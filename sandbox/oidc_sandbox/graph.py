@@ -723,6 +723,7 @@ async def _delete_app(call: Call, key: Mapping[str, str]) -> Response:
     del call.state.apps[app["id"]]
     app["deletedDateTime"] = stamp
     app["_type"] = "application"
+    app["_created"] = call.mono()  # the deleted item replicates like a new object (see README, replication lag)
     app["_fics"] = call.state.fics.pop(app["id"], {})
     call.state.deleted[app["id"]] = app
     # "Deleting an application also deletes its service principal object in the application's home directory."
@@ -972,6 +973,7 @@ def _soft_delete_sp(call: Call, sp: dict[str, Any], stamp: str) -> None:
     del call.state.sps[sp["id"]]
     sp["deletedDateTime"] = stamp
     sp["_type"] = "servicePrincipal"
+    sp["_created"] = call.mono()
     held = {k: a for k, a in call.state.app_role_assignments.items() if _same(a.get("principalId"), sp["id"])}
     for key in held:
         del call.state.app_role_assignments[key]
@@ -1364,7 +1366,7 @@ async def _route_directory(call: Call, head: Segment, rest: list[Segment]) -> Re
 async def _list_deleted(call: Call, kind: str, resource: Resource) -> Response:
     call.require_read()
     query = call.query(resource, collection=True)
-    items = [o for o in call.state.deleted.values() if o.get("_type") == kind]
+    items = [o for o in call.state.deleted.values() if o.get("_type") == kind and not call.lagging(o)]
     return _collection(call, f"directory/deletedItems/{resource.type_name}", items, query,
                        lambda o: _render(call, o, query.select))
 
@@ -1373,7 +1375,7 @@ def _deleted(call: Call, object_id: str) -> dict[str, Any]:
     if not is_guid(object_id):
         raise invalid_object_id(object_id)
     obj = call.state.deleted.get(object_id.lower())
-    if obj is None:
+    if obj is None or call.lagging(obj):  # a deleted item still replicating is not found yet
         raise not_found(object_id)
     return obj
 

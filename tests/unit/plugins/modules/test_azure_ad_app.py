@@ -426,6 +426,7 @@ BAD_INPUT = [
     ({'gitlab_project_path': 'g/p', 'unique_name': 'ok-name'}, 'unique_name', 'mutually exclusive'),
     ({'gitlab_project_path': 'g/p', 'gitlab_project_id': '42'}, 'gitlab_project_id', 'mutually exclusive'),
     ({'display_name': 'no-key'}, 'unique_name', 'one of the following is required'),
+    ({'unique_name': 'ok-name', 'purge': True}, 'purge', 'only applies to state=absent'),
 ]
 
 
@@ -449,6 +450,108 @@ def test_graph_error_is_clear_and_secret_free(run_module, clean_sandbox):
     assert 'Authorization_RequestDenied' in result['msg'] and 'create application' in result['msg']
     assert 'Traceback' not in json.dumps(result)
     assert sb.restricted.secret not in json.dumps(result)
+
+
+# --- purge: nothing left in deleted items -------------------------------------------------------------------------
+
+def deleted_items(sb, kind='application'):
+    """Graph's own list of deleted items of one type (the type cast is required)."""
+    response = sb.graph('GET', '/v1.0/directory/deletedItems/microsoft.graph.{0}'.format(kind))
+    assert response.status_code == 200, response.text
+    return response.json()['value']
+
+
+def test_absent_with_purge_leaves_nothing_in_deleted_items(run_module, clean_sandbox):
+    sb = clean_sandbox
+    created = ok(run_module, sb, **FULL)
+    app_id, object_id, sp_id = created['app_id'], created['object_id'], created['service_principal_id']
+    args = dict(unique_name=NAME, state='absent', purge=True)
+
+    reset_stats(sb)
+    result = ok(run_module, sb, check=True, **args)
+    assert result['changed'] is True and writes(sb) == 0
+    assert result['actions'] == [
+        'delete service principal {0}'.format(sp_id), 'delete application {0} (app id {1})'.format(NAME, app_id),
+        'purge service principal {0} (object id {1}, app id {2}) from deleted items'.format(FULL['display_name'], sp_id, app_id),
+        'purge application {0} (object id {1}, app id {2}) from deleted items'.format(NAME, object_id, app_id)]
+    assert [(p['type'], p['object_id']) for p in result['purged']] == [('servicePrincipal', sp_id), ('application', object_id)]
+    assert result['diff']['before']['unique_name'] == NAME and result['diff']['after'] == {}
+    assert len(apps_named(sb, NAME)) == 1
+
+    result = ok(run_module, sb, **args)
+    assert result['changed'] is True and result['app_id'] == app_id
+    assert [p['object_id'] for p in result['purged']] == [sp_id, object_id]
+    assert apps_named(sb, NAME) == [] and sps_of(sb, app_id) == []
+    assert state(sb)['deleted_items'] == []
+    assert deleted_items(sb) == [] and deleted_items(sb, 'servicePrincipal') == []
+    for gone in (object_id, sp_id):
+        assert sb.graph('GET', '/v1.0/directory/deletedItems/' + gone).status_code == 404
+        assert sb.graph('POST', '/v1.0/directory/deletedItems/{0}/restore'.format(gone)).status_code == 404
+
+    reset_stats(sb)
+    again = ok(run_module, sb, **args)
+    assert again['changed'] is False and again['purged'] == [] and again['actions'] == [] and writes(sb) == 0
+
+
+def test_purge_removes_a_managed_application_deleted_earlier_and_only_that(run_module, clean_sandbox):
+    sb = clean_sandbox
+    created = ok(run_module, sb, **FULL)
+    other = ok(run_module, sb, unique_name='another-app')
+    ok(run_module, sb, unique_name=NAME, state='absent')           # deleted without purge: restorable
+    ok(run_module, sb, unique_name='another-app', state='absent')
+    assert {d['id'] for d in deleted_items(sb)} == {created['object_id'], other['object_id']}
+
+    reset_stats(sb)
+    result = ok(run_module, sb, check=True, unique_name=NAME, state='absent', purge=True)
+    assert result['changed'] is True and writes(sb) == 0
+    assert result['diff']['before']['in_deleted_items'] is True and result['diff']['after'] == {}
+    assert [a.split(' (')[0] for a in result['actions']] == [
+        'purge service principal ' + FULL['display_name'], 'purge application ' + NAME]
+    assert result['app_id'] == created['app_id']
+
+    result = ok(run_module, sb, unique_name=NAME, state='absent', purge=True)
+    assert result['changed'] is True
+    assert [d['id'] for d in deleted_items(sb)] == [other['object_id']]       # the other one is left alone
+    assert [d['appId'] for d in deleted_items(sb, 'servicePrincipal')] == [other['app_id']]
+    reset_stats(sb)
+    assert ok(run_module, sb, unique_name=NAME, state='absent', purge=True)['changed'] is False
+    assert writes(sb) == 0
+    # the unique name is free again: a new application (new app id) can take it
+    reborn = ok(run_module, sb, unique_name=NAME)
+    assert reborn['changed'] is True and reborn['app_id'] != created['app_id']
+
+
+def test_purge_never_touches_an_application_the_collection_did_not_create(run_module, clean_sandbox):
+    sb = clean_sandbox
+    live = make_app_by_hand(sb, 'made by hand', uniqueName='hand-made')
+    reset_stats(sb)
+    result = fail(run_module, sb, unique_name='hand-made', state='absent', force_delete=True, purge=True)
+    assert result['msg'].startswith('purge: application ') and MANAGED_TAG in result['msg'] and 'Fix: ' in result['msg']
+    assert writes(sb) == 0 and len(apps_named(sb, 'hand-made')) == 1
+    # the same application deleted by hand, then purged by the module: refused, it stays restorable
+    assert sb.graph('DELETE', '/v1.0/applications/' + live['id']).status_code == 204
+    reset_stats(sb)
+    result = fail(run_module, sb, unique_name='hand-made', state='absent', purge=True)
+    assert 'in deleted items does not carry the tag' in result['msg']
+    assert writes(sb) == 0 and [d['id'] for d in deleted_items(sb)] == [live['id']]
+    # without purge, there is nothing live to delete: unchanged
+    assert ok(run_module, sb, unique_name='hand-made', state='absent')['changed'] is False
+
+
+def test_purge_waits_for_the_deleted_items_to_replicate(run_module, clean_sandbox):
+    sb = clean_sandbox
+    created = ok(run_module, sb, **FULL)
+    wait_until_replicated(sb, NAME)
+    sb.faults(seed=3, replication_lag=1.5)
+    time.sleep(1.5)  # the application and service principal themselves are replicated
+    reset_stats(sb)
+    result = ok(run_module, sb, unique_name=NAME, state='absent', purge=True, replication_timeout=30)
+    assert result['changed'] is True
+    by_route = sb.control('GET', 'stats').json()['by_route']
+    assert by_route['DELETE /v1.0/directory/deletedItems/{id}'] > 2, by_route  # the 404s of the lag were retried
+    sb.faults()
+    assert state(sb)['deleted_items'] == [] and apps_named(sb, NAME) == []
+    assert sb.graph('GET', '/v1.0/directory/deletedItems/' + created['object_id']).status_code == 404
 
 
 # --- faults: replication lag and throttling -----------------------------------------------------------------------

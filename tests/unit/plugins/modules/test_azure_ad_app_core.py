@@ -198,3 +198,46 @@ def test_tenant_id_from_the_token_when_the_option_is_a_domain(clean_sandbox):
 
     result = asyncio.run(scenario())
     assert result.service_principal_id is None and result.tenant_id == sb.tenant_id
+
+
+# --- a unique name still held by deleted items ------------------------------------------------------------------
+
+class _ConflictClients:
+    """Answers the creation with Graph's uniqueName conflict and lists one application in deleted items."""
+
+    graph_request = graph_list = None  # only passed through to ``call``
+
+    def __init__(self, deleted):
+        self.deleted = deleted
+        self.calls = []
+
+    async def call(self, operation, fn, *args, **kwargs):
+        from ansible_collections.oidc_federation.azure.plugins.module_utils._errors import AzureApiError
+        self.calls.append((operation, kwargs.get('params')))
+        if operation == 'create application':
+            raise AzureApiError('Another object with the same value for property uniqueName already exists.',
+                                operation=operation, target='uniqueName=app-x', service='graph', status=400,
+                                code='Request_BadRequest', details=('ObjectConflict', 'ConflictingObjects'))
+        if operation == 'list deleted applications':
+            return self.deleted
+        raise AssertionError('unexpected call ' + operation)
+
+
+@pytest.mark.parametrize('deleted, hinted', [
+    ([{'id': '9d8c7b6a-5f4e-4d3c-2b1a-0f9e8d7c6b5a', 'appId': '3c2e4a1f-5b6d-4e7f-8a9b-0c1d2e3f4a5b',
+       'deletedDateTime': '2026-01-02T03:04:05Z', 'tags': [MANAGED_TAG]}], True),
+    ([], False),
+])
+def test_a_unique_name_held_by_deleted_items_says_how_to_free_it(deleted, hinted):
+    from ansible_collections.oidc_federation.azure.plugins.module_utils._errors import AzureApiError
+    from ansible_collections.oidc_federation.azure.plugins.module_utils._graph import CREATE, ApplicationPlan, apply_application_plan
+    clients = _ConflictClients(deleted)
+    plan = ApplicationPlan(spec(), CREATE, body={'displayName': 'app-x'})
+    with pytest.raises(AzureApiError) as info:
+        asyncio.run(apply_application_plan(clients, plan))
+    message = str(info.value)
+    assert message.startswith('create application uniqueName=app-x failed: Graph 400 Request_BadRequest')
+    assert ('deleted items' in message and 'purge=true' in message and
+            '/directory/deletedItems/9d8c7b6a-5f4e-4d3c-2b1a-0f9e8d7c6b5a/restore' in message) is hinted, message
+    assert clients.calls[1] == ('list deleted applications', {
+        '$select': 'id,appId,deletedDateTime,tags', '$filter': "uniqueName eq 'app-x'", '$top': 999})

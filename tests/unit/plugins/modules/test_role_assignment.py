@@ -409,10 +409,14 @@ def test_missing_rights_is_explained(run, clean_sandbox):
     sp = make_sp(sandbox)
     args = dict(principal_id=sp['id'], role='Reader', scope=rg_scope(sandbox),
                 client_id=sandbox.restricted.client_id, client_secret=sandbox.restricted.secret)
-    rc, result, n = run(args)
-    assert rc == 1 and 'AuthorizationFailed' in result['msg']
-    assert 'Microsoft.Authorization/roleAssignments/write' in result['msg']
-    assert sandbox.restricted.secret not in json.dumps(result)
+    for check in (True, False):  # the preflight finds it before any write, in check mode too
+        rc, result, n = run(args, check=check)
+        assert rc == 1 and n == 0, result
+        assert result['msg'].startswith('scope: the operator (client id {0}'.format(sandbox.restricted.client_id))
+        assert 'may not write role assignments at ' + rg_scope(sandbox) in result['msg']
+        assert 'Microsoft.Authorization/roleAssignments/write' in result['msg'] and 'Fix: ' in result['msg']
+        assert [p['code'] for p in result['problems']] == ['operator_cannot_write']
+        assert sandbox.restricted.secret not in json.dumps(result)
 
 
 GOOD_SP = '11111111-2222-4333-8444-555555555555'
@@ -540,3 +544,72 @@ def test_check_mode_with_an_app_whose_service_principal_does_not_exist_yet_predi
     rc, result, n = run(dict(app_id=app_id, role='Reader', scope=rg_scope(clean_sandbox), state='absent',
                              replication_timeout=30), check=True)
     assert rc == 0 and n == 0 and result['changed'] is False
+
+
+# --- the preflight: bad role inputs fail with the field and the fix, and the sandbox is left byte for byte as it was ---
+
+OTHER_TENANT_CUSTOM_ROLE = 'c0ffee00-1234-4abc-8def-0123456789ab'  # a custom role GUID that exists in another tenant only
+
+PREFLIGHT_CASES = [
+    # (case id, module args (principal added), field the message starts with, fragments, problem code)
+    ('unknown-role-name', dict(role='Storage Blob Data Raeder', scope='{rg}'), 'role',
+     ["no role definition named 'Storage Blob Data Raeder' is available at scope {rg}", 'Fix: use the exact role name'],
+     'role_not_found'),
+    ('other-tenant-custom-role', dict(role='/subscriptions/{other_sub}/providers/Microsoft.Authorization/roleDefinitions/'
+                                           + OTHER_TENANT_CUSTOM_ROLE, scope='{rg}'), 'role',
+     ['no role definition with id {0} exists at scope {{rg}}'.format(OTHER_TENANT_CUSTOM_ROLE), 'RoleDefinitionDoesNotExist',
+      'Fix: use the name or GUID of a role that exists in this tenant'], 'role_not_found'),
+    ('missing-subscription', dict(role='Reader', scope='/subscriptions/{other_sub}/resourceGroups/rg-app'), 'scope',
+     ['subscription {other_sub} does not exist', 'Fix: correct the subscription id'], 'subscription_not_found'),
+    ('missing-resource-group', dict(role='Reader', scope='/subscriptions/{sub}/resourceGroups/rg-typo'), 'scope',
+     ["resource group 'rg-typo' does not exist in subscription {sub}", 'Fix: create it first (az group create --name rg-typo'],
+     'resource_group_not_found'),
+    ('missing-resource', dict(role='AcrPull', scope='{rg}/providers/Microsoft.ContainerRegistry/registries/acrmissing'), 'scope',
+     ["resource 'Microsoft.ContainerRegistry/registries/acrmissing' does not exist in resource group 'rg-sandbox'",
+      'Fix: create the resource first'], 'resource_not_found'),
+    ('operator-without-rights', dict(role='Reader', scope='{rg}', restricted=True), 'scope',
+     ['the operator (client id {restricted}', 'may not write role assignments at {rg}',
+      'it needs Owner, User Access Administrator or Role Based Access Control Administrator there',
+      'Fix: assign one of these roles to the operator'], 'operator_cannot_write'),
+    ('owner-without-allow', dict(role='Owner', scope='{rg}'), 'role',
+     ["'Owner' at {rg} can grant access to others (its actions include '*', which covers "
+      'Microsoft.Authorization/roleAssignments/write); privileged roles are refused',
+      'Fix: assign a narrower role, or set allow_privileged: true'], 'privileged_role'),
+]
+
+
+@pytest.mark.parametrize('check', [True, False], ids=['check-mode', 'apply'])
+@pytest.mark.parametrize('case, args, field, fragments, code', PREFLIGHT_CASES, ids=[c[0] for c in PREFLIGHT_CASES])
+def test_bad_role_inputs_fail_with_field_and_fix_and_change_nothing(run, clean_sandbox, case, args, field, fragments,
+                                                                    code, check):
+    sandbox = clean_sandbox
+    sp = make_sp(sandbox)
+    values = dict(sub=sandbox.subscription_id, rg=rg_scope(sandbox), other_sub=str(uuid.UUID(int=0x5e1f)),
+                  restricted=sandbox.restricted.client_id)
+    args = {k: v.format(**values) if isinstance(v, str) else v for k, v in args.items()}
+    good_scope = sub_scope(sandbox)
+    if args.pop('restricted', False):
+        # the restricted operator (Reader on the subscription) may grant access in one resource group only
+        add_resource_group(sandbox, 'rg-delegated')
+        good_scope = rg_scope(sandbox, 'rg-delegated')
+        state = sandbox.control('GET', 'state').json()
+        restricted_oid = next(o['object_id'] for o in state['operators'] if o['client_id'] == sandbox.restricted.client_id)
+        seed_assignment(sandbox, good_scope, 'Role Based Access Control Administrator', restricted_oid)
+        args.update(client_id=sandbox.restricted.client_id, client_secret=sandbox.restricted.secret)
+    for index, entry_args in enumerate((dict(args, principal_id=sp['id']),
+                                        dict(principal_id=sp['id'], assignments=[
+                                            dict(role='Reader', scope=good_scope),
+                                            dict(role=args['role'], scope=args['scope'])], **{
+                                                k: v for k, v in args.items() if k not in ('role', 'scope')}))):
+        before = sandbox.control('GET', 'state').content
+        rc, result, n = run(entry_args, check=check)
+        assert rc == 1, result
+        prefix = field if index == 0 else 'assignments[1].' + field
+        assert result['msg'].startswith(prefix + ': '), (case, result['msg'])
+        for fragment in fragments:
+            assert fragment.format(**values) in result['msg'], (case, result['msg'])
+        assert [(p['field'], p['code']) for p in result['problems']] == [(prefix, code)]
+        assert n == 0
+        assert sandbox.control('GET', 'state').content == before, 'the sandbox state changed on bad input'
+        assert 'Traceback' not in json.dumps(result)
+        assert_no_secret(sandbox, result)
