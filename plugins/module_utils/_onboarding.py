@@ -73,9 +73,11 @@ from ansible_collections.oidc_federation.azure.plugins.module_utils._graph impor
     NONE,
     APP_SELECT,
     SP_SELECT,
+    PURGE,
     ApplicationRead,
     ApplicationSpec,
     apply_application_plan,
+    plan_purge_of,
     decide_application,
     get_service_principal,
     list_applications,
@@ -354,6 +356,7 @@ def parse_project(item: Mapping[str, Any], index: int, *, variable_prefix: Optio
         'owners': list(merged['app_owners']) if merged.get('app_owners') else None,
         'service_management_reference': _text(merged.get('app_service_management_reference')),
         'service_principal': True,
+        'purge': bool(merged.get('purge')) if state == 'absent' else None,
     }
     try:
         app_spec = ApplicationSpec.from_params(app_params)
@@ -476,6 +479,7 @@ class Outcome:
     kept_because: str = ''
     gitlab: Any = None
     ci_variables: Optional[list] = None
+    purged: list = dc_field(default_factory=list)
 
     def fail(self, exc: BaseException) -> None:
         """Record ``exc`` as this project's failure (a message naming the project)."""
@@ -1066,11 +1070,11 @@ class Run:
 
     async def _offboard_own(self, group: AppGroup, project: ProjectInput, outcome: Outcome) -> None:
         outcome.found = group.current is not None
-        if group.current is None:
+        if group.current is None and not project.purge:
             outcome.application = self._absent_view(project, group)
             return
         try:
-            app_plan = decide_application(group.spec, self._app_read(group))
+            app_plan = await plan_purge_of(self.clients, decide_application(group.spec, self._app_read(group)))
             role_plan = None
             if project.assignments and group.service_principal is not None:
                 role_plan = await self._plan_roles(project, group.service_principal['id'], exclusive=False, state='absent')
@@ -1084,6 +1088,7 @@ class Run:
         if app_plan.changed and not self.options.check_mode:
             await apply_application_plan(self.clients, app_plan)
         outcome.removed = app_plan.action == DELETE
+        outcome.purged = [t.as_dict() for t in app_plan.purge]
         outcome.application = self._absent_view(project, group)
         if self.options.diff:
             outcome.diff = {'before_header': project.key, 'after_header': project.key,
@@ -1108,11 +1113,12 @@ class Run:
             if project.assignments and sp is not None:
                 role_plan = await self._plan_roles(project, sp['id'], exclusive=False, state='absent')
                 await self._apply_roles(role_plan, outcome)
-            app_plan = decide_application(group.spec, self._app_read(group))
+            app_plan = await plan_purge_of(self.clients, decide_application(group.spec, self._app_read(group)))
             if app_plan.changed and not self.options.check_mode:
                 await apply_application_plan(self.clients, app_plan)
             outcome.changed = outcome.changed or app_plan.changed
             outcome.removed = app_plan.action == DELETE
+            outcome.purged = [t.as_dict() for t in app_plan.purge]
         elif remaining:
             outcome.kept_because = 'other projects still have credentials on it'
         outcome.application = self._absent_view(project, group)
@@ -1245,7 +1251,8 @@ class Run:
                 role_assignments_removed=outcome.assignments_removed, pending=app.get('app_id') is None)
         else:
             out.update(
-                application=dict(app, found=outcome.found, removed=outcome.removed, kept_because=outcome.kept_because),
+                application=dict(app, found=outcome.found, removed=outcome.removed, kept_because=outcome.kept_because,
+                                 purged=outcome.purged),
                 credentials=[], credentials_deleted=outcome.credentials_deleted, role_assignments=outcome.assignments,
                 pending=False)
         if project.gitlab is not None:

@@ -183,8 +183,12 @@ options:
         type: bool
       purge:
         description:
-          - Accepted with O(projects[].state=absent) for the role's offboarding; permanent deletion from deleted items
-            is done by M(oidc_federation.azure.azure_ad_app) with its own option.
+          - With O(projects[].state=absent), after deleting the project's application and its service principal (or the
+            shared application, when it goes), also remove them for good from Entra ID's deleted items, together with
+            any deleted application of the same C(uniqueName). Without it Entra keeps deleted applications for 30 days,
+            restorable, with their credentials. B(A purged application cannot be restored.)
+          - Only applications carrying the collection's managed tag are ever purged; an unmanaged one in the way stops the
+            project before any write. Default V(false).
         type: bool
       gitlab_api:
         description:

@@ -313,3 +313,21 @@ def test_gitlab_stage_refuses_contradictions_and_missing_rights_before_any_write
         assert result['projects'][key]['failed'] and expected in result['projects'][key]['msg'], (expected, result['projects'][key])
         assert 'glpat-' not in json.dumps(result)
     assert state(sb) == before
+
+
+def test_offboarding_with_purge_leaves_nothing_in_deleted_items(run_module, clean_sandbox):
+    sb = clean_sandbox
+    items = projects(sb)
+    ok(run_module, sb, projects=items)
+    # one project offboarded earlier without purge: its application waits in deleted items
+    ok(run_module, sb, state='absent', projects=[items[0]])
+    assert [d for d in state(sb)['deleted_items'] if (d.get('uniqueName') or '') == 'gitlab-oidc-demo~web-app']
+    check = ok(run_module, sb, state='absent', projects=[dict(i, purge=True) for i in items], check=True)
+    assert check['projects']['demo/web-app']['result']['application']['purged'], check['projects']['demo/web-app']
+    gone = ok(run_module, sb, state='absent', projects=[dict(i, purge=True) for i in items])
+    assert gone['summary']['failed'] == 0
+    assert app_names(sb) == []
+    assert [d.get('uniqueName') or d.get('displayName') for d in state(sb)['deleted_items']
+            if (d.get('uniqueName') or d.get('displayName') or '').lower().startswith(('gitlab-oidc', 'gitlab ci/cd'))] == []
+    again = ok(run_module, sb, state='absent', projects=[dict(i, purge=True) for i in items])
+    assert not again['changed']
