@@ -362,6 +362,27 @@ EXAMPLES = r'''
         shared_app: gitlab-oidc-services
         branches: [main]
 
+- name: Take the projects' ids and sub claims from GitLab and set their CI/CD variables (AZURE_CLIENT_ID, ...)
+  oidc_federation.azure.gitlab_oidc_projects:
+    gitlab_url: https://gitlab.example.com
+    gitlab_token: "{{ lookup('ansible.builtin.env', 'GITLAB_TOKEN') }}"
+    gitlab_ca_bundle: /etc/pki/tls/certs/corporate-ca.pem
+    projects:
+      - project_path: mygroup/web-app
+        issuer: https://gitlab.example.com
+        branches: [main]
+        gitlab_api: true
+        gitlab_url: https://gitlab.example.com
+        gitlab_token: "{{ vault_gitlab_token_web }}"
+        gitlab_validate_certs: true
+        gitlab_ca_bundle: /etc/pki/tls/certs/corporate-ca.pem
+        ci_variables: true
+        ci_variables_protected: true
+        ci_variables_masked: true
+        ci_variables_environment_scope: production
+        ci_variables_extra:
+          AZURE_RESOURCE_GROUP: rg-web
+
 - name: Offboard a project of a shared application, keeping the application while others use it
   oidc_federation.azure.gitlab_oidc_projects:
     state: absent
@@ -372,6 +393,19 @@ EXAMPLES = r'''
         purge: false
     continue_on_error: true
     variable_prefix: gitlab_oidc_
+
+- name: Offboard a project for good (no restore from Entra's deleted items)
+  oidc_federation.azure.gitlab_oidc_projects:
+    projects:
+      - project_path: mygroup/old-app
+        state: absent
+        purge: true
+
+- name: Many projects at once, each outcome in its own file for the gitlab_oidc_result action
+  oidc_federation.azure.gitlab_oidc_projects:
+    projects: "{{ my_projects }}"
+    continue_on_error: true
+    results_dir: "{{ results_dir.path }}"
 '''
 
 RETURN = r'''

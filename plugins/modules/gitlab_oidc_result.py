@@ -49,11 +49,18 @@ attributes:
     support: none
   action:
     support: full
+  async:
+    support: none
+  bypass_host_loop:
+    support: none
+  facts:
+    support: full
   platform:
     platforms: all
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
   - ansible.builtin.action_common_attributes.flow
+  - ansible.builtin.action_common_attributes.facts
 notes:
   - The task fails, with the project's message, when the project failed.
 '''
