@@ -67,13 +67,9 @@ from ansible_collections.oidc_federation.azure.plugins.module_utils._gitlab impo
     validate_project_path,
 )
 from ansible_collections.oidc_federation.azure.plugins.module_utils._graph import (
-    CREATE,
     DELETE,
     MANAGED_TAG,
-    NONE,
-    APP_SELECT,
     SP_SELECT,
-    PURGE,
     ApplicationRead,
     ApplicationSpec,
     apply_application_plan,
@@ -866,10 +862,10 @@ class Run:
             variable_plan = plan_variables(target, project.gitlab, self._variable_values(project, group.current, self.tenant_id),
                                            state=project.state)
             if variable_plan.conflicts:
+                blocking = '; '.join('{0} (environment scope {1}) exists and was not set by oidc_federation.azure'.format(
+                    i.key, i.environment_scope) for i in variable_plan.conflicts)
                 raise project.namer.error('ci_variables', 'CI/CD variables of {0} are in the way: {1}'.format(
-                    target.info.get('path_with_namespace'), '; '.join('{0} (environment scope {1}) exists and was not set by '
-                                                                     'oidc_federation.azure'.format(i.key, i.environment_scope)
-                                                                     for i in variable_plan.conflicts)),
+                    target.info.get('path_with_namespace'), blocking),
                     'delete them in GitLab (Settings > CI/CD > Variables), or set {0}: false'.format(project.namer('ci_variables')))
         except Exception as exc:  # pylint: disable=broad-exception-caught
             outcome.fail(exc)

@@ -93,7 +93,10 @@ def parse_gitlab_options(merged: Mapping[str, Any], namer: Any) -> Optional[GitL
     try:
         variable_specs(_desired(options, {'AZURE_CLIENT_ID': PENDING, 'AZURE_TENANT_ID': PENDING}), field='ci_variables')
     except ValidationError as err:
-        raise namer.error('ci_variables_extra', str(err), 'give values GitLab accepts (see the message), or set '
+        if 'environment_scope' in str(err):
+            raise namer.error('ci_variables_environment_scope', str(err),
+                              "give an environment name or pattern GitLab accepts, such as '*', 'production' or 'review/*'") from None
+        raise namer.error('ci_variables_extra', str(err), 'give names and values GitLab accepts (see the message), or set '
                           '{0}: false'.format(namer('ci_variables_masked'))) from None
     return options
 
@@ -228,7 +231,9 @@ def plan(target: GitLabProject, options: GitLabOptions, values: Mapping[str, Opt
     if state == 'absent':
         return diff_variables(current, [], purge=True, project=target.info['id'])
     specs = variable_specs(_desired(options, values), field='ci_variables')
-    return diff_variables(current, specs, project=target.info['id'])
+    # purge: a variable the collection set earlier that is no longer wanted (another environment scope, an extra
+    # removed) goes; purge only ever touches variables carrying the collection's marker.
+    return diff_variables(current, specs, purge=True, project=target.info['id'])
 
 
 def plan_items(variable_plan: Any) -> list:

@@ -468,7 +468,7 @@ from ansible_collections.oidc_federation.azure.plugins.module_utils._onboarding 
 from ansible_collections.oidc_federation.azure.plugins.module_utils._results import write_results  # noqa: E402
 
 _PROJECT_OPTIONS = dict(
-    key=dict(type='str'),
+    key=dict(type='str', no_log=False),
     state=dict(type='str', choices=['present', 'absent']),
     project_path=dict(type='str', required=True),
     project_id=dict(type='str'),
