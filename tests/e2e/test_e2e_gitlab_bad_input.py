@@ -59,8 +59,7 @@ def _inventory(path: Any, sandbox: Any, hosts: dict[str, dict[str, Any]]) -> Any
 
 def _snapshot(sandbox: Any, ids: dict[str, int]) -> str:
     """The sandbox's whole state plus every project's variables with their values, as text."""
-    variables = {path: gitlab_variables(sandbox, project_id) for path, project_id in ids.items()
-                 if not path.startswith("secret/")}
+    variables = {path: gitlab_variables(sandbox, project_id) for path, project_id in ids.items()}
     return json.dumps({"state": state_of(sandbox), "variables": variables}, sort_keys=True)
 
 
