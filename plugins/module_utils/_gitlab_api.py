@@ -80,6 +80,8 @@ GITLAB_ARGSPEC = {
 VARIABLE_KEY_RE = re.compile(r'^[A-Za-z0-9_]{1,255}$')
 MASKABLE_RE = re.compile(r'^[a-zA-Z0-9_+=/@:.~-]{8,}$')        # masked, expanded (raw=false)
 MASKABLE_RAW_RE = re.compile(r'^\S{8,}$')                       # masked and raw
+# Gitlab::Regex.environment_scope_regex: the characters of environment names, plus '*'
+ENVIRONMENT_SCOPE_RE = re.compile(r'^[a-zA-Z0-9_/${}. *-]+\Z')
 VARIABLE_TYPES = ('env_var', 'file')
 DESCRIPTION_MAX = 255
 VARIABLE_MARKER = '[{0}]'.format(MANAGED_MARKER)
@@ -667,6 +669,9 @@ def variable_specs(items: Sequence[Mapping[str, Any]], *, field: str = 'variable
         if not isinstance(scope, str) or not scope.strip() or len(scope) > 255:
             raise ValidationError("{0}.environment_scope must be an environment name or pattern such as '*' or "
                                   "'production' (at most 255 characters)".format(where))
+        if not ENVIRONMENT_SCOPE_RE.match(scope):
+            raise ValidationError("{0}.environment_scope '{1}' is not one GitLab accepts: it can contain only letters, "
+                                  "digits, '-', '_', '/', '$', '{{', '}}', '.', '*' and spaces".format(where, scope))
         description = item.get('description')
         if description is not None and not isinstance(description, str):
             raise ValidationError('{0}.description must be a string'.format(where))

@@ -56,6 +56,11 @@ KEY_RE = re.compile(r"^[a-zA-Z0-9_]+$")
 MASK_RE = re.compile(r"^[a-zA-Z0-9_+=/@:.~-]{8,}$")
 MASK_RAW_RE = re.compile(r"^\S{8,}$")
 PATH_RE = re.compile(r"^[a-zA-Z0-9_][a-zA-Z0-9_.-]*$")
+# Gitlab::Regex.environment_scope_regex (environment name characters plus '*') and its message
+ENVIRONMENT_SCOPE_RE = re.compile(r"[a-zA-Z0-9_/${}. *-]+")  # fullmatch
+ENVIRONMENT_SCOPE_MESSAGE = "can contain only letters, digits, '-', '_', '/', '$', '{', '}', '.', '*' and spaces"
+# Plan limits of an instance (PlanLimits; 0 = no limit). 8000 CI/CD variables per project is the self-managed default.
+DEFAULT_LIMITS = {"project_ci_variables": 8000}
 _TRUE = ("true", "1", "yes", "t", "y", "on")
 _FALSE = ("false", "0", "no", "f", "n", "off")
 INSUFFICIENT_SCOPE = "The request requires higher privileges than provided by the access token."
@@ -117,7 +122,7 @@ def new_instance(ctx: "Sandbox") -> dict[str, Any]:
     admin = {"name": "sandbox-admin", "scopes": ["api"], "namespaces": ["*"], "access_level": OWNER,
              "expired": False, "revoked": False, "prefix": ctx.config.gitlab_token[:10]}
     return {"groups": {}, "projects": {}, "variables": {}, "tokens": {token_digest(ctx.config.gitlab_token): admin},
-            "next_id": {"group": 100, "project": 1000}}
+            "next_id": {"group": 100, "project": 1000}, "limits": dict(DEFAULT_LIMITS)}
 
 
 def seed(ctx: "Sandbox") -> None:
@@ -681,8 +686,10 @@ def _find_variable(inst: dict[str, Any], project: dict[str, Any], key: str, para
 
 
 def _validate_variable(var: dict[str, Any], others: list[dict[str, Any]], *, creating: bool,
-                       hidden_before: bool = False, masked_before: bool = False) -> None:
+                       hidden_before: bool = False, masked_before: bool = False, limit: int = 0) -> None:
     errors: dict[str, list[str]] = {}
+    if creating and limit > 0 and len(others) >= limit:  # Limitable: validate_plan_limit_not_exceeded, on create
+        errors.setdefault("base", []).append(f"Maximum number of project ci variables ({limit}) exceeded")
     key = var["key"]
     if not key:
         errors.setdefault("key", []).append("can't be blank")
@@ -701,6 +708,8 @@ def _validate_variable(var: dict[str, Any], others: list[dict[str, Any]], *, cre
         errors.setdefault("description", []).append("is too long (maximum is 255 characters)")
     if len(var["environment_scope"]) > 255:
         errors.setdefault("environment_scope", []).append("is too long (maximum is 255 characters)")
+    if not ENVIRONMENT_SCOPE_RE.fullmatch(var["environment_scope"]):
+        errors.setdefault("environment_scope", []).append(ENVIRONMENT_SCOPE_MESSAGE)
     if creating and var["hidden"] and not var["masked"]:
         errors.setdefault("masked", []).append("should be true when variable is hidden")
     if not creating and hidden_before and var["masked"] != masked_before:
@@ -746,7 +755,8 @@ async def _variables_route(ctx: "Sandbox", request: Request, inst: dict[str, Any
         _variable_fields(params, var)
         if hidden:
             var["masked"] = True
-        _validate_variable(var, rows, creating=True)
+        _validate_variable(var, rows, creating=True,
+                           limit=inst.get("limits", DEFAULT_LIMITS)["project_ci_variables"])
         rows.append(var)
         project["last_activity_at"] = _now_iso(ctx)
         return _json(variable_view(var), 201)
@@ -1010,6 +1020,7 @@ def add_token(ctx: "Sandbox", inst: dict[str, Any], spec: dict[str, Any]) -> tup
 def instance_view(ctx: "Sandbox", name: str, inst: dict[str, Any]) -> dict[str, Any]:
     caller = Caller({"scopes": ["api"], "namespaces": ["*"], "access_level": OWNER})
     return {"instance": name, "api_url": f"{_web_base(ctx, name)}{API_PREFIX}",
+            "limits": dict(inst.get("limits", DEFAULT_LIMITS)),
             "groups": [group_view(ctx, name, inst, g) for g in inst["groups"].values()],
             "projects": [project_view(ctx, name, inst, p, caller) for p in inst["projects"].values()],
             "tokens": [dict(t) for t in inst["tokens"].values()],
@@ -1024,11 +1035,13 @@ async def control(ctx: "Sandbox", request: Request, path: str) -> Response | Non
         return None
     try:
         if parts[0] == "instances" and len(parts) == 2:
-            if request.method != "GET":
-                raise method_not_allowed("control", request.method, "GET")
+            if request.method not in ("GET", "PATCH"):
+                raise method_not_allowed("control", request.method, "GET, PATCH")
             inst = instance(ctx, parts[1])
             if inst is None:
                 raise control_error(404, f"No GitLab instance {parts[1]}.")
+            if request.method == "PATCH":
+                change_instance(inst, await _control_body(request))
             return JSONResponse(instance_view(ctx, parts[1], inst))
         if parts[0] == "projects" and len(parts) == 2:
             if request.method != "PATCH":
@@ -1092,6 +1105,19 @@ def seed_many(ctx: "Sandbox", name: str, inst: dict[str, Any], body: dict[str, A
         inst["next_id"] = next_before
         raise
     return out
+
+
+def change_instance(inst: dict[str, Any], body: dict[str, Any]) -> None:
+    """Control-API changes to an instance: ``limits`` (plan limits, ``{"project_ci_variables": n}``; 0 = no limit)."""
+    _check_keys(body, {"limits"}, "instance change")
+    limits = body.get("limits", {})
+    if not isinstance(limits, dict):
+        raise ValueError("limits must be an object such as {\"project_ci_variables\": 200}")
+    _check_keys(limits, set(DEFAULT_LIMITS), "limits")
+    for key, value in limits.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(f"limits.{key} must be a non-negative integer (0 = no limit)")
+    inst.setdefault("limits", dict(DEFAULT_LIMITS)).update(limits)
 
 
 def change_project(ctx: "Sandbox", inst: dict[str, Any], project: dict[str, Any], body: dict[str, Any]) -> None:

@@ -92,6 +92,8 @@ class Stats:
         self.total = 0
         self.reads = 0
         self.writes = 0
+        self.gitlab_reads = 0
+        self.gitlab_writes = 0
         self.throttled = 0
         self.faults_injected = 0
         self.errors_5xx = 0
@@ -123,6 +125,11 @@ class Stats:
                 self.writes += 1
             else:
                 self.reads += 1
+        elif service == "gitlab" and "/api/v4" in path:  # the REST API of a GitLab instance (not its issuer documents)
+            if method in _WRITE_METHODS:
+                self.gitlab_writes += 1
+            else:
+                self.gitlab_reads += 1
         if status == 429:
             self.throttled += 1
         if status >= 500:
@@ -155,6 +162,7 @@ class Stats:
     def to_json(self) -> dict[str, Any]:
         return {
             "since": self.since, "total": self.total, "reads": self.reads, "writes": self.writes,
+            "gitlab_reads": self.gitlab_reads, "gitlab_writes": self.gitlab_writes,
             "throttled": self.throttled, "faults_injected": self.faults_injected, "errors_5xx": self.errors_5xx,
             "tokens_issued": self.tokens_issued, "tokens_by_service": dict(self.tokens_by_service),
             "token_failures": dict(self.token_failures), "by_service": dict(self.by_service),

@@ -200,6 +200,9 @@ def test_variables_crud_through_python_gitlab(gl_sandbox):
     ({"key": "M"}, 400, {"error": "value is missing"}),
     ({}, 400, {"error": "key is missing, value is missing"}),
     ({"key": "M", "value": "v", "variable_type": "secret"}, 400, {"error": "variable_type does not have a valid value"}),
+    ({"key": "M", "value": "v", "environment_scope": "prod|staging"}, 400, {"message": {"environment_scope": [
+        "can contain only letters, digits, '-', '_', '/', '$', '{', '}', '.', '*' and spaces"]}}),
+    ({"key": "M", "value": "v", "environment_scope": "review/${CI_COMMIT_REF_SLUG} *.x-1_"}, 201, None),
 ])
 def test_variable_validation_errors(gl_sandbox, body, status, answer):
     gl_sandbox.gitlab("POST", "/projects/2001/variables", json={"key": "TAKEN", "value": "x"})
@@ -207,6 +210,26 @@ def test_variable_validation_errors(gl_sandbox, body, status, answer):
     assert response.status_code == status, response.text
     if answer is not None:
         assert response.json() == answer
+
+
+def test_plan_limit_of_variables_per_project(gl_sandbox):
+    """Limitable (on create only): ``Maximum number of project ci variables (n) exceeded``; 0 lifts the limit."""
+    assert gl_sandbox.control("GET", "gitlab/instances/gitlab.com").json()["limits"] == {"project_ci_variables": 8000}
+    changed = gl_sandbox.control("PATCH", "gitlab/instances/gitlab.com", json={"limits": {"project_ci_variables": 2}})
+    assert changed.status_code == 200 and changed.json()["limits"] == {"project_ci_variables": 2}
+    for key in ("A1", "A2"):
+        assert gl_sandbox.gitlab("POST", "/projects/2001/variables", json={"key": key, "value": "v"}).status_code == 201
+    refused = gl_sandbox.gitlab("POST", "/projects/2001/variables", json={"key": "A3", "value": "v"})
+    assert (refused.status_code, refused.json()) == (400, {"message": {"base": [
+        "Maximum number of project ci variables (2) exceeded"]}})
+    assert gl_sandbox.gitlab("PUT", "/projects/2001/variables/A1", json={"value": "w"}).status_code == 200
+    assert gl_sandbox.gitlab("POST", "/projects/2002/variables", json={"key": "A3", "value": "v"}).status_code == 201
+    gl_sandbox.control("PATCH", "gitlab/instances/gitlab.com", json={"limits": {"project_ci_variables": 0}})
+    assert gl_sandbox.gitlab("POST", "/projects/2001/variables", json={"key": "A3", "value": "v"}).status_code == 201
+    bad = gl_sandbox.control("PATCH", "gitlab/instances/gitlab.com", json={"limits": {"project_ci_variables": -1}})
+    assert bad.status_code == 400 and "non-negative" in bad.json()["error"]["message"]
+    gl_sandbox.reset()
+    assert gl_sandbox.control("GET", "gitlab/instances/gitlab.com").json()["limits"] == {"project_ci_variables": 8000}
 
 
 def test_hidden_variables_never_show_their_value(gl_sandbox):
@@ -288,6 +311,20 @@ def test_rate_limits_answer_429_with_gitlab_headers(gl_sandbox):
         client(gl_sandbox).projects.get(2001, obey_rate_limit=False)
     assert exc.value.response_code == 429
     assert gl_sandbox.gitlab("GET", "/projects/2001").status_code == 200
+
+
+def test_stats_count_gitlab_api_reads_and_writes(gl_sandbox):
+    """``GET /_sandbox/stats``: ``gitlab_reads``/``gitlab_writes`` count REST API requests of every instance (failed
+    ones included), not the issuer documents; ``reads``/``writes`` stay Graph and ARM only."""
+    assert gl_sandbox.control("POST", "stats/reset").status_code == 200
+    gl_sandbox.gitlab("GET", "/projects/2001")
+    gl_sandbox.gitlab("GET", "/projects/2001/variables")
+    gl_sandbox.gitlab("POST", "/projects/2001/variables", json={"key": "S1", "value": "v"})
+    gl_sandbox.gitlab("POST", "/projects/2001/variables", token="glpat-read-only-demo", json={"key": "S2", "value": "v"})
+    gl_sandbox.gitlab("DELETE", "/projects/2001/variables/S1")
+    gl_sandbox.http.get(gl_sandbox.gitlab_url + "/.well-known/openid-configuration")
+    stats = gl_sandbox.control("GET", "stats").json()
+    assert (stats["gitlab_reads"], stats["gitlab_writes"], stats["reads"], stats["writes"]) == (2, 3, 0, 0), stats
 
 
 # --- control API --------------------------------------------------------------------------------------------------

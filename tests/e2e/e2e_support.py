@@ -12,10 +12,13 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import json
 import sys
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
+import jwt
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]
@@ -161,3 +164,92 @@ def orphans(state: dict[str, Any], baseline: dict[str, Any]) -> list[str]:
     found += [f"role assignment {r['name']} of missing principal {r['properties']['principalId']}"
               for r in state["role_assignments"] if r["properties"]["principalId"] not in principals]
     return found
+
+
+# --- GitLab (projects from the gitlab_projects inventory plugin, CI/CD variables) --------------------------------------
+
+ARM_SCOPE = "https://management.azure.com/.default"
+AZURE_VARIABLES = ("AZURE_CLIENT_ID", "AZURE_TENANT_ID", "AZURE_SUBSCRIPTION_ID")
+
+
+def plugin_inventory(directory: Path, groups: list[str], **options: Any) -> Path:
+    """A ``<dir>/e2e.gitlab_projects.yml`` inventory plugin configuration (URL and token from the environment)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / "e2e.gitlab_projects.yml"
+    config = {"plugin": "oidc_federation.azure.gitlab_projects", "gitlab_groups": groups, **options}
+    path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+    return path
+
+
+def run_role(playbook: Path, inventory: Path, env: dict[str, str], workdir: Path, *options: str,
+             **extra: Any) -> harness.PlaybookRun:
+    """``ansible-playbook -i inventory playbook`` with the report in workdir/report and this Python for the modules."""
+    extra_vars = {"gitlab_oidc_report_dir": str(workdir / "report"), "ansible_python_interpreter": sys.executable}
+    extra_vars.update(extra)
+    return harness.run_playbook(playbook, inventory, env=env, cwd=workdir, options=options, extra_vars=extra_vars,
+                                timeout=600)
+
+
+def report_of(workdir: Path, name: str = "onboarding") -> dict[str, Any]:
+    """The role's JSON report ``name`` of the last run in ``workdir``, by host."""
+    report = json.loads((workdir / "report" / f"{name}.json").read_text(encoding="utf-8"))
+    return {p["host"]: p for p in report["projects"]}
+
+
+def gitlab_secrets(env: dict[str, str], *tokens: str) -> list[str]:
+    """Secrets of an environment plus GitLab tokens (to redact them from messages and to scan output for them)."""
+    return secrets_of(env) + [value for name, value in env.items() if "TOKEN" in name and value] + list(tokens)
+
+
+def gitlab_variables(sandbox: Any, project_id: int | str) -> list[dict[str, Any]]:
+    """A project's CI/CD variables with their values (the GitLab API, as the administrator)."""
+    response = sandbox.gitlab("GET", f"/projects/{project_id}/variables", params={"per_page": 100})
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def gitlab_project(sandbox: Any, project: int | str) -> dict[str, Any]:
+    """A project as GitLab shows it to its administrator (id or full path)."""
+    response = sandbox.gitlab("GET", "/projects/" + quote(str(project), safe=""))
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def stats_of(sandbox: Any) -> dict[str, Any]:
+    response = sandbox.control("GET", "stats")
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def azure_writes(stats: dict[str, Any]) -> int:
+    """Graph and ARM writes as their quotas count them (each request inside a ``$batch``, not the envelope, which
+    is a POST even when it only reads)."""
+    return stats["graph"]["writes"] + stats["arm"]["writes"]
+
+
+def reset_stats(sandbox: Any) -> None:
+    assert sandbox.control("POST", "stats/reset").status_code == 200
+
+
+def apps_by_marker(state: dict[str, Any], issuer: str) -> dict[str, list[dict[str, Any]]]:
+    """The applications carrying a GitLab project marker tag of ``issuer``, by project id (a list: duplicates show)."""
+    found: dict[str, list[dict[str, Any]]] = {}
+    for app in state["applications"]:
+        for tag in app.get("tags") or []:
+            prefix, separator, rest = tag.partition(":gitlab-project:")
+            if prefix and separator and rest.endswith("@" + issuer):
+                found.setdefault(rest[:-len(issuer) - 1], []).append(app)
+    return found
+
+
+def login_with_azure_identity(sandbox: Any, tenant_id: str, client_id: str, gitlab_token: str) -> dict[str, Any]:
+    """The GitLab ID token exchanged for an ARM token by azure-identity (as a CI job's SDK would); its claims."""
+    from azure.identity import ClientAssertionCredential  # noqa: PLC0415 - only the e2e tests need it
+
+    credential = ClientAssertionCredential(tenant_id, client_id, lambda: gitlab_token, authority=sandbox.url,
+                                           connection_verify=sandbox.ca_file)
+    try:
+        token = credential.get_token(ARM_SCOPE).token
+    finally:
+        credential.close()
+    return jwt.decode(token, options={"verify_signature": False}) | {"_token": token}

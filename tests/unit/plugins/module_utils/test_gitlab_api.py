@@ -90,6 +90,8 @@ def test_missing_python_gitlab_is_a_missing_library(monkeypatch):
     ({'key': 'K', 'value': 'x', 'variable_type': 'secret'}, 'variable_type must be one of'),
     ({'key': 'K', 'value': 'x', 'description': 'd' * 250}, 'too long'),
     ({'key': 'K', 'value': 'x', 'colour': 'red'}, 'unknown fields: colour'),
+    ({'key': 'K', 'value': 'x', 'environment_scope': 'prod|staging'}, "can contain only letters, digits, '-', '_'"),
+    ({'key': 'K', 'value': 'x', 'environment_scope': 'prod\n'}, "is not one GitLab accepts"),
 ])
 def test_variable_specs_refuse_what_gitlab_refuses(item, message):
     with pytest.raises(ValidationError) as exc:
@@ -102,8 +104,9 @@ def test_variable_specs_accept_gitlab_maskable_values_and_refuse_duplicates():
         {'key': 'AZURE_CLIENT_ID', 'value': '0c7f1a2b-3c4d-4e5f-8a6b-7c8d9e0f1a2b', 'masked': True},
         {'key': 'AZURE_CLIENT_ID', 'value': 'with spaces? no: raw!', 'masked': False, 'environment_scope': 'prod'},
         {'key': 'RAW', 'value': 'a$b%c&d*e(f)', 'masked': True, 'raw': True},
+        {'key': 'SCOPED', 'value': 'x', 'environment_scope': 'review/${CI_COMMIT_REF_SLUG} *.x-1_'},
     ])
-    assert [s.environment_scope for s in specs] == ['*', 'prod', '*']
+    assert [s.environment_scope for s in specs] == ['*', 'prod', '*', 'review/${CI_COMMIT_REF_SLUG} *.x-1_']
     assert specs[0].stored_description == api.VARIABLE_MARKER
     with pytest.raises(ValidationError, match="listed twice for environment scope '\\*'"):
         api.variable_specs([{'key': 'A', 'value': '1'}, {'key': 'A', 'value': '2', 'environment_scope': '*'}])
