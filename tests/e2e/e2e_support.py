@@ -7,13 +7,19 @@
 * ``fixtures``: ``sandbox/tests/conftest.py`` (the sandbox's own fixtures), ``azcli``: ``sandbox/tests/test_azcli.py``
   (Azure CLI helpers ``make_az``, ``Az`` and the ``az_bin`` fixture), both loaded once under private names.
 * :func:`example_hosts`, :func:`run_example`, :func:`state_of`, :class:`Deployment`.
+* :func:`kill_9_everything`: ``kill -9`` of an ``ansible-playbook`` process and every process it started (Ansible's
+  workers call ``setsid()``, so killing the playbook's process group leaves them and their modules running).
 """
 from __future__ import annotations
 
 import dataclasses
 import importlib.util
 import json
+import os
+import signal
+import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -253,3 +259,61 @@ def login_with_azure_identity(sandbox: Any, tenant_id: str, client_id: str, gitl
     finally:
         credential.close()
     return jwt.decode(token, options={"verify_signature": False}) | {"_token": token}
+
+
+def process_tree(root: int) -> list[int]:
+    """``root`` and every process below it (from /proc). Ansible's workers call setsid(), so the playbook's process
+    group does not hold them (nor the module processes they start)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text(encoding="utf-8")
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        children.setdefault(ppid, []).append(int(entry.name))
+    tree, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        tree.append(pid)
+        todo.extend(children.get(pid, []))
+    return tree
+
+
+def signal_all(pids: list[int], signum: int) -> None:
+    """Send ``signum`` to each of ``pids`` that still exists."""
+    for pid in pids:
+        try:
+            os.kill(pid, signum)
+        except ProcessLookupError:
+            pass
+
+
+def kill_9_everything(process: subprocess.Popen, timeout: float = 10.0) -> tuple[list[int], list[int]]:
+    """``kill -9`` of ansible-playbook and every process it started, at once, as a crash of the controller would:
+    the tree is frozen first (SIGSTOP: nothing forks any more), then killed. Returns (the killed pids, those still
+    alive after ``timeout`` seconds)."""
+    frozen: list[int] = []
+    while True:
+        new = [pid for pid in process_tree(process.pid) if pid not in frozen]
+        if not new:
+            break
+        signal_all(new, signal.SIGSTOP)
+        frozen += new
+    signal_all(frozen, signal.SIGKILL)
+    process.wait(timeout=60)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and any(alive(pid) for pid in frozen):
+        time.sleep(0.05)
+    return frozen, [pid for pid in frozen if alive(pid)]
+
+
+def alive(pid: int) -> bool:
+    """Whether process ``pid`` still runs (a zombie does not)."""
+    try:
+        state = Path("/proc/{0}/stat".format(pid)).read_text(encoding="utf-8").rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state not in ("Z", "X")
