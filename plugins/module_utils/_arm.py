@@ -791,7 +791,8 @@ class AssignmentCheck:
 
 async def check_assignments(clients: Any, desired: Sequence['DesiredAssignment'], *, state: str = 'present',
                             allow_privileged: bool = False, cache: Optional[RoleDefinitionCache] = None,
-                            preflight: Optional[PreflightCache] = None, limit: int = DEFAULT_LIMIT) -> AssignmentCheck:
+                            preflight: Optional[PreflightCache] = None, limit: int = DEFAULT_LIMIT,
+                            allow_option: str = 'allow_privileged') -> AssignmentCheck:
     """Everything that can be known before writing ``desired``, collected rather than raised (reads only).
 
     ``state=present``: every scope exists and the operator may write role assignments there; every role resolves
@@ -809,7 +810,10 @@ async def check_assignments(clients: Any, desired: Sequence['DesiredAssignment']
             if entry.scope.key not in seen:
                 seen.add(entry.scope.key)
                 problems.extend(checks[entry.scope.key].problems(entry.label('scope')))
-    usable = [checks[d.scope.key].exists is not False for d in desired]
+    # Roles are looked up where the scope exists and, to write there, the operator may: elsewhere the scope's own
+    # problem says what to fix (a role lookup there would only fail with a less helpful 403).
+    usable = [checks[d.scope.key].exists is not False
+              and (state != 'present' or not checks[d.scope.key].problems(d.label('scope'))) for d in desired]
     found = await gather_limited([_role_lookup(cache, clients, d) if ok else _none for d, ok in zip(desired, usable)],
                                  limit, return_exceptions=True)
     definitions: List[Optional[RoleDefinition]] = []
@@ -822,7 +826,7 @@ async def check_assignments(clients: Any, desired: Sequence['DesiredAssignment']
         else:
             definitions.append(result)
     if state == 'present':
-        problems.extend(privileged_problems(desired, definitions, allow_privileged))
+        problems.extend(privileged_problems(desired, definitions, allow_privileged, allow_option=allow_option))
     return AssignmentCheck(definitions, checks, problems)
 
 
@@ -1098,8 +1102,9 @@ def check_duplicates(desired: Sequence[DesiredAssignment], keys: Sequence[Any]) 
 
 
 def privileged_problems(desired: Sequence[DesiredAssignment], definitions: Sequence[Optional[RoleDefinition]],
-                        allow_privileged: bool) -> List[Problem]:
-    """A ``Problem`` per role that can grant access (see ``access_granting_permission``) unless ``allow_privileged``; no I/O."""
+                        allow_privileged: bool, *, allow_option: str = 'allow_privileged') -> List[Problem]:
+    """A ``Problem`` per role that can grant access (see ``access_granting_permission``) unless ``allow_privileged``;
+    no I/O. ``allow_option`` is the caller's name of the option that allows them (in the fix)."""
     if allow_privileged:
         return []
     problems = []
@@ -1109,7 +1114,7 @@ def privileged_problems(desired: Sequence[DesiredAssignment], definitions: Seque
             problems.append(Problem(
                 entry.label('role'), '{0!r} at {1} can grant access to others (its actions include {2!r}, which covers {3}); '
                 'privileged roles are refused'.format(definition.name, entry.scope.id, found[0], found[1]),
-                'assign a narrower role, or set allow_privileged: true if this principal really must manage access',
+                'assign a narrower role, or set {0}: true if this principal really must manage access'.format(allow_option),
                 'privileged_role', entry.scope.id))
     return problems
 
@@ -1125,7 +1130,8 @@ async def plan_principal_assignments(clients: Any, principal_id: str, desired: S
                                      principal_type: str = DEFAULT_PRINCIPAL_TYPE, state: str = 'present',
                                      exclusive: bool = False, allow_privileged: bool = False,
                                      cache: Optional[RoleDefinitionCache] = None, preflight: Optional[PreflightCache] = None,
-                                     limit: int = DEFAULT_LIMIT, existing: Optional[Mapping[str, List[dict]]] = None) -> PrincipalPlan:
+                                     limit: int = DEFAULT_LIMIT, existing: Optional[Mapping[str, List[dict]]] = None,
+                                     allow_option: str = 'allow_privileged') -> PrincipalPlan:
     """Read and decide, never write: preflight the scopes (exist? may the operator write role assignments there?),
     resolve roles (cached), guard privileged roles, list this principal's assignments at each listed scope, and
     match them.
@@ -1138,6 +1144,7 @@ async def plan_principal_assignments(clients: Any, principal_id: str, desired: S
     operator that may not delete where deletions are planned) before any write.
     ``existing`` (scope key -> this principal's assignments AT that scope, e.g. from one listing of a scope shared by
     many principals) replaces the per-scope listing; a listed scope missing from it is listed as usual.
+    ``allow_option`` names the caller's option that allows privileged roles, in the fix of a refusal.
     """
     if state not in ('present', 'absent'):
         raise ValidationError("state: expected 'present' or 'absent', got {0!r}".format(state))
@@ -1147,7 +1154,7 @@ async def plan_principal_assignments(clients: Any, principal_id: str, desired: S
     cache = cache if cache is not None else role_definition_cache(clients)
     check_duplicates(desired, [(d.scope.key,) + d.role.key for d in desired])
     check = await check_assignments(clients, desired, state=state, allow_privileged=allow_privileged, cache=cache,
-                                    preflight=preflight, limit=limit)
+                                    preflight=preflight, limit=limit, allow_option=allow_option)
     check.raise_for_problems()
     definitions = check.definitions
     check_duplicates(desired, [(d.scope.key, r.guid) if r is not None else (d.scope.key,) + d.role.key

@@ -1141,7 +1141,8 @@ class Run:
             existing = {key: [] for key in scope_keys}
         plan = await plan_principal_assignments(
             self.clients, principal_id, desired, principal_type='ServicePrincipal', state=state, exclusive=exclusive,
-            allow_privileged=project.allow_privileged, cache=self.roles, limit=self.options.limit, existing=existing)
+            allow_privileged=project.allow_privileged, cache=self.roles, limit=self.options.limit, existing=existing,
+            allow_option=project.namer('allow_privileged_roles'))
         return plan
 
     async def _apply_roles(self, plan: PrincipalPlan, outcome: Outcome) -> None:
