@@ -14,8 +14,6 @@ State is compared through the sandbox's control API (``e2e_support.managed_state
 """
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 import sys
 import time
@@ -24,7 +22,8 @@ from typing import Any
 
 import yaml
 
-from e2e_support import INVENTORY, ONBOARD, OFFBOARD, REPO, harness, managed_state, orphans, secrets_of, state_of
+from e2e_support import (INVENTORY, ONBOARD, OFFBOARD, REPO, harness, kill_9_everything, managed_state, orphans, secrets_of,
+                         state_of)
 
 sys.path.insert(0, str(REPO / "benchmarks"))
 import bench_onboard  # noqa: E402  (the benchmark's generated projects)
@@ -155,11 +154,12 @@ def test_kill_9_in_the_middle_then_rerun_converges(sandbox, tmp_path):
                 break
             time.sleep(0.2)
         assert process.poll() is None, "the run ended before it could be killed"
-        os.killpg(process.pid, signal.SIGKILL)
+        # ansible-core's workers call setsid(): kill the whole process tree, not only the process group.
+        killed, survivors = kill_9_everything(process)
+        assert killed and not survivors, survivors
     finally:
         if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=60)
+            kill_9_everything(process)
     sandbox.faults()
     halfway = managed_state(state_of(sandbox))
     assert 0 < len(halfway) < len(hosts), "not killed halfway: %d of %d applications" % (len(halfway), len(hosts))
