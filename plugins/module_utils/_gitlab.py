@@ -542,8 +542,25 @@ def credential_name(match: SubjectMatch, *, issuer: str, project_label: str, pre
     return "%s-%s" % (base, digest)
 
 
+def project_id_label(project_id: int | str) -> str:
+    """How a credential's description names the project's id (``project id 4711``), so that the credentials made for a
+    project can be told apart by id after a rename (``describes_project``)."""
+    return "project id %s" % project_id
+
+
+def describes_project(description: Any, project_id: int | str | None) -> bool:
+    """True when ``description`` is one this collection wrote for the project with ``project_id``."""
+    if project_id in (None, "") or not isinstance(description, str) or MANAGED_MARKER not in description:
+        return False
+    label = project_id_label(project_id)
+    return ("(%s)" % label) in description or description.startswith("GitLab CI/CD of %s:" % label)
+
+
 def _description(builder: SubjectBuilder, match: SubjectMatch) -> str:
-    text = "GitLab CI/CD of %s: %s (%s)" % (builder.label, match.describe(), MANAGED_MARKER)
+    label = builder.label
+    if builder.project_path and builder.project_id:
+        label = "%s (%s)" % (builder.project_path, project_id_label(builder.project_id))
+    text = "GitLab CI/CD of %s: %s (%s)" % (label, match.describe(), MANAGED_MARKER)
     if len(text) <= MAX_FIELD_LENGTH:
         return text
     tail = "... (%s)" % MANAGED_MARKER

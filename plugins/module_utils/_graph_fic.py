@@ -62,6 +62,7 @@ from ansible_collections.oidc_federation.azure.plugins.module_utils._gitlab impo
     REF_TYPE_BRANCH,
     REF_TYPE_TAG,
     SubjectBuilder,
+    describes_project,
     plan_matches,
     plan_project_credentials,
     validate_project_id,
@@ -668,9 +669,13 @@ class ProjectTarget:
         """True if ``credential`` has this issuer and trusts this project and nothing else (``_fic.analyze_gitlab_trust``).
 
         A credential that cannot be analysed (no subject or expression, an expression that does not parse) is never covered.
+        With a project id, a credential this collection made for that project (its description names the id) is covered
+        too, whatever path it trusts: the credentials of a project renamed since they were made.
         """
         if credential.get("issuer") != self.issuer:
             return False
+        if self.project_id and describes_project(credential.get("description"), self.project_id):
+            return True
         expression = credential.get("claimsMatchingExpression")
         if expression is not None:
             target = {"expression": expression.get("value")}

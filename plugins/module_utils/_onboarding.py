@@ -43,7 +43,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
-from dataclasses import dataclass, field as dc_field
+from dataclasses import dataclass, field as dc_field, replace as dataclass_replace
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from ansible_collections.oidc_federation.azure.plugins.module_utils._arm import (
@@ -912,6 +912,12 @@ class Run:
                     group.projects = []
             await self.reader.applications([g for g in groups if g.projects])
         groups[:] = [g for g in groups if g.projects]
+        for group in groups:
+            # Found under another name (its marker, or the other derivation): a uniqueName never changes, so plans,
+            # messages and purges name the application by the one it has.
+            name = (group.current or {}).get('uniqueName')
+            if name and name.lower() != group.spec.unique_name.lower():
+                group.spec = dataclass_replace(group.spec, unique_name=name)
         await self.reader.display_matches(groups)
         await self.reader.service_principals(groups)
         await self.reader.owners(groups)

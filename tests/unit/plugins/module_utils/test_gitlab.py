@@ -406,7 +406,7 @@ def test_plan_typical():
     for credential in credentials:
         validate_credential(credential)
         assert credential["issuer"] == GITLAB and credential["audiences"] == [DEFAULT_AUDIENCE]
-        assert credential["description"].startswith("GitLab CI/CD of mygroup/myproject: ")
+        assert credential["description"].startswith("GitLab CI/CD of mygroup/myproject (project id 42): ")
         assert "managed by oidc_federation.azure" in credential["description"]
     assert credentials == plan_project_credentials(builder, issuer=GITLAB, tags=["*"], branches=["release/*", "main"])
     # the planned set is idempotent through the reconciliation plan
@@ -435,7 +435,8 @@ def test_plan_any_ref_subsumes_the_rest():
     credentials = plan_project_credentials(BY_ID, issuer=GITLAB, branches=["main"], tags=["v1"], any_ref=True)
     assert len(credentials) == 1
     assert credentials[0]["claimsMatchingExpression"]["value"] == "claims['sub'] matches 'project_id:57382910:*'"
-    assert credentials[0]["description"] == "GitLab CI/CD of mygroup/myproject: any branch or tag (managed by oidc_federation.azure)"
+    assert credentials[0]["description"] == ("GitLab CI/CD of mygroup/myproject (project id 57382910): any branch or tag "
+                                             "(managed by oidc_federation.azure)")
 
 
 def test_plan_twenty_fit_twenty_one_do_not():
@@ -657,3 +658,15 @@ def test_app_unique_name_errors(kwargs, field, text):
     with pytest.raises(FicValidationError) as caught:
         app_unique_name(**kwargs)
     assert caught.value.field == field and text in str(caught.value) and caught.value.fix
+
+
+def test_descriptions_name_the_project_id_so_renamed_projects_are_recognised():
+    from ansible_collections.oidc_federation.azure.plugins.module_utils._gitlab import describes_project
+    by_path = plan_project_credentials(DOCS, issuer=GITLAB, branches=["main"])[0]["description"]
+    with_id = plan_project_credentials(SubjectBuilder(project_path="a/b", project_id=7), issuer=GITLAB, branches=["main"])[0]
+    only_id = plan_project_credentials(SubjectBuilder(project_id=7, components=["project_id", "ref_type", "ref"]), issuer=GITLAB,
+                                       branches=["main"])[0]
+    assert describes_project(with_id["description"], 7) and describes_project(only_id["description"], "7")
+    assert not describes_project(with_id["description"], 70) and not describes_project(by_path, 7)
+    assert not describes_project("GitLab CI/CD of a/b (project id 7): made by hand", 7)  # no marker: not ours
+    assert not describes_project(None, 7) and not describes_project(with_id["description"], None)

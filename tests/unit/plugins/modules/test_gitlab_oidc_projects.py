@@ -331,3 +331,19 @@ def test_offboarding_with_purge_leaves_nothing_in_deleted_items(run_module, clea
             if (d.get('uniqueName') or d.get('displayName') or '').lower().startswith(('gitlab-oidc', 'gitlab ci/cd'))] == []
     again = ok(run_module, sb, state='absent', projects=[dict(i, purge=True) for i in items])
     assert not again['changed']
+
+
+def test_renamed_project_on_a_shared_application_keeps_no_credential_for_its_old_path(run_module, clean_sandbox):
+    sb = clean_sandbox
+    iss = issuer(sb)
+    common = dict(issuer=iss, gitlab_issuers=[iss], subscription_id=sb.subscription_id, shared_app='gitlab-oidc-team',
+                  branches=['main'], role_assignments=[{'role': 'Reader'}])
+    ok(run_module, sb, projects=[dict(common, project_path='team/a', project_id='71'), dict(common, project_path='team/b')])
+    # team/a is renamed to team/a2 (same id): its credential for the old path goes, team/b's stays
+    ok(run_module, sb, projects=[dict(common, project_path='team/a2', project_id='71'), dict(common, project_path='team/b')])
+    app = next(a for a in state(sb)['applications'] if a.get('uniqueName') == 'gitlab-oidc-team')
+    subjects = sorted(f['subject'] for f in state(sb)['federated_identity_credentials'][app['id']])
+    assert subjects == ['project_path:team/a2:ref_type:branch:ref:main', 'project_path:team/b:ref_type:branch:ref:main']
+    # offboarding both leaves nothing (no forgotten credential keeps the application alive)
+    ok(run_module, sb, state='absent', projects=[dict(common, project_path='team/a2', project_id='71'), dict(common, project_path='team/b')])
+    assert app_names(sb) == []
