@@ -52,6 +52,8 @@ class ActionModule(ActionBase):
             return result
         result['ansible_facts'] = {args['fact']: outcome['result']}
         result['changed'] = bool(outcome.get('changed'))
+        if outcome.get('diff') and self._task.diff:
+            result['diff'] = outcome['diff']
         if outcome.get('failed'):
             result['failed'] = True
             result['msg'] = outcome.get('msg') or 'project {0} failed'.format(key)

@@ -832,6 +832,14 @@ class Run:
                                         namer=project.namer)
             raw = dict(project.raw, project_id=update['project_id'], sub_claim_components=update['sub_claim_components'])
             fresh = parse_project(raw, project.index, variable_prefix=project.namer.variable_prefix)
+        except ValidationError as err:
+            if project.state == 'absent' and err.extra.get('gitlab_missing'):
+                # Offboarding a project GitLab no longer has (deleted, or moved out of the token's reach): what was made
+                # for it in Azure still goes; there are no CI/CD variables left to remove.
+                outcome.warnings.append('{0}; offboarding it in Azure only'.format(str(err).split(' Fix:')[0]))
+                return dataclass_replace(project, gitlab=None)
+            outcome.fail(err)
+            return project
         except Exception as exc:  # pylint: disable=broad-exception-caught
             outcome.fail(exc)
             return project

@@ -166,8 +166,10 @@ class GitLabStage:
             if err.status != 404:
                 raise
             option, what = ('project_id', 'id {0}'.format(project_id)) if project_id else ('project_path', project_path)
-            raise namer.error(option, 'GitLab ({0}) has no project {1} that the token can see'.format(client.settings.url, what),
-                              'correct {0}, or use a token whose user is a member of the project'.format(namer(option))) from None
+            missing = namer.error(option, 'GitLab ({0}) has no project {1} that the token can see'.format(client.settings.url, what),
+                                  'correct {0}, or use a token whose user is a member of the project'.format(namer(option)))
+            missing.extra['gitlab_missing'] = True
+            raise missing from None
         token = await self._token(key, client)
         return GitLabProject(client, info, token)
 

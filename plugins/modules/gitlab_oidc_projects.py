@@ -440,6 +440,10 @@ projects:
     msg:
       description: Why the project failed, naming the option and the fix.
       type: str
+    diff:
+      description: In diff mode, the project's before and after (application, credentials, role assignments).
+      type: dict
+      returned: diff mode, when the project changed
     warnings:
       description: Warnings about the project.
       type: list
@@ -577,8 +581,9 @@ async def core(module: AzureModule, clients) -> dict:
                         'warnings': list(outcome.warnings), 'result': run.result(outcome)}
         if outcome.error:
             results[key]['error'] = outcome.error
-        if outcome.diff and outcome.changed:
+        if outcome.diff and outcome.changed and module.diff_mode:
             diffs.append(outcome.diff)
+            results[key]['diff'] = outcome.diff
     failed = sorted(k for k, r in results.items() if r['failed'])
     changed = any(r['changed'] for r in results.values())
     summary = {'projects': len(results), 'changed': sum(1 for r in results.values() if r['changed']), 'failed': len(failed)}

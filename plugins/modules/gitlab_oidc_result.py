@@ -46,7 +46,9 @@ attributes:
     details:
       - Sets the fact in check mode too (the outcome is then the prediction).
   diff_mode:
-    support: none
+    support: full
+    details:
+      - Shows the project's diff (from a module run in diff mode).
   action:
     support: full
   async:

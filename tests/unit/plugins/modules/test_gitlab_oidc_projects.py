@@ -347,3 +347,19 @@ def test_renamed_project_on_a_shared_application_keeps_no_credential_for_its_old
     # offboarding both leaves nothing (no forgotten credential keeps the application alive)
     ok(run_module, sb, state='absent', projects=[dict(common, project_path='team/a2', project_id='71'), dict(common, project_path='team/b')])
     assert app_names(sb) == []
+
+
+def test_offboarding_a_project_gitlab_no_longer_has(run_module, clean_sandbox):
+    sb = clean_sandbox
+    seed_gitlab(sb, [{'path': 'gl/gone', 'id': 801}])
+    item = gl_project(sb, 'gl/gone')
+    ok(run_module, sb, projects=[item], gitlab_token='glpat-engine-test-api-1', gitlab_ca_bundle=sb.ca_file)
+    assert app_names(sb) == ['gitlab-oidc-gl~gone']
+    sb.reset()  # GitLab forgets the project (and so does Azure; onboard again without GitLab to have an app to remove)
+    seed_gitlab(sb, [])
+    ok(run_module, sb, projects=[dict(item, gitlab_api=False, project_id='801')])
+    result = ok(run_module, sb, state='absent', projects=[dict(item, project_id='801')], gitlab_token='glpat-engine-test-api-1',
+                gitlab_ca_bundle=sb.ca_file)
+    entry = result['projects']['gl/gone']
+    assert entry['result']['application']['removed'] and any('offboarding it in Azure only' in w for w in entry['warnings'])
+    assert app_names(sb) == []
