@@ -111,7 +111,7 @@ PROBE = textwrap.dedent('''
     from ansible_collections.oidc_federation.azure.plugins.module_utils._module import AzureModule
 
     async def core(module, clients):
-        clients.credential  # builds the azure-identity credential (imports the SDK), no network
+        clients.identity_credential  # builds the azure-identity credential (imports the SDK), no network
         return module.result(False)
 
     args, top_level = json.loads(sys.argv[1]), tuple(json.loads(sys.argv[2]))
