@@ -48,7 +48,7 @@ import json
 import os
 import stat
 import time
-from typing import Any, Callable, NamedTuple, Optional
+from typing import Any, Callable, NamedTuple, Optional, Tuple
 
 try:
     import fcntl
@@ -70,6 +70,10 @@ KEY_VERSION = 1
 
 _O_NOFOLLOW = getattr(os, 'O_NOFOLLOW', 0)
 _O_CLOEXEC = getattr(os, 'O_CLOEXEC', 0)
+_O_DIRECTORY = getattr(os, 'O_DIRECTORY', 0)
+# Operations relative to a directory handle (Linux, macOS, the BSDs); elsewhere full paths are used.
+_DIR_FD = all(f in os.supports_dir_fd for f in (os.open, os.stat, os.unlink, os.rename)) and os.listdir in os.supports_fd \
+    and os.utime in os.supports_fd
 
 
 class AccessToken(NamedTuple):
@@ -162,13 +166,15 @@ def _is_key(name: str) -> bool:
 
 
 class TokenCache:
-    """Token files in one private directory. ``open()`` checks (or creates) the directory; ``get``/``put`` never
-    raise for a bad or missing entry (a miss), ``put`` raises ``OSError`` when the directory is not writable."""
+    """Token files in one private directory. ``open()`` checks (or creates) the directory and keeps it open: every
+    later operation is relative to that directory handle, so renaming or replacing the path afterwards (by someone
+    who controls a parent directory) cannot redirect tokens elsewhere. ``get``/``put`` never raise for a bad or
+    missing entry (a miss); ``put`` raises ``OSError`` when the directory is not writable."""
 
     def __init__(self, directory: str, *, clock: Callable[[], float] = time.time) -> None:
         self.directory = os.path.abspath(os.path.expanduser(directory))
         self.clock = clock
-        self._opened = False
+        self._fd = None
 
     def __repr__(self) -> str:
         return 'TokenCache({0!r})'.format(self.directory)
@@ -178,7 +184,7 @@ class TokenCache:
     def open(self) -> 'TokenCache':
         """Create the directory (mode 0700, parents as needed) or check the existing one; ``TokenCacheError`` when it
         is a symbolic link, not a directory, owned by another user, or open to group or others."""
-        if self._opened:
+        if self._fd is not None:
             return self
         parent = os.path.dirname(self.directory)
         try:
@@ -192,13 +198,33 @@ class TokenCache:
         except OSError as exc:
             raise TokenCacheError('cannot create {0}: {1}'.format(self.directory, exc.strerror or exc)) from None
         problem = _private_dir_problem(st)
-        if problem:
+        if problem is None:
+            try:
+                fd = os.open(self.directory, os.O_RDONLY | _O_DIRECTORY | _O_NOFOLLOW | _O_CLOEXEC)
+            except OSError as exc:
+                raise TokenCacheError('cannot open {0}: {1}'.format(self.directory, exc.strerror or exc)) from None
+            problem = _private_dir_problem(os.fstat(fd))  # the directory we hold is the one we checked
+            if problem is not None:
+                os.close(fd)
+        if problem is not None:
             raise TokenCacheError('{0} {1}'.format(self.directory, problem))
-        self._opened = True
+        self._fd = fd
         return self
 
-    def _path(self, name: str) -> str:
-        return os.path.join(self.directory, name)
+    def close(self) -> None:
+        """Release the directory handle (``open`` again to use the cache)."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def _at(self, name: str) -> Tuple[str, dict]:
+        """``(path, kwargs)`` naming ``name`` inside the open directory: relative to its handle where the platform
+        allows it, else the full path."""
+        if self._fd is None:
+            self.open()
+        if _DIR_FD:
+            return name, {'dir_fd': self._fd}
+        return os.path.join(self.directory, name), {}
 
     # --- entries --------------------------------------------------------------------------------------------------
 
@@ -218,8 +244,9 @@ class TokenCache:
     def _read(self, key: str) -> Optional[dict]:
         if not _is_key(key):
             return None
+        path, at = self._at(key + ENTRY_SUFFIX)
         try:
-            fd = os.open(self._path(key + ENTRY_SUFFIX), os.O_RDONLY | _O_NOFOLLOW | _O_CLOEXEC)
+            fd = os.open(path, os.O_RDONLY | _O_NOFOLLOW | _O_CLOEXEC, **at)
         except OSError:
             return None  # missing, or a symbolic link (ELOOP)
         try:
@@ -245,21 +272,25 @@ class TokenCache:
             raise ValueError('not a cache key')
         body = json.dumps({'v': KEY_VERSION, 'key': key, 'token': token.token, 'expires_on': int(token.expires_on),
                            'stored_on': int(self.clock())}).encode('utf-8')
-        temp = self._path('.{0}.{1}.{2}.tmp'.format(key, os.getpid(), os.urandom(4).hex()))
         usable_until = int(token.expires_on) - MIN_REMAINING
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_NOFOLLOW | _O_CLOEXEC, 0o600)
+        temp, at = self._at('.{0}.{1}.{2}.tmp'.format(key, os.getpid(), os.urandom(4).hex()))
+        final = self._at(key + ENTRY_SUFFIX)[0]
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_NOFOLLOW | _O_CLOEXEC, 0o600, **at)
         try:
             try:
                 os.fchmod(fd, 0o600)
                 view = memoryview(body)
                 while view:
                     view = view[os.write(fd, view):]
+                os.utime(fd, (usable_until, usable_until))  # the mtime says until when the entry may be used
             finally:
                 os.close(fd)
-            os.utime(temp, (usable_until, usable_until))  # the mtime says until when the entry may be used
-            os.replace(temp, self._path(key + ENTRY_SUFFIX))
+            if at:
+                os.replace(temp, final, src_dir_fd=self._fd, dst_dir_fd=self._fd)
+            else:
+                os.replace(temp, final)
         except BaseException:
-            _unlink_quietly(temp)
+            self._unlink(temp, at)
             raise
 
     def remove(self, key: str, token: Optional[str] = None) -> None:
@@ -271,7 +302,7 @@ class TokenCache:
             data = self._read(key)
             if data is None or data.get('token') != token:
                 return
-        _unlink_quietly(self._path(key + ENTRY_SUFFIX))
+        self._unlink(*self._at(key + ENTRY_SUFFIX))
 
     def cleanup(self) -> int:
         """Remove entries past their usable time (mtime) and temporary files left by killed processes; returns how
@@ -279,7 +310,7 @@ class TokenCache:
         removed = 0
         now = self.clock()
         try:
-            names = os.listdir(self.directory)
+            names = os.listdir(self._fd if _DIR_FD else self.directory)
         except OSError:
             return 0
         for name in names:
@@ -287,17 +318,25 @@ class TokenCache:
             is_temp = name.startswith('.') and name.endswith('.tmp') and _is_key(name[1:65])
             if not (is_entry or is_temp):
                 continue
-            path = self._path(name)
+            path, at = self._at(name)
             try:
-                st = os.lstat(path)
+                st = os.stat(path, follow_symlinks=False, **at)
             except OSError:
                 continue
             if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid():
                 continue
             expired = st.st_mtime <= now if is_entry else st.st_ctime < now - STALE_TEMP
-            if expired and _unlink_quietly(path):
+            if expired and self._unlink(path, at):
                 removed += 1
         return removed
+
+    @staticmethod
+    def _unlink(path: str, at: dict) -> bool:
+        try:
+            os.unlink(path, **at)
+            return True
+        except OSError:
+            return False
 
     # --- the lock between processes --------------------------------------------------------------------------------
 
@@ -306,7 +345,8 @@ class TokenCache:
         another process holds it. Raises ``OSError`` when the lock file cannot be opened."""
         if fcntl is None:  # pragma: no cover
             return -1
-        fd = os.open(self._path(LOCK_NAME), os.O_RDWR | os.O_CREAT | _O_NOFOLLOW | _O_CLOEXEC, 0o600)
+        path, at = self._at(LOCK_NAME)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | _O_NOFOLLOW | _O_CLOEXEC, 0o600, **at)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
@@ -337,14 +377,6 @@ def _private_dir_problem(st: os.stat_result) -> Optional[str]:
     if st.st_mode & 0o077:
         return 'is open to group or others (mode {0:04o}); make it private with chmod 700'.format(stat.S_IMODE(st.st_mode))
     return None
-
-
-def _unlink_quietly(path: str) -> bool:
-    try:
-        os.unlink(path)
-        return True
-    except OSError:
-        return False
 
 
 class CachedCredential:
@@ -503,6 +535,8 @@ class CachedCredential:
         return True
 
     async def close(self) -> None:
-        """Close the real credential if it was built."""
+        """Close the real credential if it was built, and the cache's directory handle."""
+        if self._cache is not None:
+            self._cache.close()
         if self._inner is not None:
             await self._inner.close()

@@ -144,6 +144,34 @@ def test_entries_that_are_links_open_or_foreign_are_ignored(tmp_path, monkeypatc
     assert cache.get(KEY) is None
 
 
+def test_the_checked_directory_is_the_one_written_to(tmp_path):
+    """Once opened, the cache works inside the directory it checked, even if the path is swapped afterwards."""
+    path = tmp_path / 'tokens'
+    cache = TokenCache(str(path)).open()
+    path.rename(tmp_path / 'moved')
+    (tmp_path / 'attacker').mkdir()
+    path.symlink_to(tmp_path / 'attacker')
+    cache.put(KEY, AccessToken('tok', int(time.time()) + 3600))
+    assert os.listdir(tmp_path / 'attacker') == [] and os.listdir(tmp_path / 'moved') == [KEY + '.json']
+    assert cache.get(KEY).token == 'tok'
+    cache.close()
+    with pytest.raises(TokenCacheError, match='is a symbolic link'):
+        cache.open()
+
+
+def test_without_directory_handles_full_paths_work_too(tmp_path, monkeypatch):
+    monkeypatch.setattr(_token_cache, '_DIR_FD', False)
+    cache = TokenCache(str(tmp_path / 'tokens')).open()
+    cache.put(KEY, AccessToken('tok', int(time.time()) + 3600))
+    cache.put('b' * 64, AccessToken('old', int(time.time()) + 10))
+    assert cache.get(KEY).token == 'tok' and cache.cleanup() == 1
+    lock = cache.try_lock()
+    assert lock is not None and cache.try_lock() is None
+    cache.unlock(lock)
+    cache.remove(KEY)
+    assert sorted(os.listdir(cache.directory)) == ['.lock']
+
+
 def test_default_directory(tmp_path, monkeypatch):
     runtime = tmp_path / 'run'
     runtime.mkdir(mode=0o700)
