@@ -136,7 +136,7 @@ options:
         module process; with the cache, the first one that needs a token for Microsoft Graph or Azure Resource
         Manager asks Entra and stores it, and the tasks after it (in this run and in the next runs, while the token
         lasts) reuse it instead of asking Entra again. A token is used while it has more than 5 minutes of validity
-        left (Entra issues tokens for 60 to 90 minutes).
+        left (Entra's access tokens last 60 to 90 minutes by default).
       - Applies to O(auth_source=client_secret) and O(auth_source=federated_token) (also when V(auto) or V(env)
         chose them). A managed identity and the Azure CLI keep their own token caches and are never cached here.
       - Each token is stored under a hash of the authority, tenant, client ID, auth source, scope and a fingerprint
