@@ -248,7 +248,9 @@ def test_keys_separate_every_input_and_reveal_no_secret(tmp_path):
                 scope=GRAPH_SCOPE, material=SECRET)
     key = cache_key(**base)
     assert len(key) == 64 and key == cache_key(**base)
-    assert key == cache_key(**dict(base, authority='https://LOGIN.microsoftonline.com/', tenant_id=TENANT.upper()))
+    same = dict(base)
+    same.update(authority='https://LOGIN.microsoftonline.com/', tenant_id=TENANT.upper())
+    assert key == cache_key(**same)
     variants = [dict(base, material=SECRET + 'x'), dict(base, scope=ARM_SCOPE), dict(base, tenant_id=TENANT[:-1] + '8'),
                 dict(base, client_id=CLIENT[:-1] + '6'), dict(base, authority='https://login.chinacloudapi.cn'),
                 dict(base, auth_source='federated_token')]
@@ -288,7 +290,7 @@ def test_second_process_is_served_from_the_cache_without_building_the_credential
 
     async def process(build):
         credential = CachedCredential(build, cache=TokenCache(cache_dir), key_of=key_of(settings))
-        tokens = [await credential.get_token(GRAPH_SCOPE) for _ in range(3)]
+        tokens = [await credential.get_token(GRAPH_SCOPE) for _index in range(3)]
         await credential.close()
         return credential, tokens
 
@@ -481,13 +483,13 @@ def test_processes_started_together_ask_entra_once(tmp_path):
     log_path = str(tmp_path / 'fetches.log')
     ctx = multiprocessing.get_context('fork')
     barrier, results = ctx.Barrier(4), ctx.Queue()
-    workers = [ctx.Process(target=_fetcher, args=(directory, secret_settings(), barrier, results, log_path)) for _ in range(4)]
+    workers = [ctx.Process(target=_fetcher, args=(directory, secret_settings(), barrier, results, log_path)) for _index in range(4)]
     for worker in workers:
         worker.start()
     for worker in workers:
         worker.join(60)
     assert all(w.exitcode == 0 for w in workers)
-    assert [results.get(timeout=5) for _ in workers] == ['the-one-token-' + 'y' * 40] * 4
+    assert [results.get(timeout=5) for _worker in workers] == ['the-one-token-' + 'y' * 40] * 4
     with open(log_path, encoding='utf-8') as log:
         assert log.read() == 'fetch\n'
 
