@@ -130,4 +130,41 @@ options:
       - 'Example: C(replication_timeout: 300) for a tenant that replicates slowly.'
     type: int
     default: 120
+  token_cache:
+    description:
+      - Share Microsoft Entra access tokens between the module processes of the same user. Every task runs a new
+        module process; with the cache, the first one that needs a token for Microsoft Graph or Azure Resource
+        Manager asks Entra and stores it, and the tasks after it (in this run and in the next runs, while the token
+        lasts) reuse it instead of asking Entra again. A token is used while it has more than 5 minutes of validity
+        left (Entra's access tokens last 60 to 90 minutes by default).
+      - Applies to O(auth_source=client_secret) and O(auth_source=federated_token) (also when V(auto) or V(env)
+        chose them). A managed identity and the Azure CLI keep their own token caches and are never cached here.
+      - Each token is stored under a hash of the authority, tenant, client ID, auth source, scope and a fingerprint
+        of the client secret or federated token, so a changed secret or a new federated token never reuses an old
+        token, and the file names reveal none of them. Secrets and federated tokens themselves are never stored.
+      - 'Security: while a token is valid, anyone who can read the files of the user that runs the modules (that
+        user, and root) can use it to act as O(client_id) in Microsoft Graph or Azure Resource Manager, as they could
+        with the credentials those processes receive. The files are created with mode 0600 in a directory with mode
+        0700 (see O(token_cache_dir)); a directory that is a symbolic link, belongs to another user or is open to
+        group or others is not used (the module warns and asks Entra for its own tokens). Tokens never appear in
+        module results, logs or errors.'
+      - Set to V(false) where the account that runs the modules is shared with people or jobs that must not act as
+        this identity, or where no token may be written to a file. Every module process then asks Entra for its own
+        tokens, as before.
+      - If not set, the environment variable E(AZURE_TOKEN_CACHE) is used.
+      - 'Example: C(token_cache: false) on a shared automation account.'
+    type: bool
+    default: true
+  token_cache_dir:
+    description:
+      - The directory of the shared token cache (O(token_cache)); an absolute path. It is created with mode 0700 when
+        it does not exist.
+      - By default C($XDG_RUNTIME_DIR/oidc_federation_azure/tokens) when E(XDG_RUNTIME_DIR) is a directory of the user
+        (on most Linux hosts a memory file system that is removed at logout), otherwise
+        C(~/.cache/oidc_federation_azure/tokens) (C($XDG_CACHE_HOME/oidc_federation_azure/tokens) when
+        E(XDG_CACHE_HOME) is set).
+      - Expired tokens are removed when a new token is stored.
+      - If not set, the environment variable E(AZURE_TOKEN_CACHE_DIR) is used.
+      - 'Example: C(token_cache_dir: /run/user/1000/ansible-azure-tokens).'
+    type: path
 '''

@@ -23,6 +23,7 @@ from typing import Any, Callable, Mapping, Optional, Tuple
 from urllib.parse import urlsplit
 
 from ansible.module_utils.basic import env_fallback
+from ansible.module_utils.parsing.convert_bool import boolean
 
 from ansible_collections.oidc_federation.azure.plugins.module_utils._errors import ValidationError, register_secret
 
@@ -43,6 +44,8 @@ ENV_VARS = {
     'graph_endpoint': ('AZURE_GRAPH_ENDPOINT',),
     'resource_manager_endpoint': ('AZURE_RESOURCE_MANAGER_ENDPOINT',),
     'ca_bundle': ('AZURE_CA_BUNDLE', 'REQUESTS_CA_BUNDLE'),
+    'token_cache': ('AZURE_TOKEN_CACHE',),
+    'token_cache_dir': ('AZURE_TOKEN_CACHE_DIR',),
 }
 
 # Environment variables that reveal a managed identity endpoint (App Service, Functions, Container Apps, Arc,
@@ -107,6 +110,8 @@ AUTH_ARGSPEC = {
     'resource_manager_endpoint': dict(type='str', **_env('resource_manager_endpoint')),
     'ca_bundle': dict(type='path', **_env('ca_bundle')),
     'replication_timeout': {'type': 'int', 'default': DEFAULT_REPLICATION_TIMEOUT},
+    'token_cache': dict(type='bool', default=True, **_env('token_cache')),
+    'token_cache_dir': dict(type='path', **_env('token_cache_dir')),
 }
 
 
@@ -117,14 +122,16 @@ class AuthSettings:
     ``requested_source`` is what the user asked for; ``reason`` explains how ``auto``/``env`` chose.
     ``federated_token_file`` is re-read whenever a new token is needed (``federated_token`` wins when both are set).
     ``cloud`` carries the endpoints after overrides; ``custom_authority`` is True when ``authority_host`` is not the
-    cloud's own (instance discovery is then disabled).
+    cloud's own (instance discovery is then disabled). ``token_cache`` says whether access tokens are shared with the
+    user's other module processes (``_token_cache.py``), in ``token_cache_dir`` (None: the default directory).
     """
 
     def __init__(self, *, auth_source: str, requested_source: str, reason: str, cloud: CloudEnvironment,
                  custom_authority: bool, tenant_id: Optional[str] = None, client_id: Optional[str] = None,
                  client_secret: Optional[str] = None, federated_token: Optional[str] = None,
                  federated_token_file: Optional[str] = None, subscription_id: Optional[str] = None,
-                 ca_bundle: Optional[str] = None, replication_timeout: float = DEFAULT_REPLICATION_TIMEOUT) -> None:
+                 ca_bundle: Optional[str] = None, replication_timeout: float = DEFAULT_REPLICATION_TIMEOUT,
+                 token_cache: bool = True, token_cache_dir: Optional[str] = None) -> None:
         self.auth_source = auth_source
         self.requested_source = requested_source
         self.reason = reason
@@ -138,6 +145,8 @@ class AuthSettings:
         self.subscription_id = subscription_id
         self.ca_bundle = ca_bundle
         self.replication_timeout = replication_timeout
+        self.token_cache = token_cache
+        self.token_cache_dir = token_cache_dir
 
     def __repr__(self) -> str:  # never shows secrets
         return 'AuthSettings(auth_source={0!r}, tenant_id={1!r}, client_id={2!r}, cloud={3!r}, reason={4!r})'.format(
@@ -151,6 +160,7 @@ class AuthSettings:
             'cloud_environment': self.cloud.name, 'authority_host': self.cloud.authority_host,
             'graph_endpoint': self.cloud.graph_endpoint, 'resource_manager_endpoint': self.cloud.resource_manager_endpoint,
             'federated_token_file': self.federated_token_file, 'ca_bundle': self.ca_bundle,
+            'token_cache': self.token_cache, 'token_cache_dir': self.token_cache_dir,
         }
 
 
@@ -307,6 +317,19 @@ def resolve_auth(params: Mapping[str, Any], environ: Optional[Mapping[str, str]]
     if not 0 <= int(timeout) <= MAX_REPLICATION_TIMEOUT:
         raise ValidationError('replication_timeout must be between 0 and {0} seconds, got {1}'.format(MAX_REPLICATION_TIMEOUT, timeout))
 
+    token_cache = params.get('token_cache')
+    try:
+        token_cache = True if token_cache is None else boolean(token_cache, strict=True)
+    except TypeError:
+        raise ValidationError('token_cache must be a boolean, got {0!r} ({1})'.format(
+            params.get('token_cache'), describe_option('token_cache'))) from None
+    cache_dir = _stripped(params.get('token_cache_dir'))
+    if cache_dir:
+        cache_dir = os.path.expanduser(cache_dir)
+        if not os.path.isabs(cache_dir):
+            raise ValidationError('token_cache_dir must be an absolute path, got {0!r} ({1})'.format(
+                params.get('token_cache_dir'), describe_option('token_cache_dir')))
+
     secret = params.get('client_secret') if source == 'client_secret' else None
     register_secret(secret)
     register_secret(token)
@@ -314,7 +337,8 @@ def resolve_auth(params: Mapping[str, Any], environ: Optional[Mapping[str, str]]
         auth_source=source, requested_source=params.get('auth_source') or 'auto', reason=reason, cloud=cloud,
         custom_authority=custom_authority, tenant_id=tenant_id, client_id=_stripped(params.get('client_id')),
         client_secret=secret, federated_token=token, federated_token_file=token_file,
-        subscription_id=_stripped(params.get('subscription_id')), ca_bundle=ca_bundle, replication_timeout=int(timeout))
+        subscription_id=_stripped(params.get('subscription_id')), ca_bundle=ca_bundle, replication_timeout=int(timeout),
+        token_cache=token_cache, token_cache_dir=cache_dir)
 
 
 def check_auth_options(params: Mapping[str, Any]) -> None:

@@ -8,21 +8,34 @@
 
 """The one client factory: credential, Graph (v1.0 and beta), ARM authorization, raw Graph/ARM JSON helpers.
 
-Every SDK is imported lazily, the first time a client is needed, and a missing one raises ``MissingLibraryError``
-(``AzureModule`` turns it into ``missing_required_lib``). One async credential is shared by all clients; ``Clients``
-is an async context manager that closes everything. The SDKs' own retries are switched off (kiota's RetryHandler
-is left out of the Graph middleware, azure-core gets ``retry_total=0``): retries live only in ``_retry.py``.
+Every SDK is imported lazily, by need, and a missing one raises ``MissingLibraryError`` (``AzureModule`` turns it
+into ``missing_required_lib``):
+
+* raw Graph requests load httpx and kiota (abstractions + http) only: the request adapter, the middleware and a
+  bearer-token provider of kiota's own, not msgraph-sdk's ``GraphServiceClient`` or msgraph-core (which pull in
+  azure-core's pipeline); ``graph``/``graph_beta`` load msgraph-sdk when the typed client is asked for;
+* raw ARM requests load azure-core, azure-mgmt-core's ARM policy and aiohttp; never httpx or kiota;
+* azure-identity (and MSAL) only when a token must come from Entra: ``credential`` is a ``CachedCredential``
+  (``_token_cache.py``) that serves tokens from an in-process memo and from the token cache shared by the user's
+  module processes first.
+
+One credential is shared by all clients; ``Clients`` is an async context manager that closes everything. The SDKs'
+own retries are switched off (kiota's RetryHandler is left out of the Graph middleware, azure-core gets
+``retry_total=0``): retries live only in ``_retry.py``. The one exception is authentication: a token from the
+shared cache that Graph or ARM refuses with 401 is dropped and the request is sent once more with a new token.
 """
 
 from __future__ import annotations
 
-import asyncio
+import base64
 import contextlib
 import importlib
 import json
 import logging
 import ssl
+import sys
 import traceback
+import uuid
 from typing import Any, Awaitable, Callable, Iterable, Iterator, Mapping, Optional
 from urllib.parse import quote, urlencode, urlsplit
 
@@ -32,9 +45,16 @@ from ansible_collections.oidc_federation.azure.plugins.module_utils._errors impo
     exception_chain as _chain,
     MissingLibraryError,
     ValidationError,
-    register_secret,
 )
 from ansible_collections.oidc_federation.azure.plugins.module_utils._retry import RetryPolicy, run_with_retry
+from ansible_collections.oidc_federation.azure.plugins.module_utils._token_cache import (
+    CACHEABLE_SOURCES,
+    CachedCredential,
+    TokenCache,
+    default_cache_dir,
+    key_for,
+    read_token_file,
+)
 
 USER_AGENT = 'oidc_federation.azure'
 GRAPH_VERSIONS = ('v1.0', 'beta')
@@ -55,15 +75,14 @@ PACKAGES = {
     'aiohttp': 'aiohttp',
     'httpx': 'httpx',
     'msgraph': 'msgraph-sdk',
-    'msgraph_core': 'msgraph-sdk',
-    'msgraph_core.middleware': 'msgraph-sdk',
+    'kiota_abstractions.authentication': 'msgraph-sdk',
     'kiota_abstractions.request_information': 'msgraph-sdk',
     'kiota_abstractions.method': 'msgraph-sdk',
     'kiota_abstractions.native_response_handler': 'msgraph-sdk',
+    'kiota_http.httpx_request_adapter': 'msgraph-sdk',
     'kiota_http.kiota_client_factory': 'msgraph-sdk',
     'kiota_http.middleware': 'msgraph-sdk',
     'kiota_http.middleware.options': 'msgraph-sdk',
-    'kiota_authentication_azure.azure_identity_authentication_provider': 'msgraph-sdk',
 }
 
 # Loggers of the SDKs. A NullHandler keeps Python's last-resort handler from printing their warnings (which may
@@ -74,6 +93,12 @@ SDK_LOGGERS = ('azure', 'msal', 'httpx', 'httpcore', 'kiota_abstractions', 'kiot
 
 def load_sdk(module_name: str) -> Any:
     """Import ``module_name`` or raise ``MissingLibraryError`` naming its pip package, with the traceback."""
+    if 'httpx' not in sys.modules:
+        # httpx (imported by kiota-http too) imports its command-line client in its package __init__: click, rich
+        # and pygments when they are installed, about half of httpx's import time, for a CLI a module never runs. A
+        # None entry in sys.modules makes that one import fail, and httpx then defines a stub ``main`` (its own
+        # fallback for when click is missing).
+        sys.modules.setdefault('httpx._main', None)
     try:
         return importlib.import_module(module_name)
     except ImportError:
@@ -88,27 +113,34 @@ def quiet_sdk_loggers() -> None:
             logger.addHandler(logging.NullHandler())
 
 
-class SerializedTokens:
-    """Wraps a credential so concurrent token requests run one at a time.
+class GraphTokenProvider:
+    """kiota's ``AccessTokenProvider`` over the shared credential (what kiota-authentication-azure does, without
+    importing azure-core): a token only for the Graph host and only over https; a claims challenge (CAE) asks Entra
+    for a new token with those claims, bypassing every cache."""
 
-    kiota asks the credential for a token on every request without a lock; with many Graph calls started at once,
-    each would fetch its own token. Serialised, the first fetches and the others are served from the credential's
-    cache. (azure-core's ARM bearer policy has its own lock.)
-    """
-
-    def __init__(self, credential: Any) -> None:
+    def __init__(self, credential: Any, scope: str, allowed_hosts_validator: Any) -> None:
         self._credential = credential
-        self._lock = None
+        self._scope = scope
+        self._validator = allowed_hosts_validator
 
-    async def get_token(self, *scopes: str, **kwargs: Any) -> Any:
-        """``credential.get_token`` under a lock (created in the running loop)."""
-        if self._lock is None:
-            self._lock = asyncio.Lock()
-        async with self._lock:
-            return await self._credential.get_token(*scopes, **kwargs)
+    async def get_authorization_token(self, uri: str, additional_authentication_context: Optional[Mapping[str, Any]] = None) -> str:
+        """The bearer token for ``uri`` ('' for a host that is not Graph's: kiota then sends no Authorization)."""
+        if not self._validator.is_url_host_valid(uri):
+            return ''
+        scheme = urlsplit(uri).scheme.lower()
+        if scheme != 'https':
+            raise ValidationError('refusing to send a Graph token over {0}: only https is allowed'.format(scheme or 'a URL without scheme'))
+        claims = (additional_authentication_context or {}).get('claims')
+        if isinstance(claims, str) and claims:
+            decoded = base64.b64decode(claims + '=' * (-len(claims) % 4)).decode('utf-8')
+            token = await self._credential.get_token(self._scope, claims=decoded, enable_cae=True)
+        else:
+            token = await self._credential.get_token(self._scope)
+        return token.token
 
-    async def close(self) -> None:
-        """Nothing: the wrapped credential is closed by ``Clients``."""
+    def get_allowed_hosts_validator(self) -> Any:
+        """kiota's validator of the hosts that get a token."""
+        return self._validator
 
 
 class ApiResponse:
@@ -126,15 +158,7 @@ class ApiResponse:
 def token_file_reader(path: str) -> Callable[[], str]:
     """A callable returning the federated token in ``path``, re-read on every call (the file may be rotated)."""
     def read() -> str:
-        try:
-            with open(path, encoding='utf-8') as handle:
-                token = handle.read().strip()
-        except OSError as exc:
-            raise ValidationError('cannot read federated_token_file {0!r}: {1}'.format(path, exc.strerror or exc)) from None
-        if not token:
-            raise ValidationError('federated_token_file {0!r} is empty'.format(path))
-        register_secret(token)
-        return token
+        return read_token_file(path)
     return read
 
 
@@ -158,33 +182,39 @@ def _decode(content: Any) -> Any:
 class Clients:
     """Lazily built SDK clients for one module run, sharing one credential. Use ``async with Clients(settings)``.
 
-    ``credential``: azure-identity async credential; ``graph``/``graph_beta``: msgraph ``GraphServiceClient`` on
-    ``/v1.0`` and ``/beta``; ``authorization(subscription_id)``: ARM ``AuthorizationManagementClient``;
-    ``graph_request``/``graph_list`` and ``arm_request``/``arm_list``: raw JSON on the same pipelines;
-    ``call(...)``: ``run_with_retry`` with this run's ``retry_policy``.
+    ``credential``: the async token credential every client uses (a ``CachedCredential``: memo, shared token cache,
+    then ``identity_credential``, the azure-identity credential, built only when Entra must be asked);
+    ``graph``/``graph_beta``: msgraph ``GraphServiceClient`` on ``/v1.0`` and ``/beta``;
+    ``authorization(subscription_id)``: ARM ``AuthorizationManagementClient``; ``graph_request``/``graph_list`` and
+    ``arm_request``/``arm_list``: raw JSON on the same pipelines; ``call(...)``: ``run_with_retry`` with this run's
+    ``retry_policy``; ``warnings``: what the module should report (e.g. a token cache it could not use).
     """
 
     def __init__(self, settings: AuthSettings, *, retry_policy: Optional[RetryPolicy] = None,
                  user_agent: str = USER_AGENT, credential: Any = None, graph_transport: Any = None,
                  arm_transport: Any = None, graph_pacer: Any = None) -> None:
         """``credential``: an async token credential to use instead of building one from ``settings`` (it is closed
-        with the clients). ``graph_transport``: an httpx async transport for Graph; ``arm_transport``: an azure-core
-        async transport for ARM (the SDK client and the raw pipeline). Both default to the network.
-        ``graph_pacer``: a ``_pacing.GraphPacer`` that ``graph_request`` (and so ``graph_list`` and the ``$batch``
-        executor of ``_batch.py``) waits on before every request and feeds every answer to; None: no pacing."""
+        with the clients, and never uses the shared token cache). ``graph_transport``: an httpx async transport for
+        Graph; ``arm_transport``: an azure-core async transport for ARM (the SDK client and the raw pipeline). Both
+        default to the network. ``graph_pacer``: a ``_pacing.GraphPacer`` that ``graph_request`` (and so
+        ``graph_list`` and the ``$batch`` executor of ``_batch.py``) waits on before every request and feeds every
+        answer to; None: no pacing."""
         self.settings = settings
         self.retry_policy = retry_policy or RetryPolicy(replication_timeout=settings.replication_timeout)
         self.graph_pacer = graph_pacer
         self.user_agent = user_agent
+        self.warnings = []
         self._graph_transport = graph_transport
         self._arm_transport = arm_transport
-        self._credential = credential
+        self._injected_credential = credential
+        self._credential = None
         self._graph_http = None
         self._graph_auth = None
         self._graph_adapters = {}
         self._graph_clients = {}
         self._authorization = {}
         self._arm_pipeline = None
+        self._retired = []
         self._closed = False
         quiet_sdk_loggers()
 
@@ -200,11 +230,14 @@ class Clients:
             return
         self._closed = True
         closers = [c.close for c in self._authorization.values()]
+        closers.extend(p.close for p in self._retired)
         if self._arm_pipeline is not None:
             closers.append(self._arm_pipeline.close)
         if self._graph_http is not None:
             closers.append(self._graph_http.aclose)
-        if self._credential is not None:
+        if self._injected_credential is not None:
+            closers.append(self._injected_credential.close)
+        elif self._credential is not None:
             closers.append(self._credential.close)
         for closer in closers:
             try:
@@ -220,11 +253,38 @@ class Clients:
 
     @property
     def credential(self) -> Any:
-        """The shared azure-identity async credential for ``settings.auth_source``."""
+        """The async token credential shared by every client (``get_token(*scopes)``): a ``CachedCredential`` over
+        ``identity_credential``, with the shared token cache when ``settings.token_cache`` is on and the auth source
+        is cached. Building it imports nothing."""
         self._check_open()
         if self._credential is None:
-            self._credential = self._build_credential()
+            if self._injected_credential is not None:
+                self._credential = CachedCredential(lambda: self._injected_credential)
+            else:
+                self._credential = CachedCredential(self._build_credential, cache=self._shared_cache(),
+                                                    key_of=lambda scope: key_for(self.settings, scope), warn=self._warn)
         return self._credential
+
+    @property
+    def identity_credential(self) -> Any:
+        """The azure-identity async credential for ``settings.auth_source`` (or the injected one), built now if it
+        was not yet (this imports azure-identity)."""
+        return self.credential.inner
+
+    @property
+    def token_cache(self) -> Optional[TokenCache]:
+        """The shared token cache this run uses (None when off or not applicable to the auth source)."""
+        return self._shared_cache()
+
+    def _shared_cache(self) -> Optional[TokenCache]:
+        s = self.settings
+        if self._injected_credential is not None or not getattr(s, 'token_cache', False) or s.auth_source not in CACHEABLE_SOURCES:
+            return None
+        return TokenCache(getattr(s, 'token_cache_dir', None) or default_cache_dir())
+
+    def _warn(self, message: str) -> None:
+        if message not in self.warnings:
+            self.warnings.append(message)
 
     def _transport_kwargs(self) -> dict:
         return {'connection_verify': self.settings.ca_bundle} if self.settings.ca_bundle else {}
@@ -273,40 +333,39 @@ class Clients:
         return self._graph_clients[version]
 
     def graph_adapter(self, version: str = 'v1.0') -> Any:
-        """The kiota request adapter of ``version`` (``v1.0`` or ``beta``), shared by the SDK and raw calls."""
+        """The kiota request adapter (``HttpxRequestAdapter``) of ``version`` (``v1.0`` or ``beta``), shared by the
+        typed client and raw calls."""
         self._check_open()
         if version not in GRAPH_VERSIONS:
             raise ValidationError('Graph version must be one of {0}, got {1!r}'.format(', '.join(GRAPH_VERSIONS), version))
         if version not in self._graph_adapters:
-            msgraph = load_sdk('msgraph')
-            adapter = msgraph.GraphRequestAdapter(self._graph_auth_provider(), client=self._graph_http_client())
+            kiota_http = load_sdk('kiota_http.httpx_request_adapter')
+            adapter = kiota_http.HttpxRequestAdapter(self._graph_auth_provider(), http_client=self._graph_http_client())
             adapter.base_url = '{0}/{1}'.format(self.settings.cloud.graph_endpoint, version)
             self._graph_adapters[version] = adapter
         return self._graph_adapters[version]
 
     def _graph_auth_provider(self) -> Any:
+        """kiota's bearer-token authentication provider with ``GraphTokenProvider`` (tokens for the Graph host only)."""
         if self._graph_auth is None:
-            kaa = load_sdk('kiota_authentication_azure.azure_identity_authentication_provider')
+            auth = load_sdk('kiota_abstractions.authentication')
             host = urlsplit(self.settings.cloud.graph_endpoint).hostname
-            self._graph_auth = kaa.AzureIdentityAuthenticationProvider(
-                SerializedTokens(self.credential), scopes=[self.settings.cloud.graph_scope], allowed_hosts=[host])
+            provider = GraphTokenProvider(self.credential, self.settings.cloud.graph_scope, auth.AllowedHostsValidator([host]))
+            self._graph_auth = auth.BaseBearerTokenAuthenticationProvider(provider)
         return self._graph_auth
 
     def _graph_http_client(self) -> Any:
-        """httpx client with Graph's default middleware minus kiota's RetryHandler."""
+        """httpx client with kiota's default middleware minus its RetryHandler."""
         if self._graph_http is None:
             httpx = load_sdk('httpx')
             factory = load_sdk('kiota_http.kiota_client_factory').KiotaClientFactory
             retry_handler = load_sdk('kiota_http.middleware').RetryHandler
-            core = load_sdk('msgraph_core')
-            telemetry = load_sdk('msgraph_core.middleware').GraphTelemetryHandler
             verify = ssl.create_default_context(cafile=self.settings.ca_bundle) if self.settings.ca_bundle else True
             extra = {'transport': self._graph_transport} if self._graph_transport is not None else {}
             client = httpx.AsyncClient(timeout=httpx.Timeout(REQUEST_TIMEOUT, connect=CONNECT_TIMEOUT), verify=verify,
                                        headers={'User-Agent': self.user_agent}, **extra)
             middleware = [m for m in factory.get_default_middleware(None) if not isinstance(m, retry_handler)]
-            middleware.append(telemetry())
-            self._graph_http = core.GraphClientFactory.create_with_custom_middleware(middleware, client=client)
+            self._graph_http = factory.create_with_custom_middleware(middleware, client=client)
         return self._graph_http
 
     def graph_url(self, path: str, version: str = 'v1.0', params: Optional[Mapping[str, Any]] = None) -> str:
@@ -320,35 +379,42 @@ class Clients:
 
         ``path`` is relative to ``/{version}`` (e.g. ``/applications(uniqueName='x')``) or an absolute nextLink.
         Returns an ``ApiResponse``; raises ``AzureApiError`` (service ``graph``) for non-2xx answers. No retry here:
-        wrap the call in ``Clients.call``/``run_with_retry``. ``pacer`` (default: ``graph_pacer``; None: none) is
-        waited on before sending and told the answer.
+        wrap the call in ``Clients.call``/``run_with_retry`` (only a 401 answer to a token from the shared token
+        cache is sent once more, with a new token). ``pacer`` (default: ``graph_pacer``; None: none) is waited on
+        before each send and told each answer.
         """
         pacer = self.graph_pacer if pacer is _CLIENT_PACER else pacer
         abstractions = load_sdk('kiota_abstractions.request_information')
         methods = load_sdk('kiota_abstractions.method').Method
         native = load_sdk('kiota_abstractions.native_response_handler').NativeResponseHandler
         option = load_sdk('kiota_http.middleware.options').ResponseHandlerOption
-        info = abstractions.RequestInformation()
-        info.http_method = methods[method.upper()]
-        info.url = self.graph_url(path, version, params)
-        info.headers.try_add('Accept', 'application/json')
-        for name, value in (headers or {}).items():
-            info.headers.add(name, value)
-        if json_body is not None:
-            info.content = json.dumps(json_body).encode('utf-8')
-            info.headers.try_add('Content-Type', 'application/json')
-        info.add_request_options([option(native())])
-        label = '{0} {1}'.format(method.upper(), _path_only(info.url))
-        cost = await pacer.acquire(method, info.url) if pacer is not None else None
-        try:
-            with _labelled_errors('graph', label, self._graph_token_side):
-                response = await self.graph_adapter(version).send_primitive_async(info, 'bytes', None)
-        except BaseException:
+        url = self.graph_url(path, version, params)
+        label = '{0} {1}'.format(method.upper(), _path_only(url))
+        for attempt in (1, 2):
+            info = abstractions.RequestInformation()
+            info.http_method = methods[method.upper()]
+            info.url = url
+            info.headers.try_add('Accept', 'application/json')
+            # Graph echoes it in its answer and Microsoft support can trace it (msgraph-core's telemetry sends one too).
+            info.headers.try_add('client-request-id', str(uuid.uuid4()))
+            for name, value in (headers or {}).items():
+                info.headers.add(name, value)
+            if json_body is not None:
+                info.content = json.dumps(json_body).encode('utf-8')
+                info.headers.try_add('Content-Type', 'application/json')
+            info.add_request_options([option(native())])
+            cost = await pacer.acquire(method, url) if pacer is not None else None
+            try:
+                with _labelled_errors('graph', label, self._graph_token_side):
+                    response = await self.graph_adapter(version).send_primitive_async(info, 'bytes', None)
+            except BaseException:
+                if pacer is not None:
+                    pacer.release(cost)
+                raise
             if pacer is not None:
-                pacer.release(cost)
-            raise
-        if pacer is not None:
-            pacer.observe(method, info.url, response.status_code, response.headers, cost)
+                pacer.observe(method, url, response.status_code, response.headers, cost)
+            if not (response.status_code == 401 and attempt == 1 and self.credential.refused(self.settings.cloud.graph_scope)):
+                break
         if response.status_code >= 400:
             raise AzureApiError.from_response('graph', response.status_code, response.headers, response.content, request=label)
         return ApiResponse(response.status_code, response.headers, _decode(response.content))
@@ -409,18 +475,26 @@ class Clients:
         """One raw ARM request on an azure-core async pipeline sharing the credential (e.g. resource groups).
 
         ``api_version`` is added as ``api-version`` (pass None for a nextLink that already has it). Raises
-        ``AzureApiError`` (service ``arm``) for non-2xx answers. No retry here: wrap in ``Clients.call``.
+        ``AzureApiError`` (service ``arm``) for non-2xx answers. No retry here: wrap in ``Clients.call`` (only a 401
+        answer to a token from the shared token cache is sent once more, with a new token).
         """
         rest = load_sdk('azure.core.rest')
         query = dict(params or {})
         if api_version:
             query['api-version'] = api_version
         url = self.arm_url(path, query)
-        request = rest.HttpRequest(method.upper(), url, json=json_body, headers=dict(headers or {}))
         label = '{0} {1}'.format(method.upper(), _path_only(url))
-        with _labelled_errors('arm', label, self._arm_token_side):
-            response = await self._arm_client().send_request(request)
-            await response.read()
+        for attempt in (1, 2):
+            request = rest.HttpRequest(method.upper(), url, json=json_body, headers=dict(headers or {}))
+            with _labelled_errors('arm', label, self._arm_token_side):
+                response = await self._arm_client().send_request(request)
+                await response.read()
+            if not (response.status_code == 401 and attempt == 1 and self.credential.refused(self.settings.cloud.arm_scope)):
+                break
+            # The pipeline's bearer policy holds the refused token: requests from now on use a new pipeline (the old
+            # one may still be in use by concurrent requests; it is closed with the clients).
+            self._retired.append(self._arm_pipeline)
+            self._arm_pipeline = None
         if response.status_code >= 400:
             raise AzureApiError.from_response('arm', response.status_code, response.headers, response.text(), request=label)
         return ApiResponse(response.status_code, response.headers, _decode(response.text()))

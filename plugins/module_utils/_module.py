@@ -232,7 +232,11 @@ class AzureModule:
             return await core(self, None)
         async with factory(self.auth) as clients:
             self.clients = clients
-            return await core(self, clients)
+            try:
+                return await core(self, clients)
+            finally:
+                for message in getattr(clients, 'warnings', None) or ():
+                    self.warn(message)
 
 
 def _failure_for(exc: BaseException) -> _Finish:

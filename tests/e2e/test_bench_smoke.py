@@ -46,3 +46,25 @@ def test_bench_prints_figures_and_the_rerun_writes_nothing(tmp_path):
     assert result["ratio_first_run_to_floor"] > 0 and result["ratio_rerun_to_floor"] > 0
     # the sandbox's secrets never reach the output
     assert "SECRET" not in completed.stdout and "client_secret" not in completed.stdout
+
+
+MODULE_BENCH = REPO / "benchmarks" / "bench_module_process.py"
+
+
+def test_module_process_bench_prints_figures_and_shares_tokens(tmp_path):
+    completed = subprocess.run([sys.executable, str(MODULE_BENCH), "--rounds", "1"], capture_output=True, text=True,
+                               timeout=600, stdin=subprocess.DEVNULL, cwd=tmp_path, check=False)
+    assert completed.returncode == 0, completed.stderr[-4000:]
+    result = json.loads(completed.stdout)
+    rows = {(row["variant"], row["module"]): row for row in result["results"]}
+    modules = ("azure_ad_app", "federated_identity_credential", "role_assignment")
+    assert set(rows) == {(v, m) for v in ("current, token_cache=true", "current, token_cache=false") for m in modules} \
+        | {("ansible.builtin", "ping")}
+    for row in rows.values():
+        assert row["processes"] == 1 and row["mean_wall_s"] > 0 and row["mean_cpu_s"] > 0, row
+    for module in modules:  # the cache was filled while converging: no process of the measured round asks Entra
+        cached, uncached = rows[("current, token_cache=true", module)], rows[("current, token_cache=false", module)]
+        assert cached["tokens_per_process"] == 0 and uncached["tokens_per_process"] >= 1, (cached, uncached)
+        assert "azure.identity" not in cached["sdk_imported"] and "azure.identity" in uncached["sdk_imported"]
+    assert "aiohttp" not in rows[("current, token_cache=true", "azure_ad_app")]["sdk_imported"]
+    assert "SECRET" not in completed.stdout and "eyJ" not in completed.stdout

@@ -5,7 +5,8 @@
 """Shared fixtures of the unit tests.
 
 * ``clean_azure_env`` (autouse): removes every environment variable the shared auth options or managed identity
-  detection read, so a developer's or CI job's Azure/GitLab variables never leak into a test.
+  detection read, so a developer's or CI job's Azure/GitLab variables never leak into a test, and points
+  ``XDG_RUNTIME_DIR`` at a new directory, so every test starts with an empty token cache of its own.
 * ``run_module``: run a module's ``main()`` with given module args; returns ``(exit_code, result_dict)``.
 * ``sandbox`` / ``clean_sandbox``: re-exported from ``sandbox/tests/conftest.py`` (a real sandbox process over
   HTTPS, see sandbox/CONTRACT.md) when the sandbox package is in this checkout; ``SANDBOX_AVAILABLE`` says whether.
@@ -45,10 +46,15 @@ if SANDBOX_AVAILABLE:
 
 
 @pytest.fixture(autouse=True)
-def clean_azure_env(monkeypatch):
-    """Unset the Azure/GitLab variables read by the collection (tests set what they need)."""
+def clean_azure_env(monkeypatch, tmp_path_factory):
+    """Unset the Azure/GitLab variables read by the collection (tests set what they need), and give every test its
+    own runtime directory, so the shared token cache (``_token_cache.py``) starts empty and stays out of ``~``."""
     for name in AZURE_ENV_NAMES:
         monkeypatch.delenv(name, raising=False)
+    runtime = tmp_path_factory.mktemp('xdg-runtime')
+    runtime.chmod(0o700)
+    monkeypatch.setenv('XDG_RUNTIME_DIR', str(runtime))
+    monkeypatch.delenv('XDG_CACHE_HOME', raising=False)
 
 
 @pytest.fixture

@@ -47,9 +47,9 @@ def any_file(path):
 
 @pytest.mark.parametrize('option, env_name', [(o, n) for o, names in ENV_VARS.items() for n in names])
 def test_each_env_name_feeds_its_option(monkeypatch, option, env_name):
-    value = {'cloud_environment': 'AzureChinaCloud'}.get(option, 'from-' + env_name.lower())
+    value = {'cloud_environment': 'AzureChinaCloud', 'token_cache': 'false'}.get(option, 'from-' + env_name.lower())
     monkeypatch.setenv(env_name, value)
-    assert validated()[option] == value
+    assert validated()[option] == {'token_cache': False}.get(option, value)
 
 
 @pytest.mark.parametrize('option', [o for o, names in ENV_VARS.items() if len(names) > 1])
@@ -290,3 +290,25 @@ def test_azurecloud_is_the_public_cloud():
     cloud, custom = resolve_cloud({'cloud_environment': 'AzureCloud'})
     assert cloud.name == 'AzurePublicCloud' and cloud.graph_endpoint == CLOUDS['AzurePublicCloud'].graph_endpoint
     assert not custom
+
+
+# --- the shared token cache options ---------------------------------------------------------------------------------
+
+def test_token_cache_is_on_by_default_and_can_be_turned_off(monkeypatch):
+    base = {'auth_source': 'cli'}
+    assert validated(base)['token_cache'] is True
+    assert resolve_auth(validated(base), environ={}).token_cache is True
+    assert resolve_auth(base, environ={}).token_cache is True  # pure callers (no AnsibleModule defaults) get the default
+    assert resolve_auth(dict(base, token_cache='no'), environ={}).token_cache is False
+    monkeypatch.setenv('AZURE_TOKEN_CACHE', '0')
+    settings = resolve_auth(validated(base), environ={})
+    assert settings.token_cache is False and settings.summary()['token_cache'] is False
+
+
+def test_token_cache_options_are_checked():
+    with pytest.raises(ValidationError, match=r'token_cache must be a boolean.*AZURE_TOKEN_CACHE'):
+        resolve_auth({'auth_source': 'cli', 'token_cache': 'sometimes'}, environ={})
+    with pytest.raises(ValidationError, match=r'token_cache_dir must be an absolute path.*AZURE_TOKEN_CACHE_DIR'):
+        resolve_auth({'auth_source': 'cli', 'token_cache_dir': 'relative/tokens'}, environ={})
+    settings = resolve_auth({'auth_source': 'cli', 'token_cache_dir': '/run/user/1000/tokens'}, environ={})
+    assert settings.token_cache_dir == '/run/user/1000/tokens'

@@ -130,7 +130,7 @@ def test_credential_per_auth_source(tmp_path):
 
     async def build(**params):
         async with Clients(settings(**params)) as clients:
-            return clients.credential
+            return clients.identity_credential
 
     secret = asyncio.run(build(auth_source='client_secret', tenant_id=TENANT, client_id=CLIENT, client_secret='pw-1234567',
                                authority_host='https://127.0.0.1:8443'))
@@ -172,7 +172,8 @@ def test_injected_credential_is_shared_and_closed():
 
     async def main():
         async with Clients(settings(), credential=credential) as clients:
-            assert clients.credential is credential
+            assert clients.identity_credential is credential
+            assert clients.token_cache is None  # an injected credential never uses the shared token cache
             clients.graph  # pylint: disable=pointless-statement
             clients.authorization()
         return clients
@@ -202,13 +203,14 @@ def test_graph_raw_request_goes_through_the_sdk_pipeline():
                                                    headers={'ConsistencyLevel': 'eventual'})
             beta = await clients.graph_request('PATCH', "/applications(uniqueName='x')", version='beta',
                                                json_body={'displayName': 'x'}, headers={'Prefer': 'create-if-missing'})
-            return response, beta, clients.credential.scopes
+            return response, beta, clients.identity_credential.scopes
 
     response, beta, scopes = asyncio.run(main())
     assert response.status == 200 and response.data == {'value': [{'id': '1'}]} and response.headers['request-id'] == 'r'
     assert str(seen[0].url) == "https://graph.test/v1.0/applications?$filter=uniqueName%20eq%20'it''s'&$top=1"
     assert seen[0].headers['authorization'] == 'Bearer fake-access-token-0123'
     assert seen[0].headers['consistencylevel'] == 'eventual'
+    assert len(seen[0].headers['client-request-id']) == 36 and seen[0].headers['client-request-id'] != seen[1].headers['client-request-id']
     assert seen[1].method == 'PATCH' and str(seen[1].url) == "https://graph.test/beta/applications(uniqueName='x')"
     assert json.loads(seen[1].content) == {'displayName': 'x'} and seen[1].headers['prefer'] == 'create-if-missing'
     assert beta.status == 200
@@ -273,12 +275,14 @@ def test_graph_middleware_has_no_retry_handler():
 
     handlers, beta_url = asyncio.run(main())
     names = [type(h).__name__ for h in handlers]
-    assert 'RedirectHandler' in names and 'GraphTelemetryHandler' in names
+    # kiota's default middleware without its RetryHandler; no msgraph-core (it would import azure-core's pipeline)
+    assert names == ['RedirectHandler', 'ParametersNameDecodingHandler', 'UrlReplaceHandler', 'UserAgentHandler',
+                     'HeadersInspectionHandler', 'BodyInspectionHandler']
     assert not any(isinstance(h, RetryHandler) for h in handlers)
     assert beta_url == GRAPH + '/beta'
 
 
-def test_concurrent_graph_calls_fetch_tokens_one_at_a_time():
+def test_concurrent_graph_calls_share_one_token():
     class SlowCredential(FakeCredential):
         def __init__(self):
             super().__init__()
@@ -300,7 +304,8 @@ def test_concurrent_graph_calls_fetch_tokens_one_at_a_time():
             await asyncio.gather(*[clients.graph_request('GET', '/applications') for _index in range(6)])
 
     asyncio.run(main())
-    assert credential.max_active == 1 and len(credential.scopes) == 6
+    # one at a time, and the first token is kept for the others (kiota asks for a token on every request)
+    assert credential.max_active == 1 and credential.scopes == ['https://graph.microsoft.com/.default']
 
 
 def test_graph_version_is_checked():
@@ -331,7 +336,7 @@ def test_arm_raw_requests_and_paging():
                 await clients.arm_request('PUT', '/subscriptions/s/resourcegroups/rg3', api_version='2021-04-01', json_body={'location': 'x'})
             named = await asyncio.gather(clients.call('create resource group', clients.arm_request, 'PUT', '/subscriptions/s/resourcegroups/rg3',
                                                       api_version='2021-04-01', json_body={}, target='rg3'), return_exceptions=True)
-            return groups, exc_info.value, named[0], clients.credential.scopes
+            return groups, exc_info.value, named[0], clients.identity_credential.scopes
 
     groups, err, named, scopes = asyncio.run(main())
     assert groups == [{'name': 'rg1'}, {'name': 'rg2'}]
@@ -421,3 +426,71 @@ def test_sdk_loggers_get_a_null_handler():
     for name in ('azure', 'msal', 'httpx', 'kiota_http'):
         handlers = [h for h in logging.getLogger(name).handlers if isinstance(h, logging.NullHandler)]
         assert len(handlers) == 1, name
+
+
+# --- tokens: kiota's provider and the shared cache ------------------------------------------------------------------
+
+def test_graph_token_provider_guards_host_scheme_and_passes_claims():
+    import base64
+    from kiota_abstractions.authentication import AllowedHostsValidator
+
+    credential = FakeCredential()
+    calls = []
+
+    async def get_token(*scopes, **kwargs):
+        calls.append((scopes, kwargs))
+        return AccessToken('tok-{0}'.format(len(calls)), 4102444800)
+
+    credential.get_token = get_token
+    provider = _clients.GraphTokenProvider(credential, 'https://graph.microsoft.com/.default', AllowedHostsValidator(['graph.test']))
+
+    async def main():
+        foreign = await provider.get_authorization_token('https://evil.test/v1.0/me')
+        plain = await provider.get_authorization_token(GRAPH + '/v1.0/applications')
+        claims = base64.b64encode(b'{"access_token":{"nbf":{"essential":true}}}').decode().rstrip('=')
+        challenged = await provider.get_authorization_token(GRAPH + '/v1.0/applications', {'claims': claims})
+        with pytest.raises(ValidationError, match='only https'):
+            await provider.get_authorization_token('http://graph.test/v1.0/applications')
+        return foreign, plain, challenged
+
+    assert asyncio.run(main()) == ('', 'tok-1', 'tok-2')
+    assert calls == [(('https://graph.microsoft.com/.default',), {}),
+                     (('https://graph.microsoft.com/.default',), {'claims': '{"access_token":{"nbf":{"essential":true}}}', 'enable_cae': True})]
+    assert provider.get_allowed_hosts_validator().get_allowed_hosts() == ['graph.test']
+
+
+def test_a_cached_token_arm_refuses_is_replaced_once(tmp_path, monkeypatch):
+    import time
+
+    from ansible_collections.oidc_federation.azure.plugins.module_utils._token_cache import AccessToken as CachedToken
+    from ansible_collections.oidc_federation.azure.plugins.module_utils._token_cache import TokenCache, key_for
+
+    secret_settings = settings(auth_source='client_secret', tenant_id=TENANT, client_id=CLIENT, client_secret='pw-1234567',
+                               token_cache_dir=str(tmp_path / 'tokens'))
+    key = key_for(secret_settings, secret_settings.cloud.arm_scope)
+    TokenCache(str(tmp_path / 'tokens')).open().put(key, CachedToken('cached-but-refused', int(time.time()) + 3000))
+    refuse = {'Bearer cached-but-refused'}
+
+    def handler(request):
+        if request.headers['Authorization'] in refuse:
+            return 401, {}, {'error': {'code': 'InvalidAuthenticationToken', 'message': 'The access token is invalid.'}}
+        return 200, {}, {'value': [{'name': 'rg1'}]}
+
+    transport = ArmTransport(handler)
+    fake = FakeCredential()
+    monkeypatch.setattr(Clients, '_build_credential', lambda self: fake)
+
+    async def main():
+        async with Clients(secret_settings, arm_transport=transport) as clients:
+            groups = await clients.arm_list('/subscriptions/s/resourcegroups', api_version='2021-04-01')
+            refuse.add('Bearer fake-access-token-0123')  # refused again: one more try at most, then the error
+            with pytest.raises(AzureApiError) as exc_info:
+                await clients.arm_request('GET', '/subscriptions/s/resourcegroups', api_version='2021-04-01')
+            return groups, exc_info.value
+
+    groups, err = asyncio.run(main())
+    assert groups == [{'name': 'rg1'}] and err.status == 401
+    assert [r.headers['Authorization'] for r in transport.requests] == [
+        'Bearer cached-but-refused', 'Bearer fake-access-token-0123'] + ['Bearer fake-access-token-0123'] * 2
+    assert fake.scopes == ['https://management.azure.com/.default']
+    assert TokenCache(str(tmp_path / 'tokens')).get(key).token == 'fake-access-token-0123'  # the new token replaced it

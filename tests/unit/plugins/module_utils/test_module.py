@@ -111,7 +111,7 @@ PROBE = textwrap.dedent('''
     from ansible_collections.oidc_federation.azure.plugins.module_utils._module import AzureModule
 
     async def core(module, clients):
-        clients.credential  # builds the azure-identity credential (imports the SDK), no network
+        clients.identity_credential  # builds the azure-identity credential (imports the SDK), no network
         return module.result(False)
 
     args, top_level = json.loads(sys.argv[1]), tuple(json.loads(sys.argv[2]))
@@ -140,6 +140,7 @@ def probe(args):
     ({'name': 'x', 'auth_source': 'cli', 'graph_endpoint': 'http://127.0.0.1:1'}, 'graph_endpoint must be an https URL'),
     ({'name': 'x', 'auth_source': 'federated_token', 'tenant_id': 't', 'client_id': 'c', 'federated_token_file': '/nope'},
      "federated_token_file '/nope' does not exist"),
+    ({'name': 'x', 'auth_source': 'cli', 'token_cache_dir': 'relative/tokens'}, 'token_cache_dir must be an absolute path'),
 ])
 def test_bad_options_fail_before_any_sdk_import(args, message):
     result, loaded = probe(args)
