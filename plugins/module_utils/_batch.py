@@ -12,7 +12,9 @@
 call: the ``ApiResponse`` of its success, or the ``AzureApiError`` it finally failed with. One call's failure never
 raises; only systemic failures do (the token cannot be had, TLS is not trusted, Graph answers the batch itself with
 401/403), as do programming errors (bad ``GraphCall`` fields, unknown or cyclic ``depends_on``), which are checked
-before any request.
+before any request. ``await send_graph_call(clients, call)`` sends ONE ``GraphCall`` directly (no batch) with the
+same retry decisions and the same answer (or raises its ``AzureApiError``): the core builds every request once, as
+a ``GraphCall`` (``_graph.py``, ``_graph_fic.py``), and sends it either way.
 
 How calls travel (https://learn.microsoft.com/graph/json-batching):
 
@@ -41,7 +43,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
-from typing import Any, Iterable, List, Mapping, Optional, Sequence, Union
+from typing import Any, Callable, Iterable, List, Mapping, Optional, Sequence, Union
 from urllib.parse import quote, urlencode, urlsplit
 
 from ansible_collections.oidc_federation.azure.plugins.module_utils._clients import GRAPH_VERSIONS, ApiResponse
@@ -73,16 +75,20 @@ class GraphCall:
     in the input, as a string). ``depends_on``: ids of calls that must succeed before this one is sent.
     ``retry_not_found``/``lag_codes``/``idempotent``: as for ``Clients.call``. ``all_pages``: for a GET of a
     collection, follow ``@odata.nextLink`` and return one response whose ``data['value']`` holds every item.
+    ``accept``: a predicate on the final ``AzureApiError`` (after retries) telling an answer that counts as success
+    (a DELETE answered 404: already gone); the call's result is then ``ApiResponse(err.status, {}, None)`` and the
+    calls depending on it go on.
     """
 
     __slots__ = ('method', 'url', 'version', 'params', 'body', 'headers', 'operation', 'target', 'id', 'depends_on',
-                 'retry_not_found', 'lag_codes', 'idempotent', 'all_pages')
+                 'retry_not_found', 'lag_codes', 'idempotent', 'all_pages', 'accept')
 
     def __init__(self, method: str, url: str, *, version: str = 'v1.0', params: Optional[Mapping[str, Any]] = None,
                  body: Any = None, headers: Optional[Mapping[str, str]] = None, operation: Optional[str] = None,
                  target: Optional[str] = None, id: Optional[str] = None,  # pylint: disable=redefined-builtin
                  depends_on: Iterable[str] = (), retry_not_found: bool = False, lag_codes: Iterable[str] = (),
-                 idempotent: bool = True, all_pages: bool = False) -> None:
+                 idempotent: bool = True, all_pages: bool = False,
+                 accept: Optional[Callable[[AzureApiError], bool]] = None) -> None:
         self.method = str(method).upper()
         self.url = url
         self.version = version
@@ -97,6 +103,7 @@ class GraphCall:
         self.lag_codes = tuple(lag_codes or ())
         self.idempotent = idempotent
         self.all_pages = all_pages
+        self.accept = accept
 
     def __repr__(self) -> str:
         return 'GraphCall({0} /{1}{2})'.format(self.method, self.version, _lead(self.url))
@@ -476,7 +483,8 @@ class _Runner:  # pylint: disable=too-many-instance-attributes
         """Retry decision for one failed attempt: the delay before retrying, or finish the call (and its dependents)."""
         delay = item.state.failed(err)
         if delay is None:
-            self._finish(item, item.state.final_error(err))
+            final = item.state.final_error(err)
+            self._finish(item, accepted(item.call, final) or final)
             return 0.0
         return delay
 
@@ -520,6 +528,46 @@ class _Runner:  # pylint: disable=too-many-instance-attributes
             self._start(self._wake(lanes, delay))
 
 
+def accepted(call: GraphCall, err: AzureApiError) -> Optional[ApiResponse]:
+    """The result of ``call`` when its ``accept`` counts ``err`` as success, else None."""
+    if call.accept is not None and call.accept(err):
+        return ApiResponse(err.status or 0, {}, None)
+    return None
+
+
+async def send_graph_call(clients: Any, call: GraphCall) -> ApiResponse:
+    """Send ONE ``GraphCall`` directly (no ``$batch``) through ``clients.call`` (the retry policy) and return its
+    ``ApiResponse`` (an ``all_pages`` GET: every item in ``data['value']``; an error ``accept`` counts as success:
+    ``ApiResponse(status, {}, None)``). Raises its ``AzureApiError`` otherwise, as ``run_graph_calls`` would report
+    it. What the single-object modules use, with the same ``GraphCall`` the bulk engine batches."""
+    operation = call.operation or _label(call.method, call.version, call.url)
+    knobs = dict(target=call.target, service='graph', retry_not_found=call.retry_not_found, lag_codes=call.lag_codes)
+    try:
+        if call.all_pages and call.method == 'GET':
+            items = await clients.call(operation, clients.graph_list, call.url, version=call.version,
+                                       params=call.params or None, headers=call.headers or None, **knobs)
+            return ApiResponse(200, {}, {'value': items})
+        return await clients.call(operation, clients.graph_request, call.method, call.url, version=call.version,
+                                  params=call.params or None, json_body=call.body, headers=call.headers or None,
+                                  idempotent=call.idempotent, **knobs)
+    except AzureApiError as err:
+        result = accepted(call, err)
+        if result is None:
+            raise
+        return result
+
+
+def chain(calls: Iterable[GraphCall], key: str) -> List[GraphCall]:
+    """Link ``calls`` into one lane, in their order: ids ``<key>.<n>``, each call ``depends_on`` the one before
+    (the executor sends them in sequential batches; a failure fails the rest without sending them)."""
+    out = []
+    for n, call in enumerate(calls):
+        call.id = '{0}.{1}'.format(key, n)
+        call.depends_on = (out[-1].id,) if out else ()
+        out.append(call)
+    return out
+
+
 def _topological(members: List[_Item]) -> List[_Item]:
     """``members`` in an order where every call comes after its prerequisites (input order otherwise)."""
     inside = set(id(m) for m in members)
@@ -547,4 +595,4 @@ def _label(method: str, version: str, url: str) -> str:
     return '{0} /{1}{2}'.format(method, version, urlsplit(_lead(url)).path)
 
 
-__all__ = ['BatchStats', 'GraphCall', 'MAX_BATCH', 'run_graph_calls']
+__all__ = ['BatchStats', 'GraphCall', 'MAX_BATCH', 'accepted', 'chain', 'run_graph_calls', 'send_graph_call']
