@@ -14,6 +14,12 @@ field by field; ``apply_application_plan`` writes only what differs; ``ensure_ap
 check mode. ``ensure_applications`` runs many specs concurrently under a limit: every function here works on one
 spec at a time, shares nothing mutable, and sends every request through ``clients.call`` (the one retry policy).
 
+Every request is built by ONE function per kind returning a ``_batch.GraphCall`` (``application_get_call``,
+``application_create_call``, ``owner_add_call``, ``service_principal_create_call``, ...; ``application_write_call``,
+``owner_calls`` and ``delete_calls`` for a plan); the functions here send them one at a time (``send_graph_call``),
+the bulk engine (``_onboarding.py``) sends the same calls in ``$batch``es, and both read the answers with the same
+helpers (``object_of``, ``items_of``, ``upserted_of``, ``written_application``).
+
 Creation is an upsert keyed by ``uniqueName`` (``PATCH /applications(uniqueName='...')`` with
 ``Prefer: create-if-missing``), and the service principal one keyed by ``appId``, so a retried request or a lost
 response never creates a second object. Applications the collection creates carry ``MANAGED_TAG``; ``state=absent``
@@ -37,6 +43,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Iterable, List, Mapping, Optional, Sequence
 
+from ansible_collections.oidc_federation.azure.plugins.module_utils._batch import GraphCall, send_graph_call
+from ansible_collections.oidc_federation.azure.plugins.module_utils._clients import ApiResponse
 from ansible_collections.oidc_federation.azure.plugins.module_utils._errors import AzureApiError, ValidationError
 from ansible_collections.oidc_federation.azure.plugins.module_utils._gitlab import app_unique_name
 from ansible_collections.oidc_federation.azure.plugins.module_utils._module import gather_limited
@@ -123,18 +131,138 @@ async def _graph(clients: Any, operation: str, method: str, path: str, *, target
                               json_body=json_body, headers=headers)
 
 
-async def _get_optional(clients: Any, operation: str, path: str, *, target: str, params: Optional[Mapping] = None,
-                        retry_not_found: bool = False) -> Optional[dict]:
-    """GET one object; None on 404 (unless ``retry_not_found``: then a 404 is replication lag, retried and raised)."""
-    try:
-        response = await _graph(clients, operation, 'GET', path, target=target, params=params,
-                                retry_not_found=retry_not_found)
-    except AzureApiError as err:
-        if err.status == 404 and not retry_not_found:
-            return None
-        raise
+# --- requests: ONE builder per kind ------------------------------------------------------------------------------
+#
+# Each returns a ``_batch.GraphCall`` (path, version, query, body, headers, operation/target labels, retry knobs).
+# The functions below send them one by one (``send_graph_call``) for the single-object modules; the bulk engine
+# (``_onboarding.py``) sends the very same calls in ``$batch``es (``run_graph_calls``). The ``*_of`` helpers read
+# the answers, the same way for both.
+
+def _not_found(err: AzureApiError) -> bool:
+    return err.status == 404
+
+
+def _owner_exists(err: AzureApiError) -> bool:
+    return err.status == 400 and OWNER_EXISTS_TEXT in (err.message or '')
+
+
+def application_get_call(*, app_id: Optional[str] = None, object_id: Optional[str] = None,
+                         unique_name: Optional[str] = None, select: Sequence[str] = APP_SELECT,
+                         retry_not_found: bool = False) -> GraphCall:
+    """GET one application by exactly one key; a 404 is "none" (``object_of`` gives None) unless ``retry_not_found``
+    (right after a create: replication lag, retried, then an error)."""
+    return GraphCall('GET', app_path(app_id=app_id, object_id=object_id, unique_name=unique_name),
+                     params=_select(select) if select else None, operation='get application',
+                     target=_app_target(app_id=app_id, object_id=object_id, unique_name=unique_name),
+                     retry_not_found=retry_not_found, accept=None if retry_not_found else _not_found)
+
+
+def applications_list_call(filter_expr: Optional[str], *, select: Sequence[str] = APP_SELECT) -> GraphCall:
+    """GET the applications matching an OData ``$filter`` (None: all of them), every page."""
+    params: dict = {'$filter': filter_expr} if filter_expr is not None else {}
+    params['$top'] = 999
+    if select:
+        params.update(_select(select))
+    return GraphCall('GET', '/applications', params=params, operation='list applications',
+                     target=filter_expr if filter_expr is not None else 'all', all_pages=True)
+
+
+def owners_list_call(object_id: str, *, retry_not_found: bool = False) -> GraphCall:
+    """GET the owners (object ids) of the application ``object_id``, every page."""
+    return GraphCall('GET', '/applications/{0}/owners'.format(object_id), params=_select(('id',)),
+                     operation='list application owners', target='id={0}'.format(object_id),
+                     retry_not_found=retry_not_found, all_pages=True)
+
+
+def service_principal_get_call(app_id: str, *, select: Sequence[str] = SP_SELECT,
+                               retry_not_found: bool = False) -> GraphCall:
+    """GET the service principal of ``app_id`` (``appId`` alternate key); a 404 is "none" unless ``retry_not_found``."""
+    return GraphCall('GET', sp_path(app_id), params=_select(select), operation='get service principal',
+                     target='appId={0}'.format(app_id), retry_not_found=retry_not_found,
+                     accept=None if retry_not_found else _not_found)
+
+
+def service_principals_list_call(app_ids: Sequence[str], *, select: Sequence[str] = SP_SELECT) -> GraphCall:
+    """GET the service principals of ``app_ids`` (``appId in (...)``, at most ``IN_CHUNK``), every page."""
+    expr = 'appId in ({0})'.format(','.join(odata_string(a) for a in app_ids))
+    return GraphCall('GET', '/servicePrincipals', params=dict(_select(select), **{'$filter': expr}),
+                     operation='list service principals', target=expr, all_pages=True)
+
+
+def directory_object_get_call(object_id: str) -> GraphCall:
+    """GET a directory object's id (does it exist?); a 404 is "none"."""
+    return GraphCall('GET', '/directoryObjects/{0}'.format(object_id), params=_select(('id',)),
+                     operation='get directory object', target='id={0}'.format(object_id), accept=_not_found)
+
+
+def application_create_call(unique_name: str, body: Mapping[str, Any]) -> GraphCall:
+    """Upsert by ``uniqueName`` (``PATCH /applications(uniqueName='...')`` with ``Prefer: create-if-missing``):
+    201 with the new application, or 204 when it already existed (``upserted_of`` gives None: GET it)."""
+    return GraphCall('PATCH', app_path(unique_name=unique_name), body=dict(body), headers=PREFER_CREATE,
+                     operation='create application', target='uniqueName={0}'.format(unique_name))
+
+
+def application_update_call(object_id: str, unique_name: str, body: Mapping[str, Any], *, adopt: bool = False) -> GraphCall:
+    """PATCH the given properties of the application ``object_id`` (``adopt``: it gets its ``uniqueName`` now)."""
+    return GraphCall('PATCH', app_path(object_id=object_id), body=dict(body),
+                     operation='adopt application' if adopt else 'update application',
+                     target='uniqueName={0}'.format(unique_name))
+
+
+def application_delete_call(object_id: str, unique_name: str) -> GraphCall:
+    """DELETE the application (soft delete); already gone (404) counts as done."""
+    return GraphCall('DELETE', app_path(object_id=object_id), operation='delete application',
+                     target='uniqueName={0}'.format(unique_name), accept=_not_found)
+
+
+def owner_add_call(graph_endpoint: str, app_object_id: str, owner_id: str, *, just_created: bool = False) -> GraphCall:
+    """POST an owner reference; an owner already there counts as added (``just_created``: a 404 is replication lag)."""
+    body = {'@odata.id': '{0}/v1.0/directoryObjects/{1}'.format(graph_endpoint, owner_id)}
+    return GraphCall('POST', '/applications/{0}/owners/$ref'.format(app_object_id), body=body,
+                     operation='add application owner', target='owner {0}'.format(owner_id),
+                     retry_not_found=just_created, accept=_owner_exists)
+
+
+def owner_remove_call(app_object_id: str, owner_id: str) -> GraphCall:
+    """DELETE an owner reference; one already gone counts as removed."""
+    return GraphCall('DELETE', '/applications/{0}/owners/{1}/$ref'.format(app_object_id, owner_id),
+                     operation='remove application owner', target='owner {0}'.format(owner_id), accept=_not_found)
+
+
+def service_principal_create_call(app_id: str, display_name: str) -> GraphCall:
+    """Upsert the service principal of ``app_id`` (``Prefer: create-if-missing``): 201 with it, or 204 when it
+    existed (GET it). ``NoBackingApplicationObject`` (the application not replicated yet) is retried as lag."""
+    return GraphCall('PATCH', sp_path(app_id), body={'displayName': display_name}, headers=PREFER_CREATE,
+                     operation='create service principal', target='appId={0}'.format(app_id))
+
+
+def service_principal_delete_call(sp_object_id: str, app_id: str) -> GraphCall:
+    """DELETE a service principal (soft delete); already gone counts as done."""
+    return GraphCall('DELETE', '/servicePrincipals/{0}'.format(sp_object_id), operation='delete service principal',
+                     target='appId={0}'.format(app_id), accept=_not_found)
+
+
+def object_of(response: ApiResponse) -> Optional[dict]:
+    """The object a GET returned; None when it was not found (an accepted 404)."""
+    if response.status >= 400:
+        return None
     return response.data if isinstance(response.data, dict) else None
 
+
+def items_of(response: ApiResponse) -> list:
+    """The items of a collection GET (``all_pages``: every page)."""
+    data = response.data if isinstance(response.data, dict) else {}
+    return [item for item in data.get('value') or () if isinstance(item, dict)]
+
+
+def upserted_of(response: ApiResponse, key: str) -> Optional[dict]:
+    """The object an upsert created (201 carrying ``key``); None when it already existed (204): GET it."""
+    if response.status == 201 and isinstance(response.data, dict) and response.data.get(key):
+        return response.data
+    return None
+
+
+# --- reads (one object or collection per call) ---------------------------------------------------------------
 
 async def resolve_application(clients: Any, *, app_id: Optional[str] = None, object_id: Optional[str] = None,
                               unique_name: Optional[str] = None, select: Sequence[str] = APP_SELECT,
@@ -143,10 +271,8 @@ async def resolve_application(clients: Any, *, app_id: Optional[str] = None, obj
 
     ``retry_not_found=True`` treats a 404 as replication lag (right after a create) and raises once it gives up.
     """
-    path = app_path(app_id=app_id, object_id=object_id, unique_name=unique_name)
-    target = _app_target(app_id=app_id, object_id=object_id, unique_name=unique_name)
-    return await _get_optional(clients, 'get application', path, target=target,
-                               params=_select(select) if select else None, retry_not_found=retry_not_found)
+    return object_of(await send_graph_call(clients, application_get_call(
+        app_id=app_id, object_id=object_id, unique_name=unique_name, select=select, retry_not_found=retry_not_found)))
 
 
 def _app_target(*, app_id: Optional[str] = None, object_id: Optional[str] = None, unique_name: Optional[str] = None) -> str:
@@ -160,40 +286,33 @@ def _app_target(*, app_id: Optional[str] = None, object_id: Optional[str] = None
 async def get_service_principal(clients: Any, app_id: str, *, retry_not_found: bool = False,
                                 select: Sequence[str] = SP_SELECT) -> Optional[dict]:
     """The service principal of ``app_id`` (the ``select``ed fields, by default ``SP_SELECT``) or None."""
-    return await _get_optional(clients, 'get service principal', sp_path(app_id), target='appId={0}'.format(app_id),
-                               params=_select(select), retry_not_found=retry_not_found)
+    return object_of(await send_graph_call(clients, service_principal_get_call(
+        app_id, select=select, retry_not_found=retry_not_found)))
 
 
 async def list_applications(clients: Any, filter_expr: str, *, select: Sequence[str] = APP_SELECT) -> list:
     """Applications matching an OData ``$filter`` (all pages)."""
-    params = {'$filter': filter_expr, '$top': 999}
-    if select:
-        params.update(_select(select))
-    return await clients.call('list applications', clients.graph_list, '/applications', target=filter_expr,
-                              service='graph', params=params)
+    return items_of(await send_graph_call(clients, applications_list_call(filter_expr, select=select)))
+
+
+def owner_ids_of(response: ApiResponse) -> list:
+    """Object ids of the owners an ``owners_list_call`` returned."""
+    return [o['id'] for o in items_of(response) if o.get('id')]
 
 
 async def list_owner_ids(clients: Any, object_id: str, *, retry_not_found: bool = False) -> list:
     """Object ids of the owners of the application ``object_id``."""
-    return [o['id'] for o in await clients.call(
-        'list application owners', clients.graph_list, '/applications/{0}/owners'.format(object_id),
-        target='id={0}'.format(object_id), service='graph', retry_not_found=retry_not_found,
-        params=_select(('id',))) if isinstance(o, dict) and o.get('id')]
+    return owner_ids_of(await send_graph_call(clients, owners_list_call(object_id, retry_not_found=retry_not_found)))
 
 
 async def service_principal_ids(clients: Any, app_ids: Iterable[str], *, limit: int = DEFAULT_CONCURRENCY) -> dict:
     """``{appId: service principal object id}`` for the given app ids (missing ones are left out)."""
     ids = sorted({a for a in app_ids if a})
     chunks = [ids[i:i + IN_CHUNK] for i in range(0, len(ids), IN_CHUNK)]
-
-    async def one(chunk: list) -> list:
-        expr = 'appId in ({0})'.format(','.join(odata_string(a) for a in chunk))
-        return await clients.call('list service principals', clients.graph_list, '/servicePrincipals', target=expr,
-                                  service='graph', params=dict(_select(('id', 'appId')), **{'$filter': expr}))
-
+    calls = [service_principals_list_call(chunk, select=('id', 'appId')) for chunk in chunks]
     found = {}
-    for page in await gather_limited([lambda c=c: one(c) for c in chunks], limit):
-        for sp in page:
+    for response in await gather_limited([lambda c=c: send_graph_call(clients, c) for c in calls], limit):
+        for sp in items_of(response):
             found[sp['appId'].lower()] = sp['id']
     return {a: found[a.lower()] for a in ids if a.lower() in found}
 
@@ -632,8 +751,7 @@ async def _check_owners_exist(clients: Any, object_ids: Sequence[str]) -> None:
     """Fail before any write when an owner to add is not a directory object."""
     async def exists(oid: str) -> bool:
         try:
-            return await _get_optional(clients, 'get directory object', '/directoryObjects/{0}'.format(oid),
-                                       target='id={0}'.format(oid), params=_select(('id',))) is not None
+            return object_of(await send_graph_call(clients, directory_object_get_call(oid))) is not None
         except AzureApiError as err:
             if err.status == 403:  # no Directory.Read.All: cannot check here, Graph checks when the owner is added
                 return True
@@ -870,9 +988,52 @@ class ApplicationResult:
                 'actions': list(self.actions), 'warnings': list(self.warnings), 'purged': list(self.purged)}
 
 
+def application_write_call(plan: ApplicationPlan) -> Optional[GraphCall]:
+    """The request that creates (upsert by ``uniqueName``), adopts or updates the application of ``plan``; None when
+    its properties need no write (only owners or the service principal change)."""
+    if plan.action == CREATE:
+        return application_create_call(plan.spec.unique_name, plan.body)
+    if plan.action in (ADOPT, UPDATE) and plan.body:
+        return application_update_call(plan.current['id'], plan.spec.unique_name, plan.body, adopt=plan.action == ADOPT)
+    return None
+
+
+def written_application(plan: ApplicationPlan, response: Optional[ApiResponse]) -> Optional[dict]:
+    """The application after ``application_write_call(plan)`` answered ``response`` (None: no call was needed);
+    None after a create answered 204 (it already existed: GET it by ``uniqueName`` with ``retry_not_found``)."""
+    if plan.action == CREATE:
+        return upserted_of(response, 'appId') if response is not None else None
+    app = dict(plan.current)
+    if response is not None:
+        app.update(plan.body)
+    return app
+
+
+def owner_calls(graph_endpoint: str, app_object_id: str, plan: ApplicationPlan) -> List[GraphCall]:
+    """The owner writes of ``plan`` in order: additions, then removals."""
+    created = plan.action == CREATE
+    return ([owner_add_call(graph_endpoint, app_object_id, o, just_created=created) for o in plan.owners_add]
+            + [owner_remove_call(app_object_id, o) for o in plan.owners_remove])
+
+
+def service_principal_display_name(plan: ApplicationPlan, app: Mapping[str, Any]) -> str:
+    """The display name a new service principal gets: its application's."""
+    return app.get('displayName') or plan.spec.creation_display_name
+
+
+def delete_calls(plan: ApplicationPlan) -> List[GraphCall]:
+    """The deletions of a ``DELETE`` plan in order: the service principal, then the application."""
+    app = plan.current
+    calls = []
+    if plan.service_principal is not None:
+        calls.append(service_principal_delete_call(plan.service_principal['id'], app['appId']))
+    calls.append(application_delete_call(app['id'], plan.spec.unique_name))
+    return calls
+
+
 async def apply_application_plan(clients: Any, plan: ApplicationPlan) -> dict:
     """Write what ``plan`` says (nothing when it has no change); returns the resulting application and service
-    principal as ``{'application': dict|None, 'service_principal': dict|None}``."""
+    principal as ``{'application': dict|None, 'service_principal': dict|None}``. One request at a time."""
     if plan.action == NONE:
         return {'application': None, 'service_principal': None}
     if plan.action in (DELETE, PURGE):
@@ -881,41 +1042,32 @@ async def apply_application_plan(clients: Any, plan: ApplicationPlan) -> dict:
         if plan.purge:
             await purge_objects(clients, plan.purge)
         return {'application': None, 'service_principal': None}
-    created = plan.action == CREATE
     app = await _write_application(clients, plan)
-    for owner in plan.owners_add:
-        await add_owner(clients, app['id'], owner, just_created=created)
-    for owner in plan.owners_remove:
-        await remove_owner(clients, app['id'], owner)
+    for call in owner_calls(clients.settings.cloud.graph_endpoint, app['id'], plan):
+        await send_graph_call(clients, call)
     sp = plan.service_principal
     if plan.create_service_principal:
-        sp = await ensure_service_principal(clients, app['appId'], app.get('displayName') or plan.spec.creation_display_name)
+        sp = await ensure_service_principal(clients, app['appId'], service_principal_display_name(plan, app))
     return {'application': app, 'service_principal': sp}
 
 
 async def _write_application(clients: Any, plan: ApplicationPlan) -> dict:
     """Create (upsert by uniqueName), adopt or update the application; returns it (Graph JSON)."""
-    name = plan.spec.unique_name
-    target = 'uniqueName={0}'.format(name)
-    if plan.action == CREATE:
-        try:
-            response = await _graph(clients, 'create application', 'PATCH', app_path(unique_name=name), target=target,
-                                    json_body=plan.body, headers=PREFER_CREATE)
-        except AzureApiError as err:
-            raise await _explain_name_conflict(clients, name, err) from None
-        if response.status == 201 and isinstance(response.data, dict) and response.data.get('appId'):
-            return response.data
+    call = application_write_call(plan)
+    try:
+        response = await send_graph_call(clients, call) if call is not None else None
+    except AzureApiError as err:
+        if plan.action == CREATE:
+            raise await explain_name_conflict(clients, plan.spec.unique_name, err) from None
+        raise
+    app = written_application(plan, response)
+    if app is None:
         # 204: the application already existed (a lost response, or still replicating when it was read).
-        return await resolve_application(clients, unique_name=name, retry_not_found=True)
-    app = dict(plan.current)
-    if plan.body:
-        operation = 'adopt application' if plan.action == ADOPT else 'update application'
-        await _graph(clients, operation, 'PATCH', app_path(object_id=app['id']), target=target, json_body=plan.body)
-        app.update(plan.body)
+        return await resolve_application(clients, unique_name=plan.spec.unique_name, retry_not_found=True)
     return app
 
 
-async def _explain_name_conflict(clients: Any, unique_name: str, err: AzureApiError) -> AzureApiError:
+async def explain_name_conflict(clients: Any, unique_name: str, err: AzureApiError) -> AzureApiError:
     """``err`` with a hint when the upsert met an application in deleted items that still holds ``unique_name``.
 
     Microsoft does not document whether deleted items keep an application's ``uniqueName`` reserved (reports say it
@@ -944,24 +1096,13 @@ async def _explain_name_conflict(clients: Any, unique_name: str, err: AzureApiEr
 
 async def add_owner(clients: Any, app_object_id: str, owner_id: str, *, just_created: bool = False) -> None:
     """Add ``owner_id`` to the application's owners; an owner that is already there counts as added."""
-    body = {'@odata.id': '{0}/v1.0/directoryObjects/{1}'.format(clients.settings.cloud.graph_endpoint, owner_id)}
-    try:
-        await _graph(clients, 'add application owner', 'POST', '/applications/{0}/owners/$ref'.format(app_object_id),
-                     target='owner {0}'.format(owner_id), json_body=body, retry_not_found=just_created)
-    except AzureApiError as err:
-        if not (err.status == 400 and OWNER_EXISTS_TEXT in (err.message or '')):
-            raise
+    await send_graph_call(clients, owner_add_call(clients.settings.cloud.graph_endpoint, app_object_id, owner_id,
+                                                  just_created=just_created))
 
 
 async def remove_owner(clients: Any, app_object_id: str, owner_id: str) -> None:
     """Remove ``owner_id`` from the application's owners; one that is already gone counts as removed."""
-    try:
-        await _graph(clients, 'remove application owner', 'DELETE',
-                     '/applications/{0}/owners/{1}/$ref'.format(app_object_id, owner_id),
-                     target='owner {0}'.format(owner_id))
-    except AzureApiError as err:
-        if err.status != 404:
-            raise
+    await send_graph_call(clients, owner_remove_call(app_object_id, owner_id))
 
 
 async def ensure_service_principal(clients: Any, app_id: str, display_name: str) -> dict:
@@ -969,31 +1110,14 @@ async def ensure_service_principal(clients: Any, app_id: str, display_name: str)
 
     ``NoBackingApplicationObject`` (the application not replicated yet) is retried up to ``replication_timeout``.
     """
-    target = 'appId={0}'.format(app_id)
-    response = await _graph(clients, 'create service principal', 'PATCH', sp_path(app_id), target=target,
-                            json_body={'displayName': display_name}, headers=PREFER_CREATE)
-    if response.status == 201 and isinstance(response.data, dict) and response.data.get('id'):
-        return response.data
-    return await get_service_principal(clients, app_id, retry_not_found=True)
+    response = await send_graph_call(clients, service_principal_create_call(app_id, display_name))
+    return upserted_of(response, 'id') or await get_service_principal(clients, app_id, retry_not_found=True)
 
 
 async def _delete(clients: Any, plan: ApplicationPlan) -> None:
     """Delete the service principal, then the application (both soft-deleted, restorable for 30 days)."""
-    app = plan.current
-    if plan.service_principal is not None:
-        await _delete_optional(clients, 'delete service principal',
-                               '/servicePrincipals/{0}'.format(plan.service_principal['id']),
-                               'appId={0}'.format(app['appId']))
-    await _delete_optional(clients, 'delete application', app_path(object_id=app['id']),
-                           'uniqueName={0}'.format(plan.spec.unique_name))
-
-
-async def _delete_optional(clients: Any, operation: str, path: str, target: str) -> None:
-    try:
-        await _graph(clients, operation, 'DELETE', path, target=target)
-    except AzureApiError as err:
-        if err.status != 404:  # already gone (e.g. a retried request whose first answer was lost)
-            raise
+    for call in delete_calls(plan):
+        await send_graph_call(clients, call)
 
 
 # --- one spec, many specs -----------------------------------------------------------------------------------------
@@ -1091,8 +1215,7 @@ async def find_applications(clients: Any, *, unique_name: Optional[str] = None, 
         if clauses:
             apps = await list_applications(clients, ' and '.join(clauses))
         else:
-            apps = await clients.call('list applications', clients.graph_list, '/applications', target='all',
-                                      service='graph', params=dict(_select(APP_SELECT), **{'$top': 999}))
+            apps = items_of(await send_graph_call(clients, applications_list_call(None)))
     sps = await service_principal_ids(clients, [a.get('appId') for a in apps]) if with_service_principals and apps else {}
     views = [application_view(a, service_principal_id=sps.get(a.get('appId'))) for a in apps]
     return sorted(views, key=lambda v: ((v['display_name'] or '').lower(), v['app_id'] or ''))
@@ -1106,4 +1229,10 @@ __all__ = [
     'add_owner', 'remove_owner', 'ensure_service_principal', 'ensure_application', 'ensure_applications',
     'application_view', 'check_app_query', 'find_applications', 'PurgeTarget', 'PurgeResult', 'find_deleted_applications',
     'find_deleted_service_principals', 'plan_purge', 'purge_deleted_object', 'purge_objects', 'purge_application',
+    'explain_name_conflict',
+    'application_get_call', 'applications_list_call', 'owners_list_call', 'service_principal_get_call',
+    'service_principals_list_call', 'directory_object_get_call', 'application_create_call', 'application_update_call',
+    'application_delete_call', 'owner_add_call', 'owner_remove_call', 'service_principal_create_call',
+    'service_principal_delete_call', 'object_of', 'items_of', 'upserted_of', 'owner_ids_of', 'application_write_call',
+    'written_application', 'owner_calls', 'service_principal_display_name', 'delete_calls',
 ]

@@ -30,7 +30,11 @@ Three layers, each usable on its own:
    fails with HTTP 500 on a flexible credential); ``upsert_credential`` is
    ``PATCH .../federatedIdentityCredentials(name='...')`` with ``Prefer: create-if-missing`` (``/beta`` for a
    flexible credential); ``update_credential`` PATCHes only the drifted fields; ``delete_credential`` DELETEs
-   (already gone counts as done). ``reconcile_application`` = read + plan + apply for one application;
+   (already gone counts as done). Each request is built once, as a ``_batch.GraphCall``
+   (``credentials_list_call``, ``credential_create_call``, ``credential_update_call``, ``credential_delete_call``;
+   ``plan_calls`` for a whole plan), and sent one by one here (``send_graph_call``) or in ``$batch``es by the bulk
+   engine (``_onboarding.py``), with the answers read by the same helpers (``credentials_of``, ``created_credential``,
+   ``applied_credentials``). ``reconcile_application`` = read + plan + apply for one application;
    ``reconcile_applications`` does the same for many concurrently, planning (and so validating) all of them before
    the first write.
 """
@@ -41,6 +45,8 @@ import contextlib
 from dataclasses import dataclass, field as dataclass_field, replace as dataclass_replace
 from typing import Any, Iterable, Iterator, Mapping, Optional, Sequence
 
+from ansible_collections.oidc_federation.azure.plugins.module_utils._batch import GraphCall, send_graph_call
+from ansible_collections.oidc_federation.azure.plugins.module_utils._clients import ApiResponse
 from ansible_collections.oidc_federation.azure.plugins.module_utils._errors import AzureApiError
 from ansible_collections.oidc_federation.azure.plugins.module_utils._fic import (
     GITLAB_COM_ISSUER,
@@ -781,11 +787,93 @@ def _write_body(credential: Mapping[str, Any], fields: Iterable[str]) -> dict:
     return body
 
 
+def _not_found(err: AzureApiError) -> bool:
+    return err.status == 404
+
+
+# Requests: ONE builder per kind, returning a ``_batch.GraphCall``. The functions below send them one by one
+# (``send_graph_call``, the federated_identity_credential module); the bulk engine sends the same calls in ``$batch``.
+
+def credentials_list_call(app_object_id: str) -> GraphCall:
+    """GET every credential of the application through ``/beta`` (``/v1.0`` fails on flexible credentials), every page;
+    a 404 is replication lag (a new application)."""
+    return GraphCall("GET", _collection(app_object_id), version="beta", operation="list federated identity credentials",
+                     target=_target(app_object_id), retry_not_found=True, all_pages=True)
+
+
+def credentials_of(response: ApiResponse) -> list:
+    """The credentials a ``credentials_list_call`` returned, normalized."""
+    data = response.data if isinstance(response.data, dict) else {}
+    return [normalize_credential(item) for item in data.get("value") or () if isinstance(item, dict)]
+
+
+def credential_create_call(app_object_id: str, credential: Mapping[str, Any]) -> GraphCall:
+    """Create (or overwrite) a credential by name: ``PATCH ...(name='...')`` with ``Prefer: create-if-missing``;
+    ``/beta`` for a flexible credential, ``/v1.0`` otherwise."""
+    flexible = is_flexible(credential)
+    fields = ["name", "issuer", "audiences"] + (["description"] if credential.get("description") is not None else [])
+    fields += ["subject", "claimsMatchingExpression"] if flexible else ["subject"]
+    return GraphCall("PATCH", _by_name(app_object_id, credential["name"]), version="beta" if flexible else "v1.0",
+                     body=_write_body(credential, fields), headers={"Prefer": "create-if-missing"},
+                     operation="create federated identity credential", target=_target(app_object_id, credential["name"]),
+                     retry_not_found=True)
+
+
+def created_credential(response: ApiResponse, credential: Mapping[str, Any]) -> dict:
+    """The credential a ``credential_create_call`` made (201), or the credential as sent when it existed (204)."""
+    if isinstance(response.data, dict) and response.data.get("name"):
+        return normalize_credential(response.data)
+    return normalize_credential(credential)
+
+
+def credential_update_call(app_object_id: str, existing: Mapping[str, Any], desired: Mapping[str, Any]) -> tuple:
+    """(fields that differ, the PATCH sending them) for ``existing`` -> ``desired`` (the name never changes); (``[]``,
+    None) when nothing differs. Switching between subject and expression sends both (one null) through ``/beta``."""
+    fields = credential_differences(existing, desired)
+    if not fields:
+        return [], None
+    merged = dict(existing, **{key: desired.get(key) for key in fields})
+    flexible = is_flexible(existing) or is_flexible(merged)
+    body_fields = list(fields)
+    if flexible and ("subject" in fields or "claimsMatchingExpression" in fields):
+        body_fields = sorted(set(body_fields) | {"subject", "claimsMatchingExpression"})
+    return fields, GraphCall("PATCH", _item_path(app_object_id, existing), version="beta" if flexible else "v1.0",
+                             body=_write_body(merged, body_fields), operation="update federated identity credential",
+                             target=_target(app_object_id, existing.get("name")), retry_not_found=True)
+
+
+def credential_delete_call(app_object_id: str, credential: Mapping[str, Any]) -> GraphCall:
+    """DELETE a credential; already gone (404) counts as done (the answer's status is then 404)."""
+    return GraphCall("DELETE", _item_path(app_object_id, credential), version="beta" if is_flexible(credential) else "v1.0",
+                     operation="delete federated identity credential", target=_target(app_object_id, credential.get("name")),
+                     accept=_not_found)
+
+
+def plan_calls(app_object_id: str, plan: "ApplicationPlan") -> list:
+    """The writes of ``plan`` in order: deletes, then updates, then creates (the 20-per-application limit makes deletes
+    go first). The creates come last, one per ``plan.changes.create`` (see ``applied_credentials``)."""
+    changes = plan.changes
+    calls = [credential_delete_call(app_object_id, credential) for credential in changes.delete]
+    for existing, merged in changes.update:
+        _fields, call = credential_update_call(app_object_id, existing, merged)
+        if call is not None:
+            calls.append(call)
+    calls += [credential_create_call(app_object_id, credential) for credential in changes.create]
+    return calls
+
+
+def applied_credentials(plan: "ApplicationPlan", responses: Sequence[ApiResponse]) -> list:
+    """The application's credentials once ``plan_calls`` succeeded with ``responses`` (one per call, in order)."""
+    creates = plan.changes.create
+    answers = list(responses)[len(responses) - len(creates):] if creates else []
+    created = {credential["name"].casefold(): created_credential(response, credential)
+               for credential, response in zip(creates, answers)}
+    return [created.get((item.get("name") or "").casefold(), item) for item in plan.changes.final]
+
+
 async def list_credentials(clients: Any, app_object_id: str) -> list:
     """Every credential of the application, read through ``/beta`` (so flexible credentials can be read)."""
-    items = await clients.call("list federated identity credentials", clients.graph_list, _collection(app_object_id), version="beta",
-                               target=_target(app_object_id), service="graph", retry_not_found=True)
-    return [normalize_credential(item) for item in items]
+    return credentials_of(await send_graph_call(clients, credentials_list_call(app_object_id)))
 
 
 async def upsert_credential(clients: Any, app_object_id: str, credential: Mapping[str, Any]) -> dict:
@@ -794,16 +882,7 @@ async def upsert_credential(clients: Any, app_object_id: str, credential: Mappin
     ``/beta`` for a flexible credential, ``/v1.0`` otherwise. Returns the created credential (201), or the credential
     as sent when it already existed (204).
     """
-    flexible = is_flexible(credential)
-    fields = ["name", "issuer", "audiences"] + (["description"] if credential.get("description") is not None else [])
-    fields += ["subject", "claimsMatchingExpression"] if flexible else ["subject"]
-    response = await clients.call(
-        "create federated identity credential", clients.graph_request, "PATCH", _by_name(app_object_id, credential["name"]),
-        version="beta" if flexible else "v1.0", json_body=_write_body(credential, fields), headers={"Prefer": "create-if-missing"},
-        target=_target(app_object_id, credential["name"]), service="graph", retry_not_found=True)
-    if isinstance(response.data, dict) and response.data.get("name"):
-        return normalize_credential(response.data)
-    return normalize_credential(credential)
+    return created_credential(await send_graph_call(clients, credential_create_call(app_object_id, credential)), credential)
 
 
 async def update_credential(clients: Any, app_object_id: str, existing: Mapping[str, Any], desired: Mapping[str, Any]) -> list:
@@ -811,31 +890,16 @@ async def update_credential(clients: Any, app_object_id: str, existing: Mapping[
 
     Switching between subject and expression sends both (one of them null) through ``/beta``.
     """
-    fields = credential_differences(existing, desired)
-    if not fields:
-        return []
-    merged = dict(existing, **{key: desired.get(key) for key in fields})
-    flexible = is_flexible(existing) or is_flexible(merged)
-    body_fields = list(fields)
-    if flexible and ("subject" in fields or "claimsMatchingExpression" in fields):
-        body_fields = sorted(set(body_fields) | {"subject", "claimsMatchingExpression"})
-    await clients.call("update federated identity credential", clients.graph_request, "PATCH", _item_path(app_object_id, existing),
-                       version="beta" if flexible else "v1.0", json_body=_write_body(merged, body_fields),
-                       target=_target(app_object_id, existing.get("name")), service="graph", retry_not_found=True)
+    fields, call = credential_update_call(app_object_id, existing, desired)
+    if call is not None:
+        await send_graph_call(clients, call)
     return fields
 
 
 async def delete_credential(clients: Any, app_object_id: str, credential: Mapping[str, Any]) -> bool:
     """DELETE a credential; True if it was deleted, False if it was already gone."""
-    try:
-        await clients.call("delete federated identity credential", clients.graph_request, "DELETE", _item_path(app_object_id, credential),
-                           version="beta" if is_flexible(credential) else "v1.0", target=_target(app_object_id, credential.get("name")),
-                           service="graph")
-    except AzureApiError as err:
-        if err.status == 404:
-            return False
-        raise
-    return True
+    response = await send_graph_call(clients, credential_delete_call(app_object_id, credential))
+    return response.status != 404
 
 
 @dataclass
@@ -874,18 +938,13 @@ async def apply_plan(clients: Any, app_object_id: str, plan: ApplicationPlan) ->
     """Write ``plan`` (deletes, then updates, then creates, one at a time per application); return the final credentials.
 
     Writes to one application run sequentially (the 20-per-application limit makes deletes go first, and Entra ID
-    serialises writes to one object anyway); different applications can be applied concurrently.
+    serialises writes to one object anyway); different applications can be applied concurrently. The bulk engine
+    sends the same ``plan_calls`` as one ``$batch`` lane.
     """
-    changes = plan.changes
-    for credential in changes.delete:
-        await delete_credential(clients, app_object_id, credential)
-    for existing, merged in changes.update:
-        await update_credential(clients, app_object_id, existing, merged)
-    created = {}
-    for credential in changes.create:
-        result = await upsert_credential(clients, app_object_id, credential)
-        created[credential["name"].casefold()] = result
-    return [created.get((item.get("name") or "").casefold(), item) for item in changes.final]
+    responses = []
+    for call in plan_calls(app_object_id, plan):
+        responses.append(await send_graph_call(clients, call))
+    return applied_credentials(plan, responses)
 
 
 async def plan_for_application(clients: Any, application: Mapping[str, Any], specs: Sequence[CredentialSpec], *, exclusive: bool = False,
