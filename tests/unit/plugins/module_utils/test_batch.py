@@ -14,7 +14,7 @@ import types
 
 import pytest
 
-from ansible_collections.oidc_federation.azure.plugins.module_utils._batch import BatchStats, GraphCall, run_graph_calls
+from ansible_collections.oidc_federation.azure.plugins.module_utils._batch import BatchStats, GraphCall, chain, run_graph_calls, send_graph_call
 from ansible_collections.oidc_federation.azure.plugins.module_utils._clients import ApiResponse
 from ansible_collections.oidc_federation.azure.plugins.module_utils._errors import AzureApiError
 from ansible_collections.oidc_federation.azure.plugins.module_utils._pacing import APP_TENANT_W, GraphPacer
@@ -303,3 +303,66 @@ def test_pacer_paces_a_bulk_run_at_the_quota():
     results = run(graph, [patch('/w/{0}'.format(i)) for i in range(60)])
     assert all(r.status == 200 for r in results)
     assert fake.now - 100.0 == pytest.approx(2.0)
+
+
+# --- accept, chain, send_graph_call ------------------------------------------------------------------------------
+
+def not_found(err):
+    return err.status == 404
+
+
+def test_an_accepted_error_counts_as_success_and_its_lane_goes_on():
+    gone = (404, {}, graph_error_body('Request_ResourceNotFound'))
+    graph = FakeGraph(script={'/a/fic/1': [gone], '/a/fic/2': [gone]})
+    calls = chain([GraphCall('DELETE', '/a/fic/1', accept=not_found), patch('/a/fic/3'),
+                   GraphCall('DELETE', '/a/fic/2'), patch('/a/fic/4')], 'a')
+    assert [c.id for c in calls] == ['a.0', 'a.1', 'a.2', 'a.3'] and calls[3].depends_on == ('a.2',)
+    results = run(graph, calls)
+    assert results[0].status == 404 and results[0].data is None          # accepted: already gone
+    assert results[1].status == 200                                      # sent again after Graph's 424
+    assert isinstance(results[2], AzureApiError) and results[2].status == 404   # not accepted: fails
+    assert isinstance(results[3], AzureApiError) and 'not attempted' in str(results[3])
+    assert [u for u, _s in graph.sent] == ['/a/fic/1', '/a/fic/3', '/a/fic/2']
+
+
+def test_send_graph_call_sends_one_request_directly_with_the_same_retry_and_answer():
+    time_ = FakeTime()
+
+    class Direct:
+        retry_policy = RetryPolicy(sleep=time_.sleep, rand=lambda: 0.5)
+
+        def __init__(self):
+            self.requests = []
+            self.answers = [AzureApiError('busy', service='graph', status=429, retry_after=3),
+                            ApiResponse(201, {}, {'id': 'x'})]
+
+        async def call(self, operation, fn, *args, **kwargs):
+            return await run_with_retry(self.retry_policy, operation, fn, *args, **kwargs)
+
+        async def graph_request(self, method, path, **kwargs):
+            self.requests.append((method, path, kwargs))
+            answer = self.answers.pop(0)
+            if isinstance(answer, Exception):
+                raise answer
+            return answer
+
+        async def graph_list(self, path, **kwargs):
+            self.requests.append(('LIST', path, kwargs))
+            return [{'id': 1}, {'id': 2}]
+
+    clients = Direct()
+    call = GraphCall('PATCH', "/applications(uniqueName='x')", body={'a': 1}, headers={'Prefer': 'create-if-missing'},
+                     operation='create application', target='x')
+    response = asyncio.run(send_graph_call(clients, call))
+    assert response.status == 201 and time_.sleeps == [3.0] and len(clients.requests) == 2
+    method, path, kwargs = clients.requests[-1]
+    assert (method, path, kwargs['json_body'], kwargs['headers'], kwargs['version']) == (
+        'PATCH', "/applications(uniqueName='x')", {'a': 1}, {'Prefer': 'create-if-missing'}, 'v1.0')
+    listed = asyncio.run(send_graph_call(clients, GraphCall('GET', '/x', version='beta', params={'$top': 5}, all_pages=True)))
+    assert listed.data == {'value': [{'id': 1}, {'id': 2}]} and clients.requests[-1][2]['params'] == {'$top': 5}
+    clients.answers = [AzureApiError('gone', service='graph', status=404)]
+    assert asyncio.run(send_graph_call(clients, GraphCall('DELETE', '/y', accept=not_found))).status == 404
+    clients.answers = [AzureApiError('gone', service='graph', status=404)]
+    with pytest.raises(AzureApiError) as info:
+        asyncio.run(send_graph_call(clients, GraphCall('DELETE', '/y', operation='delete y')))
+    assert info.value.operation == 'delete y'
