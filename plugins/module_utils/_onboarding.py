@@ -17,15 +17,18 @@ role assignments of the application's service principal; or, ``state=absent``, f
 
 1. **Read in bulk.** Applications by the project marker tag, then by ``uniqueName`` (with few projects one request
    per key; with many, one paged listing of the applications the collection manages plus ``uniqueName in (...)``
-   queries for the rest), service principals by ``appId in (...)``, credentials per application (concurrently),
-   role definitions once per scope and name, role assignments once per scope (or per principal when there are
-   few), scope checks once per scope.
+   queries for the rest), service principals by ``appId in (...)``, owners and credentials per application, role
+   definitions once per scope and name, role assignments once per scope (or per principal when there are few),
+   scope checks once per scope. Every Graph read but the paged listing is a ``GraphCall`` of the core sent in JSON
+   ``$batch``es (``_batch.run_graph_calls``, paced by ``clients.graph_pacer``).
 2. **Plan every project before its first write** (``_graph.decide_application``, ``_graph_fic.plan_application``,
    ``_arm.plan_principal_assignments`` over what was read): bad input, a role that does not resolve, a privileged
    role, a scope that does not exist or that the operator cannot write to, a shared application configured
    differently by its projects: the project fails here and nothing is written for it.
-3. **Write**, unless in check mode: projects with their own application concurrently (under a limit), the projects
-   of a shared application one after the other (each planned against what the previous one left, as the role's
+3. **Write**, unless in check mode, Graph's writes through ``$batch``: projects with their own application in
+   phases across all of them (``Run._own_present``: applications, then service principals, then per application one
+   ``dependsOn`` lane of owners and credentials while the ARM role assignments run under a limit), the projects of a
+   shared application one after the other (each planned against what the previous one left, as the role's
    ``throttle: 1`` did); per project application + service principal, then credentials, then role assignments.
    A failure fails that project only; the next run converges it (every write is keyed: ``uniqueName`` upserts,
    credential names, deterministic role assignment names).
@@ -40,6 +43,7 @@ marker and credentials follow the project.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import tempfile
@@ -58,6 +62,7 @@ from ansible_collections.oidc_federation.azure.plugins.module_utils._arm import 
     plan_principal_assignments,
     role_definition_cache,
 )
+from ansible_collections.oidc_federation.azure.plugins.module_utils._batch import BatchStats, chain, run_graph_calls
 from ansible_collections.oidc_federation.azure.plugins.module_utils._errors import AzureApiError, ValidationError
 from ansible_collections.oidc_federation.azure.plugins.module_utils._fic import FicValidationError
 from ansible_collections.oidc_federation.azure.plugins.module_utils._gitlab import (
@@ -67,31 +72,46 @@ from ansible_collections.oidc_federation.azure.plugins.module_utils._gitlab impo
     validate_project_path,
 )
 from ansible_collections.oidc_federation.azure.plugins.module_utils._graph import (
+    CREATE,
     DELETE,
     MANAGED_TAG,
     SP_SELECT,
     ApplicationRead,
     ApplicationSpec,
+    application_get_call,
+    application_write_call,
+    applications_list_call,
     apply_application_plan,
     plan_purge_of,
     decide_application,
-    get_service_principal,
+    items_of,
     list_applications,
-    list_owner_ids,
+    object_of,
     odata_string,
-    resolve_application,
+    owner_calls,
+    owner_ids_of,
+    owners_list_call,
+    service_principal_create_call,
+    service_principal_display_name,
+    service_principal_get_call,
+    service_principals_list_call,
     tenant_id_of,
+    upserted_of,
+    written_application,
 )
 from ansible_collections.oidc_federation.azure.plugins.module_utils._graph_fic import (
     SCOPE_GITLAB_PROJECT,
     CredentialDefaults,
     ExclusiveScope,
     _report as credential_report,
+    applied_credentials,
     apply_plan as apply_credential_plan,
+    credentials_list_call,
+    credentials_of,
     exclusive_scope_for,
     item_results,
-    list_credentials,
     plan_application as plan_credentials,
+    plan_calls as plan_credential_calls,
     specs_from_item,
 )
 from ansible_collections.oidc_federation.azure.plugins.module_utils._module import gather_limited
@@ -116,6 +136,8 @@ STATES = ('present', 'absent')
 BULK_READ_THRESHOLD = 25
 IN_CHUNK = 15
 DEFAULT_CONCURRENCY = 16
+# Graph $batch requests in flight at once (each carries up to 20 requests); at most the run's concurrency.
+DEFAULT_BATCH_LIMIT = 4
 # Stand-in principal when planning role assignments for a service principal that does not exist yet (check mode).
 NO_PRINCIPAL = '00000000-0000-0000-0000-000000000000'
 
@@ -512,6 +534,37 @@ class AppGroup:
         return self.unique_name.lower()
 
 
+@dataclass
+class _Work:
+    """One application's writes in flight (``Run._own_present``: a project's own application; a shared application's
+    write, or one project's credentials on it): the plans, what was written, the first error."""
+
+    group: Optional[AppGroup]
+    project: Optional[ProjectInput] = None
+    outcome: Optional[Outcome] = None
+    app_plan: Any = None
+    credential_plan: Any = None
+    role_plan: Optional[PrincipalPlan] = None
+    app: Optional[dict] = None
+    sp: Optional[dict] = None
+    report: Any = None
+    after: Optional[list] = None
+    lane: Optional[list] = None
+    error: Optional[BaseException] = None
+
+    @property
+    def live(self) -> bool:
+        """Nothing failed yet: the next phases run for it."""
+        return self.error is None and (self.outcome is None or not self.outcome.failed)
+
+    def fail(self, exc: BaseException) -> None:
+        """Record the first failure (and fail the project, if it has one): later phases skip this work."""
+        if self.error is None:
+            self.error = exc
+        if self.outcome is not None and not self.outcome.failed:
+            self.outcome.fail(exc)
+
+
 _SHARED_APP_FIELDS = (('display_name', 'app_display_name'), ('description', 'app_description'), ('tags', 'app_tags'),
                       ('owners', 'app_owners'), ('service_management_reference', 'app_service_management_reference'))
 
@@ -560,13 +613,53 @@ def _chunks(values: Sequence[str], size: int = IN_CHUNK) -> List[List[str]]:
     return [list(values[i:i + size]) for i in range(0, len(values), size)]
 
 
-class Reader:
-    """Reads everything the plan needs, in bulk, into the groups (no writes)."""
+def _tag_filter(tag: str) -> str:
+    return 'tags/any(t:t eq {0})'.format(odata_string(tag))
 
-    def __init__(self, clients: Any, *, limit: int = DEFAULT_CONCURRENCY, bulk_threshold: int = BULK_READ_THRESHOLD) -> None:
+
+def _in_filter(prop: str, values: Sequence[str]) -> str:
+    return '{0} in ({1})'.format(prop, ','.join(odata_string(v) for v in values))
+
+
+def _raise(group: 'AppGroup', err: BaseException) -> None:
+    raise err
+
+
+class Reader:
+    """Reads everything the plan needs, in bulk, into the groups (no writes).
+
+    Every per-key read is a ``GraphCall`` built by the core (``_graph``/``_graph_fic``) and sent in ``$batch``es
+    (``run_graph_calls``): marker filters, ``uniqueName`` (one GET per key, or ``uniqueName in (...)`` chunks),
+    display names, service principals (by ``appId``, or ``appId in (...)``), owners and credentials per
+    application. The paged listing of the applications the collection manages stays a paged GET. A read that fails
+    (after the retries) calls ``on_error(group, err)`` for each group it was for (default: raise).
+    """
+
+    def __init__(self, clients: Any, *, limit: int = DEFAULT_CONCURRENCY, bulk_threshold: int = BULK_READ_THRESHOLD,
+                 batch_limit: int = DEFAULT_BATCH_LIMIT, stats: Optional[BatchStats] = None,
+                 on_error: Optional[Callable[['AppGroup', BaseException], None]] = None) -> None:
         self.clients = clients
         self.limit = limit
         self.bulk_threshold = bulk_threshold
+        self.batch_limit = batch_limit
+        self.stats = stats if stats is not None else BatchStats()
+        self.on_error = on_error or _raise
+
+    async def _send(self, calls: Sequence[Any], owners: Sequence[Sequence['AppGroup']]) -> List[Any]:
+        """Send ``calls`` (``owners[i]``: the groups ``calls[i]`` reads for); the answers of the calls that succeeded,
+        None for the others (whose groups went to ``on_error``)."""
+        if not calls:
+            return []
+        results = await run_graph_calls(self.clients, calls, limit=self.batch_limit, stats=self.stats)
+        out = []
+        for groups, result in zip(owners, results):
+            if isinstance(result, AzureApiError):
+                for group in groups:
+                    self.on_error(group, result)
+                out.append(None)
+            else:
+                out.append(result)
+        return out
 
     async def applications(self, groups: Sequence[AppGroup]) -> None:
         """Find each group's application: by marker tag, then by its ``uniqueName``, then by alternate names."""
@@ -576,31 +669,47 @@ class Reader:
         by_marker: Dict[str, List[dict]] = {}
         bulk = len(groups) >= self.bulk_threshold
         if bulk:
-            managed = await list_applications(self.clients, 'tags/any(t:t eq {0})'.format(odata_string(MANAGED_TAG)))
-            for app in managed:
+            for app in await list_applications(self.clients, _tag_filter(MANAGED_TAG)):
                 self._index(app, by_name, by_marker)
         else:
-            markers = sorted({p.marker for g in groups for p in g.projects if p.marker})
-            found = await gather_limited([self._marker_factory(m) for m in markers], self.limit)
-            for apps in found:
-                for app in apps:
+            markers: Dict[str, List[AppGroup]] = {}
+            for group in groups:
+                for project in group.projects:
+                    if project.marker:
+                        markers.setdefault(project.marker, []).append(group)
+            keys = sorted(markers)
+            found = await self._send([applications_list_call(_tag_filter(m)) for m in keys], [markers[m] for m in keys])
+            for response in found:
+                for app in items_of(response) if response is not None else ():
                     self._index(app, by_name, by_marker)
-        wanted = []
+        wanted: Dict[str, List[AppGroup]] = {}
         for group in groups:
+            if not group.projects:
+                continue
             for name in self._names(group):
-                if name.lower() not in by_name and name not in wanted:
-                    wanted.append(name)
+                if name.lower() not in by_name:
+                    wanted.setdefault(name, []).append(group)
+        names = list(wanted)
         if bulk:
-            lookups = [self._in_factory('uniqueName', chunk) for chunk in _chunks(wanted)]
-            for apps in await gather_limited(lookups, self.limit):
-                for app in apps:
+            chunks = _chunks(names)
+            found = await self._send([applications_list_call(_in_filter('uniqueName', c)) for c in chunks],
+                                     [[g for n in c for g in wanted[n]] for c in chunks])
+            for response in found:
+                for app in items_of(response) if response is not None else ():
                     self._index(app, by_name, by_marker)
         else:
-            for app in await gather_limited([self._name_factory(n) for n in wanted], self.limit):
+            found = await self._send([application_get_call(unique_name=n) for n in names], [wanted[n] for n in names])
+            for response in found:
+                app = object_of(response) if response is not None else None
                 if app is not None:
                     self._index(app, by_name, by_marker)
         for group in groups:
-            self._resolve(group, by_name, by_marker)
+            if not group.projects:
+                continue
+            try:
+                self._resolve(group, by_name, by_marker)
+            except ValidationError as err:
+                self.on_error(group, err)
 
     def _index(self, app: Mapping[str, Any], by_name: Dict[str, dict], by_marker: Dict[str, List[dict]]) -> None:
         app = dict(app)
@@ -638,82 +747,73 @@ class Reader:
                 group.found_by = 'unique_name' if name == group.unique_name else 'alternate_name'
                 return
 
-    def _marker_factory(self, marker: str) -> Callable[[], Any]:
-        return lambda: list_applications(self.clients, 'tags/any(t:t eq {0})'.format(odata_string(marker)))
-
-    def _name_factory(self, name: str) -> Callable[[], Any]:
-        return lambda: resolve_application(self.clients, unique_name=name)
-
-    def _in_factory(self, prop: str, values: Sequence[str]) -> Callable[[], Any]:
-        expr = '{0} in ({1})'.format(prop, ','.join(odata_string(v) for v in values))
-        return lambda: list_applications(self.clients, expr)
-
     async def display_matches(self, groups: Sequence[AppGroup]) -> None:
         """For groups whose application is to be created: the applications that already have its display name."""
-        todo = [g for g in groups if g.current is None and g.spec.state == 'present']
+        todo = [g for g in groups if g.projects and g.current is None and g.spec.state == 'present']
         if not todo:
             return
-        names = sorted({g.spec.creation_display_name for g in todo})
+        by_display: Dict[str, List[AppGroup]] = {}
+        for group in todo:
+            by_display.setdefault(group.spec.creation_display_name, []).append(group)
+        names = sorted(by_display)
         found: Dict[str, list] = {n: [] for n in names}
         if len(todo) >= self.bulk_threshold:
-            results = await gather_limited([self._in_factory('displayName', c) for c in _chunks(names)], self.limit)
+            chunks = _chunks(names)
+            results = await self._send([applications_list_call(_in_filter('displayName', c)) for c in chunks],
+                                       [[g for n in c for g in by_display[n]] for c in chunks])
         else:
-            results = await gather_limited([self._display_factory(n) for n in names], self.limit)
-        for apps in results:
-            for app in apps:
+            results = await self._send([applications_list_call('displayName eq {0}'.format(odata_string(n))) for n in names],
+                                       [by_display[n] for n in names])
+        for response in results:
+            for app in items_of(response) if response is not None else ():
                 found.setdefault(app.get('displayName'), []).append(app)
         for group in todo:
             group.display_matches = found.get(group.spec.creation_display_name, [])
 
-    def _display_factory(self, name: str) -> Callable[[], Any]:
-        return lambda: list_applications(self.clients, 'displayName eq {0}'.format(odata_string(name)))
-
     async def service_principals(self, groups: Sequence[AppGroup]) -> None:
-        """The service principals of the groups' applications (``appId in (...)``)."""
-        apps = sorted({g.current['appId'] for g in groups if g.current is not None and g.current.get('appId')})
+        """The service principals of the groups' applications (``appId in (...)``, or one GET per application)."""
+        by_app: Dict[str, List[AppGroup]] = {}
+        for group in groups:
+            if group.projects and group.current is not None and group.current.get('appId'):
+                by_app.setdefault(group.current['appId'], []).append(group)
+        apps = sorted(by_app)
         if not apps:
             return
         found: Dict[str, dict] = {}
         if len(apps) >= self.bulk_threshold:
-            results = await gather_limited([self._sp_factory(c) for c in _chunks(apps)], self.limit)
-            for page in results:
-                for sp in page:
+            chunks = _chunks(apps)
+            results = await self._send([service_principals_list_call(c, select=SP_SELECT) for c in chunks],
+                                       [[g for a in c for g in by_app[a]] for c in chunks])
+            for response in results:
+                for sp in items_of(response) if response is not None else ():
                     found[str(sp.get('appId')).lower()] = sp
         else:
-            for app_id, sp in zip(apps, await gather_limited([self._one_sp_factory(a) for a in apps], self.limit)):
+            results = await self._send([service_principal_get_call(a) for a in apps], [by_app[a] for a in apps])
+            for app_id, response in zip(apps, results):
+                sp = object_of(response) if response is not None else None
                 if sp is not None:
                     found[app_id.lower()] = sp
         for group in groups:
-            if group.current is not None:
+            if group.projects and group.current is not None:
                 group.service_principal = found.get(str(group.current.get('appId')).lower())
-
-    def _sp_factory(self, chunk: Sequence[str]) -> Callable[[], Any]:
-        expr = 'appId in ({0})'.format(','.join(odata_string(a) for a in chunk))
-        return lambda: self.clients.call('list service principals', self.clients.graph_list, '/servicePrincipals', target=expr,
-                                         service='graph', params={'$filter': expr, '$select': ','.join(SP_SELECT)})
-
-    def _one_sp_factory(self, app_id: str) -> Callable[[], Any]:
-        return lambda: get_service_principal(self.clients, app_id)
 
     async def owners(self, groups: Sequence[AppGroup]) -> None:
         """Owners of the applications whose owners are managed."""
-        todo = [g for g in groups if g.current is not None and g.spec.owners is not None and g.spec.state == 'present']
-        results = await gather_limited([self._owners_factory(g.current['id']) for g in todo], self.limit)
-        for group, owners in zip(todo, results):
-            group.owners = [o.lower() for o in owners]
-
-    def _owners_factory(self, object_id: str) -> Callable[[], Any]:
-        return lambda: list_owner_ids(self.clients, object_id)
+        todo = [g for g in groups if g.projects and g.current is not None and g.spec.owners is not None
+                and g.spec.state == 'present']
+        results = await self._send([owners_list_call(g.current['id']) for g in todo], [[g] for g in todo])
+        for group, response in zip(todo, results):
+            if response is not None:
+                group.owners = [o.lower() for o in owner_ids_of(response)]
 
     async def credentials(self, groups: Sequence[AppGroup]) -> None:
         """The federated identity credentials of each found application that needs them (read through /beta)."""
-        todo = [g for g in groups if g.current is not None and (g.shared or any(p.state == 'present' for p in g.projects))]
-        results = await gather_limited([self._credentials_factory(g.current['id']) for g in todo], self.limit)
-        for group, items in zip(todo, results):
-            group.credentials = items
-
-    def _credentials_factory(self, object_id: str) -> Callable[[], Any]:
-        return lambda: list_credentials(self.clients, object_id)
+        todo = [g for g in groups if g.projects and g.current is not None
+                and (g.shared or any(p.state == 'present' for p in g.projects))]
+        results = await self._send([credentials_list_call(g.current['id']) for g in todo], [[g] for g in todo])
+        for group, response in zip(todo, results):
+            if response is not None:
+                group.credentials = credentials_of(response)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -787,7 +887,10 @@ class Run:
         self.projects = list(projects)
         self.options = options
         self.outcomes: Dict[str, Outcome] = {p.key: Outcome(p) for p in self.projects}
-        self.reader = Reader(clients, limit=options.limit, bulk_threshold=options.bulk_threshold)
+        self.batch_stats = BatchStats()
+        self.batch_limit = max(1, min(DEFAULT_BATCH_LIMIT, options.limit))
+        self.reader = Reader(clients, limit=options.limit, bulk_threshold=options.bulk_threshold,
+                             batch_limit=self.batch_limit, stats=self.batch_stats, on_error=self._read_failed)
         self.assignments = AssignmentIndex()
         self.roles = role_definition_cache(clients)
         self.tenant_id: Optional[str] = None
@@ -803,7 +906,11 @@ class Run:
         await self._read(groups)
         await self._gitlab_preplan(groups)
         groups = [g for g in (self._live(g) for g in groups) if g.projects]
-        await gather_limited([self._group_factory(g) for g in groups if not g.shared], self.options.limit)
+        own = [g for g in groups if not g.shared]
+        present = [g for g in own if g.projects[0].state == 'present']
+        await asyncio.gather(self._own_present_groups(present),
+                             gather_limited([self._group_factory(g) for g in own if g.projects[0].state != 'present'],
+                                            self.options.limit))
         await gather_limited([self._group_factory(g) for g in groups if g.shared], self.options.limit)
         await self._gitlab_variables()
         return self.outcomes
@@ -908,17 +1015,7 @@ class Run:
 
     async def _read(self, groups: List[AppGroup]) -> None:
         """Everything the plans need, in bulk. A read that fails for one group fails that group's projects."""
-        try:
-            await self.reader.applications(groups)
-        except ValidationError as err:
-            # A marker shared by several applications: find the group and fail it alone.
-            project = err.extra.get('project')
-            for group in groups:
-                if any(p.key == project for p in group.projects):
-                    for p in group.projects:
-                        self.outcomes[p.key].fail(err)
-                    group.projects = []
-            await self.reader.applications([g for g in groups if g.projects])
+        await self.reader.applications(groups)
         groups[:] = [g for g in groups if g.projects]
         for group in groups:
             # Found under another name (its marker, or the other derivation): a uniqueName never changes, so plans,
@@ -926,15 +1023,29 @@ class Run:
             name = (group.current or {}).get('uniqueName')
             if name and name.lower() != group.spec.unique_name.lower():
                 group.spec = dataclass_replace(group.spec, unique_name=name)
-        await self.reader.display_matches(groups)
-        await self.reader.service_principals(groups)
-        await self.reader.owners(groups)
-        await self.reader.credentials(groups)
+        for step in (self.reader.display_matches, self.reader.service_principals, self.reader.owners,
+                     self.reader.credentials):
+            await step(groups)
+            groups[:] = [g for g in groups if g.projects]
         principals = [g for g in groups if g.service_principal is not None]
         scopes = {a.desired.scope.key: a.desired.scope for g in principals for p in g.projects for a in p.assignments}
         if len(principals) >= self.options.bulk_threshold and scopes:
             await self.assignments.load(self.clients, scopes.values(), self.options.limit)
         self.tenant_id = await self._tenant_id(groups)
+
+    def _read_failed(self, group: AppGroup, err: BaseException) -> None:
+        """A read for ``group`` failed: its projects fail (once), the others go on."""
+        for project in group.projects:
+            outcome = self.outcomes[project.key]
+            if not outcome.failed:
+                outcome.fail(err)
+        group.projects = []
+
+    async def _send(self, calls: Sequence[Any]) -> list:
+        """``run_graph_calls`` with this run's batch limit and stats (nothing to send: nothing sent)."""
+        if not calls:
+            return []
+        return await run_graph_calls(self.clients, calls, limit=self.batch_limit, stats=self.batch_stats)
 
     async def _tenant_id(self, groups: Sequence[AppGroup]) -> Optional[str]:
         for group in groups:
@@ -961,46 +1072,219 @@ class Run:
             for project in group.projects:
                 self._write_snippet(self.outcomes[project.key])
 
-    # --- one project, its own application ---------------------------------------------------------------------------
+    # --- projects with their own application: in phases across all of them --------------------------------------------
 
     async def _own_group(self, group: AppGroup) -> None:
         project = group.projects[0]
-        outcome = self.outcomes[project.key]
         if project.state == 'absent':
-            await self._offboard_own(group, project, outcome)
+            await self._offboard_own(group, project, self.outcomes[project.key])
             return
+        await self._own_present([group])
+
+    async def _own_present_groups(self, groups: Sequence[AppGroup]) -> None:
         try:
-            app_plan = decide_application(group.spec, self._app_read(group))
-            credential_plan = plan_credentials(group.credentials or [], project.credential_specs, exclusive=True,
-                                               gitlab_issuers=project.gitlab_issuers, field='credentials')
+            await self._own_present(groups)
+        finally:
+            for group in groups:
+                for project in group.projects:
+                    self._write_snippet(self.outcomes[project.key])
+
+    async def _own_present(self, groups: Sequence[AppGroup]) -> None:
+        """Onboard projects with their own application, all of them phase by phase (a project that fails in one phase
+        fails alone and skips the later ones):
+
+        P plan every project (application, credentials, roles); then, unless in check mode,
+        W1 application creates (``uniqueName`` upserts) and updates in ``$batch``es;
+        W2 the GET of each application whose create was answered 204, then the service principal upserts (and the GET
+        of each one answered 204);
+        W3 per application one ``dependsOn`` lane: owners, then credential deletes, updates, creates;
+        W4 ARM role assignments (bounded concurrency), started with W3 (they need only the service principal id).
+        """
+        works = [_Work(g, g.projects[0], self.outcomes[g.projects[0].key]) for g in groups]
+        try:
+            await gather_limited([self._plan_factory(w) for w in works], self.options.limit)
+            if not self.options.check_mode:
+                await self._write_applications(works)
+            for work in works:
+                if work.live:
+                    work.outcome.application = self._app_view(work.project, work.group, work.app_plan, work.app, work.sp)
+            done = await asyncio.gather(self._own_credentials(works), self._own_roles(works), return_exceptions=True)
+            problem = next((d for d in done if isinstance(d, BaseException)), None)
+            if problem is not None:
+                raise problem
+            for work in works:
+                if work.live and self.options.diff:
+                    work.outcome.diff = self._diff(work.project, work.app_plan, work.report, work.role_plan)
+        except Exception as exc:  # pylint: disable=broad-exception-caught
+            # A systemic failure (token, TLS, 401/403 on a batch) or a bug: every project not failed yet fails with it.
+            for work in works:
+                if work.live:
+                    work.fail(exc)
+
+    def _plan_factory(self, work: '_Work') -> Callable[[], Any]:
+        return lambda: self._plan_own(work)
+
+    async def _plan_own(self, work: '_Work') -> None:
+        group, project, outcome = work.group, work.project, work.outcome
+        try:
+            work.app_plan = decide_application(group.spec, self._app_read(group))
+            work.credential_plan = plan_credentials(group.credentials or [], project.credential_specs, exclusive=True,
+                                                    gitlab_issuers=project.gitlab_issuers, field='credentials')
             principal = self._principal(group)
-            role_plan = await self._plan_roles(project, principal, exclusive=True) if project.assignments else None
+            work.role_plan = await self._plan_roles(project, principal, exclusive=True) if project.assignments else None
         except ValidationError as err:
             outcome.fail(self._project_error(project, err))
             return
-        outcome.warnings.extend(app_plan.warnings)
+        except Exception as exc:  # pylint: disable=broad-exception-caught
+            outcome.fail(exc)
+            return
+        outcome.warnings.extend(work.app_plan.warnings)
         outcome.found = group.current is not None
-        app, sp = group.current, group.service_principal
-        if app_plan.changed and not self.options.check_mode:
-            written = await apply_application_plan(self.clients, app_plan)
-            app, sp = written['application'], written['service_principal'] or sp
-            outcome.changed = True
-        elif app_plan.changed:
-            outcome.changed = True
-        outcome.app_actions = app_plan.actions
-        outcome.application = self._app_view(project, group, app_plan, app, sp)
-        report = await self._apply_credentials(app, credential_plan)
-        outcome.credentials = item_results(report, project.credential_specs)
-        outcome.credential_changes = report.changed
-        outcome.credentials_deleted = list(report.deleted)
-        outcome.changed = outcome.changed or report.changed
-        if project.assignments:
+        work.app, work.sp = group.current, group.service_principal
+        outcome.changed = outcome.changed or work.app_plan.changed
+        outcome.app_actions = work.app_plan.actions
+
+    async def _own_credentials(self, works: Sequence['_Work']) -> None:
+        if not self.options.check_mode:
+            await self._write_lanes(works)
+        for work in works:
+            if not work.live:
+                continue
+            project, outcome = work.project, work.outcome
+            work.report = self._credential_report(work.app, work.credential_plan, work.after)
+            outcome.credentials = item_results(work.report, project.credential_specs)
+            outcome.credential_changes = work.report.changed
+            outcome.credentials_deleted = list(work.report.deleted)
+            outcome.changed = outcome.changed or work.report.changed
+
+    async def _own_roles(self, works: Sequence['_Work']) -> None:
+        await gather_limited([self._roles_factory(w) for w in works if w.live and w.project.assignments], self.options.limit)
+
+    def _roles_factory(self, work: '_Work') -> Callable[[], Any]:
+        return lambda: self._own_role_assignments(work)
+
+    async def _own_role_assignments(self, work: '_Work') -> None:
+        project, sp = work.project, work.sp
+        try:
+            role_plan = work.role_plan
             if role_plan is None or (role_plan.principal_id == NO_PRINCIPAL and sp is not None):
                 role_plan = await self._plan_roles(project, sp['id'] if sp else NO_PRINCIPAL, exclusive=True,
-                                                   fresh=group.service_principal is None)
-            await self._apply_roles(role_plan, outcome)
-        if self.options.diff:
-            outcome.diff = self._diff(project, app_plan, report, role_plan)
+                                                   fresh=work.group.service_principal is None)
+            work.role_plan = role_plan
+            await self._apply_roles(role_plan, work.outcome)
+        except Exception as exc:  # pylint: disable=broad-exception-caught
+            work.fail(exc)
+
+    # --- Graph writes through $batch (own applications in phases; a shared application alone) -------------------------
+
+    async def _write_applications(self, works: Sequence['_Work']) -> None:
+        """W1 and W2 for the works whose application plan writes: sets ``work.app`` and ``work.sp``."""
+        todo = [w for w in works if w.live and w.app_plan is not None and w.app_plan.changed]
+        sent = []
+        for work in todo:
+            call = application_write_call(work.app_plan)
+            if call is None:
+                work.app = written_application(work.app_plan, None)
+            else:
+                sent.append((work, call))
+        for (work, _call), result in zip(sent, await self._send([c for _w, c in sent])):
+            if self._ok(work, result):
+                work.app = written_application(work.app_plan, result)
+        # A create answered 204: the application existed (a lost answer, or replicating when read): GET it.
+        again = [w for w in todo if w.live and w.app is None]
+        results = await self._send([application_get_call(unique_name=w.app_plan.spec.unique_name, retry_not_found=True)
+                                    for w in again])
+        for work, result in zip(again, results):
+            if self._ok(work, result):
+                work.app = self._required(work, object_of(result), 'get application',
+                                          'uniqueName={0}'.format(work.app_plan.spec.unique_name))
+        todo = [w for w in todo if w.live and w.app_plan.create_service_principal]
+        results = await self._send([service_principal_create_call(w.app['appId'], service_principal_display_name(w.app_plan, w.app))
+                                    for w in todo])
+        again = []
+        for work, result in zip(todo, results):
+            if self._ok(work, result):
+                work.sp = upserted_of(result, 'id')
+                if work.sp is None:
+                    again.append(work)
+        results = await self._send([service_principal_get_call(w.app['appId'], retry_not_found=True) for w in again])
+        for work, result in zip(again, results):
+            if self._ok(work, result):
+                work.sp = self._required(work, object_of(result), 'get service principal',
+                                         'appId={0}'.format(work.app['appId']))
+
+    async def _write_lanes(self, works: Sequence['_Work']) -> None:
+        """W3: per application one lane (``dependsOn``): owners of its plan (additions, removals), then the credential
+        writes (deletes, updates, creates). Sets ``work.after`` (the credentials once written)."""
+        endpoint = self.clients.settings.cloud.graph_endpoint
+        lanes = []
+        for index, work in enumerate(works):
+            if not work.live or work.app is None:
+                continue
+            calls = []
+            if work.app_plan is not None and work.app_plan.changed:
+                calls += owner_calls(endpoint, work.app['id'], work.app_plan)
+            credential_calls = []
+            if work.credential_plan is not None and work.credential_plan.changed:
+                credential_calls = plan_credential_calls(work.app['id'], work.credential_plan)
+            if calls or credential_calls:
+                lanes.append((work, len(calls) + len(credential_calls), len(credential_calls)))
+                calls += credential_calls
+                chain(calls, str(index))
+                work.lane = calls
+        flat = [call for work, _n, _c in lanes for call in work.lane]
+        results = await self._send(flat)
+        position = 0
+        for work, count, credentials in lanes:
+            mine = results[position:position + count]
+            position += count
+            work.lane = None
+            failure = next((r for r in mine if isinstance(r, AzureApiError)), None)
+            if failure is not None:
+                work.fail(failure)
+            elif credentials:
+                work.after = applied_credentials(work.credential_plan, mine[count - credentials:])
+
+    @staticmethod
+    def _ok(work: '_Work', result: Any) -> bool:
+        if isinstance(result, AzureApiError):
+            work.fail(result)
+            return False
+        return True
+
+    @staticmethod
+    def _required(work: '_Work', obj: Optional[dict], operation: str, target: str) -> Optional[dict]:
+        if obj is None:
+            work.fail(AzureApiError('Graph answered without the object', service='graph', operation=operation, target=target))
+        return obj
+
+    def _credential_report(self, app: Optional[dict], plan: Any, after: Optional[list]) -> Any:
+        """The credential report of ``plan`` on ``app``: what was written (``after``), or what would be (check mode,
+        no application yet, nothing to change)."""
+        if app is None or self.options.check_mode or not plan.changed:
+            return credential_report(app or {}, plan, plan.changes.final)
+        return credential_report(app, plan, after)
+
+    async def _write_application(self, group: AppGroup, plan: Any, sp: Optional[dict]) -> Tuple[dict, Optional[dict]]:
+        """A shared application's plan through ``$batch`` (W1, W2, its owners); (application, service principal).
+        Raises the first error."""
+        work = _Work(group, app_plan=plan, app=group.current, sp=sp)
+        await self._write_applications([work])
+        if work.live:
+            await self._write_lanes([work])
+        if work.error is not None:
+            raise work.error
+        return work.app, work.sp
+
+    async def _write_credentials(self, app: Optional[dict], plan: Any) -> Any:
+        """One project's credentials on a shared application, as one lane through ``$batch``; its report."""
+        if app is None or self.options.check_mode or not plan.changed:
+            return self._credential_report(app, plan, None)
+        work = _Work(None, app=app, credential_plan=plan)
+        await self._write_lanes([work])
+        if work.error is not None:
+            raise work.error
+        return self._credential_report(app, plan, work.after)
 
     # --- the projects of a shared application, one after the other ---------------------------------------------------
 
@@ -1033,8 +1317,7 @@ class Run:
             valid.append(project)
         present = valid
         if present and app_plan.changed and not self.options.check_mode:
-            written = await apply_application_plan(self.clients, app_plan)
-            app, sp = written['application'], written['service_principal'] or sp
+            app, sp = await self._write_application(group, app_plan, sp)
         for index, project in enumerate(present):
             outcome = self.outcomes[project.key]
             outcome.found = group.current is not None
@@ -1049,7 +1332,7 @@ class Run:
                 if project.assignments:
                     role_plan = await self._plan_roles(project, sp['id'] if sp else NO_PRINCIPAL, exclusive=False,
                                                        fresh=group.service_principal is None and index == 0)
-                report = await self._apply_credentials(app, credential_plan)
+                report = await self._write_credentials(app, credential_plan)
                 credentials = list(report.after)
                 outcome.credentials = item_results(report, project.credential_specs)
                 outcome.credentials_deleted = list(report.deleted)
