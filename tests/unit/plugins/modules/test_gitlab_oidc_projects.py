@@ -11,6 +11,7 @@ module under test.
 from __future__ import annotations
 
 import json
+import re
 import sys
 
 import pytest
@@ -49,6 +50,12 @@ def stats(sb):
     return sb.control('GET', 'stats').json()
 
 
+def writes(sb):
+    """Writes Graph and ARM ran (inner $batch requests each counted; the $batch envelope, a POST, is not a write)."""
+    data = stats(sb)
+    return data['graph']['writes'] + data['arm']['writes']
+
+
 def reset_stats(sb):
     assert sb.control('POST', 'stats/reset').status_code in (200, 204)
 
@@ -85,7 +92,7 @@ def test_onboard_then_rerun_writes_nothing(run_module, clean_sandbox):
     reset_stats(sb)
     again = ok(run_module, sb, projects=projects(sb))
     assert not again['changed'], json.dumps(again['projects'], indent=1)[:3000]
-    assert stats(sb)['writes'] == 0
+    assert writes(sb) == 0
 
 
 def app_names(sb):
@@ -114,7 +121,7 @@ def test_check_mode_writes_nothing_and_predicts(run_module, clean_sandbox):
     sb = clean_sandbox
     reset_stats(sb)
     result = ok(run_module, sb, projects=projects(sb), check=True, diff=True)
-    assert stats(sb)['writes'] == 0 and app_names(sb) == []
+    assert writes(sb) == 0 and app_names(sb) == []
     assert result['summary'] == {'projects': 5, 'changed': 5, 'failed': 0}
     web = result['projects']['demo/web-app']['result']
     assert web['status'] == 'planned' and web['pending'] and web['client_id'] is None
@@ -215,7 +222,7 @@ def test_rename_and_sub_claim_switch_keep_one_application(run_module, clean_sand
     reset_stats(sb)
     again = ok(run_module, sb, projects=[_payments(sb, project_path='demo/billing-payments',
                                                    sub_claim_components=['project_id', 'ref_type', 'ref'])])
-    assert not again['changed'] and stats(sb)['writes'] == 0
+    assert not again['changed'] and writes(sb) == 0
     # offboarding by id finds it whatever the path is now
     gone = ok(run_module, sb, state='absent', projects=[_payments(sb, project_path='demo/renamed-again')])
     assert gone['projects']['demo/renamed-again']['result']['application']['removed']
@@ -286,7 +293,7 @@ def test_gitlab_stage_takes_id_and_sub_claim_from_gitlab_and_sets_variables(run_
     reset_stats(sb)
     again = ok(run_module, sb, projects=items, gitlab_token='glpat-engine-test-api-1', gitlab_ca_bundle=sb.ca_file)
     assert not again['changed'], json.dumps(again['projects'], indent=1)[:2000]
-    assert stats(sb)['writes'] == 0
+    assert writes(sb) == 0
     gone = ok(run_module, sb, state='absent', projects=items, gitlab_token='glpat-engine-test-api-1', gitlab_ca_bundle=sb.ca_file)
     assert all(i['action'] == 'delete' for i in gone['projects']['gl/app']['result']['ci_variables'])
 
@@ -363,3 +370,106 @@ def test_offboarding_a_project_gitlab_no_longer_has(run_module, clean_sandbox):
     entry = result['projects']['gl/gone']
     assert entry['result']['application']['removed'] and any('offboarding it in Azure only' in w for w in entry['warnings'])
     assert app_names(sb) == []
+
+
+# --- many projects: bulk reads and $batch writes ---------------------------------------------------------------------
+
+SHARED = 'gitlab-oidc-bulk-shared'
+TRUST = ({'branches': ['main']}, {'branches': ['*']}, {'branches': ['main'], 'tags': ['v*']}, {'tags': ['*']},
+         {'any_ref': True}, {'branches': ['main', 'develop', 'release/*']})
+
+
+def many_projects(sb, count):
+    """``count`` projects (at least the engine's BULK_READ_THRESHOLD of 25, so the bulk read paths run): varied trust,
+    sub claims (a quarter led by project_id: marker tags), roles, owners on some; the last three share an application."""
+    iss = issuer(sb)
+    owner = next(s['id'] for s in state(sb)['service_principals'] if s['appId'] == sb.operator.client_id)
+    items = []
+    for index in range(count):
+        item = dict(TRUST[index % len(TRUST)], project_path='bulk/g{0}/p{1:02d}'.format(index // 10, index), issuer=iss,
+                    gitlab_issuers=[iss], subscription_id=sb.subscription_id, role_assignments=[{'role': 'Reader'}])
+        if index % 4 == 3:
+            item.update(project_id=str(9000 + index), sub_claim_components=['project_id', 'ref_type', 'ref'])
+        if index % 5 == 1:
+            item['role_assignments'] = [{'role': 'Reader', 'resource_group': RG}]
+        elif index % 5 == 2:
+            item['role_assignments'] = [{'role': 'Reader'}, {'role': 'Contributor', 'resource_group': RG}]
+        if index >= count - 3:
+            item['shared_app'] = SHARED
+        elif index % 7 == 0:
+            item['app_owners'] = [owner]
+        items.append(item)
+    return items
+
+
+def _graph_routes(routes):
+    """Graph routes of a ``by_route`` counter (ARM's and the control API's left out)."""
+    return {route: n for route, n in routes.items() if route.split(' ', 1)[1].startswith(('/v1.0/', '/beta/'))}
+
+
+def _comparable(value):
+    """A module result without what differs between two tenants or runs: GUIDs (object, app, principal and
+    assignment ids) become a placeholder."""
+    if isinstance(value, dict):
+        return {k: _comparable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_comparable(v) for v in value]
+    if isinstance(value, str):
+        return re.sub(r'[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}', '<guid>', value)
+    return value
+
+
+def _per_project(result, shared):
+    out = _comparable(result)
+    if shared:  # found in the tenant by the projects run after the first one alone, made in this run together
+        out['result']['application'].pop('found_by')
+    return out
+
+
+def test_many_projects_read_and_write_through_batches_and_match_the_per_project_run(run_module, clean_sandbox):
+    sb = clean_sandbox
+    items = many_projects(sb, 40)
+    keys = [i['project_path'] for i in items]
+
+    reset_stats(sb)
+    planned = ok(run_module, sb, projects=items, check=True)
+    assert writes(sb) == 0 and app_names(sb) == [] and planned['summary'] == {'projects': 40, 'changed': 40, 'failed': 0}
+
+    reset_stats(sb)
+    together = ok(run_module, sb, projects=items)
+    assert together['summary'] == {'projects': 40, 'changed': 40, 'failed': 0}, together['summary']
+    data = stats(sb)
+    graph = data['graph']
+    # every Graph write went through $batch; the only Graph request outside one is the paged listing of the
+    # applications the collection manages (and the batches themselves)
+    direct = _graph_routes(data['by_route'])
+    assert set(direct) <= {'POST /v1.0/$batch', 'POST /beta/$batch', 'GET /v1.0/applications'}, direct
+    assert direct.get('GET /v1.0/applications', 0) == 1, direct
+    assert graph['batches'] == sum(n for r, n in direct.items() if r.endswith('$batch')) and graph['batches'] >= 5, graph
+    batched = data['batch_by_route']
+    batched_writes = sum(n for r, n in batched.items() if not r.startswith('GET '))
+    assert graph['writes'] == batched_writes and graph['writes'] >= 38 * 3, (graph, batched)
+    # the reads in bulk: uniqueName/displayName in (...), service principals, credentials per application, in batches
+    assert batched.get('GET /v1.0/applications', 0) >= 2 and batched.get('GET /beta/applications/{id}/federatedIdentityCredentials', 0) == 0
+    # one token per service for the whole run
+    assert data['tokens_by_service'] == {'graph': 1, 'arm': 1}, data['tokens_by_service']
+    made = managed_state(sb)
+    assert len(made) == 38 and all(app['sp'] and app['fics'] and app['roles'] for app in made.values()), made
+
+    # the re-run reads in bulk too and writes nothing
+    reset_stats(sb)
+    again = ok(run_module, sb, projects=items)
+    data = stats(sb)
+    assert not again['changed'] and writes(sb) == 0, json.dumps(again['projects'], indent=1)[:2000]
+    assert set(_graph_routes(data['by_route'])) <= {'POST /v1.0/$batch', 'POST /beta/$batch', 'GET /v1.0/applications'}
+    assert data['batch_by_route'].get('GET /beta/applications/{id}/federatedIdentityCredentials') == 38, data['batch_by_route']
+
+    # the same projects one call each (the role's per_host strategy) leave the same state and the same results
+    sb.reset()
+    alone = {}
+    for item in items:
+        alone.update(ok(run_module, sb, projects=[item])['projects'])
+    assert managed_state(sb) == made
+    for key, item in zip(keys, items):
+        shared = bool(item.get('shared_app'))
+        assert _per_project(together['projects'][key], shared) == _per_project(alone[key], shared), key
