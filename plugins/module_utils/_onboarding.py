@@ -84,6 +84,7 @@ from ansible_collections.oidc_federation.azure.plugins.module_utils._graph impor
     apply_application_plan,
     plan_purge_of,
     decide_application,
+    explain_name_conflict,
     items_of,
     list_applications,
     object_of,
@@ -1188,6 +1189,9 @@ class Run:
             else:
                 sent.append((work, call))
         for (work, _call), result in zip(sent, await self._send([c for _w, c in sent])):
+            if isinstance(result, AzureApiError) and work.app_plan.action == CREATE:
+                # e.g. the uniqueName still held by deleted items: say how to get out (as the direct path does)
+                result = await explain_name_conflict(self.clients, work.app_plan.spec.unique_name, result)
             if self._ok(work, result):
                 work.app = written_application(work.app_plan, result)
         # A create answered 204: the application existed (a lost answer, or replicating when read): GET it.
