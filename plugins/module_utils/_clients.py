@@ -462,9 +462,23 @@ class Clients:
                     policies.ProxyPolicy(),
                     arm_policies.AsyncARMChallengeAuthenticationPolicy(self.credential, s.cloud.arm_scope),
                 ],
-                transport=self._arm_transport or transport.AioHttpTransport(**self._transport_kwargs()),
+                transport=self._arm_transport or self._arm_aiohttp_transport(transport),
             )
         return self._arm_pipeline
+
+    def _arm_aiohttp_transport(self, transport: Any) -> Any:
+        """azure-core's aiohttp transport for the raw ARM pipeline. With ``ca_bundle``, ONE SSL context on the
+        connector: given the bundle's path (``connection_verify``), azure-core builds a new ``SSLContext`` for every
+        request, so aiohttp never reuses a connection (its pool key holds the context) - every request would pay a
+        TLS handshake and a read of the bundle, and the idle connections would pile up (memory growing with the
+        number of requests)."""
+        if not self.settings.ca_bundle:
+            return transport.AioHttpTransport()
+        aiohttp = load_sdk('aiohttp')
+        context = ssl.create_default_context(cafile=self.settings.ca_bundle)
+        session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=context), trust_env=True,
+                                        cookie_jar=aiohttp.DummyCookieJar(), auto_decompress=False)
+        return transport.AioHttpTransport(session=session, session_owner=True)
 
     def arm_url(self, path: str, params: Optional[Mapping[str, Any]] = None) -> str:
         """Absolute ARM URL for ``path`` (``/subscriptions/...``, or an absolute ``nextLink`` on the ARM host)."""

@@ -100,6 +100,30 @@ def test_client_secret_login_graph_and_arm(clean_sandbox):
     assert any(a.role_definition_id.lower().endswith('8e3af657-a8ff-443c-a75c-2fe8c4bcb635') for a in assignments)
 
 
+def test_raw_arm_requests_reuse_connections_with_a_ca_bundle(clean_sandbox, monkeypatch):
+    """azure-core builds a new SSL context per request from a CA bundle path, which keeps aiohttp from reusing any
+    connection: the raw ARM pipeline puts one context on its connector instead (one handshake, not one per request)."""
+    import aiohttp
+    sb = clean_sandbox
+    opened = []
+    create = aiohttp.TCPConnector._create_connection
+
+    async def counting(self, *args, **kwargs):
+        opened.append(1)
+        return await create(self, *args, **kwargs)
+
+    monkeypatch.setattr(aiohttp.TCPConnector, '_create_connection', counting)
+
+    async def main():
+        async with clients_for(sb) as clients:
+            for _ in range(12):
+                await clients.call('list subscriptions', clients.arm_list, '/subscriptions', api_version='2022-12-01')
+            await asyncio.gather(*[clients.arm_request('GET', '/subscriptions', api_version='2022-12-01') for _ in range(6)])
+
+    asyncio.run(main())
+    assert 1 <= len(opened) <= 7, len(opened)   # the token request, then ARM; 18 requests otherwise open 18+
+
+
 def test_federated_token_string_and_file_login(clean_sandbox, tmp_path):
     sb = clean_sandbox
     subject = 'project_path:core-group/core-project:ref_type:branch:ref:main'
