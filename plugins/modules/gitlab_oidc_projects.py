@@ -19,8 +19,14 @@ description:
   - It is the engine of the role. With the role's C(gitlab_oidc_strategy=per_host) it runs once per project; with
     C(gitlab_oidc_strategy=bulk) once per play for every project. It can also be used on its own.
   - B(Reads in bulk.) With many projects the applications the collection manages are read in one paged listing
-    (with C($select)), the rest by C(uniqueName in (...)); service principals by C(appId in (...)); credentials per
-    application concurrently; role definitions and role assignments once per scope. One access token per service.
+    (with C($select)), the rest by C(uniqueName in (...)); service principals by C(appId in (...)); owners and
+    credentials per application; role definitions and role assignments once per scope. Every Graph read but the
+    paged listing travels in JSON C($batch) requests (20 per batch). One access token per service.
+  - B(Writes in batches, in phases.) Graph writes travel in C($batch) requests too - for the projects with their own
+    application phase by phase across all of them (the applications, then their service principals, then per
+    application one C(dependsOn) lane of owner and credential writes, while the Azure role assignments are written
+    with bounded concurrency), paced to Graph's published quotas (O(graph_pacing)). A project that fails in a phase
+    fails alone and skips its later phases.
   - B(Plans every project before its first write.) Bad input, a role name or id that does not resolve at its scope,
     a privileged role without O(projects[].allow_privileged_roles), trust beyond the project, a shared application
     configured differently by its projects - the project fails with a message naming the option and the fix, and
