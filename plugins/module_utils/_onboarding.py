@@ -944,7 +944,7 @@ class Run:
             if project.state == 'absent' and err.extra.get('gitlab_missing'):
                 # Offboarding a project GitLab no longer has (deleted, or moved out of the token's reach): what was made
                 # for it in Azure still goes; there are no CI/CD variables left to remove.
-                outcome.warnings.append('{0}; offboarding it in Azure only'.format(str(err).split(' Fix:')[0]))
+                outcome.warnings.append('{0}; offboarding it in Azure only'.format(str(err).split(' Fix:', maxsplit=1)[0]))
                 return dataclass_replace(project, gitlab=None)
             outcome.fail(err)
             return project

@@ -116,9 +116,11 @@ def test_raw_arm_requests_reuse_connections_with_a_ca_bundle(clean_sandbox, monk
 
     async def main():
         async with clients_for(sb) as clients:
-            for _ in range(12):
-                await clients.call('list subscriptions', clients.arm_list, '/subscriptions', api_version='2022-12-01')
-            await asyncio.gather(*[clients.arm_request('GET', '/subscriptions', api_version='2022-12-01') for _ in range(6)])
+            for attempt in range(12):
+                await clients.call('list subscriptions', clients.arm_list, '/subscriptions', api_version='2022-12-01',
+                                   target='attempt {0}'.format(attempt))
+            await asyncio.gather(*[clients.arm_request('GET', '/subscriptions', api_version='2022-12-01', params={'n': n})
+                                   for n in range(6)])
 
     asyncio.run(main())
     assert 1 <= len(opened) <= 7, len(opened)   # the token request, then ARM; 18 requests otherwise open 18+
