@@ -69,7 +69,7 @@ def main() -> int:
     except harness.HarnessError as exc:
         log(str(exc))
         return 2
-    roots = [root.resolve() for root in options.collections or [harness.COLLECTIONS]]
+    roots = [root.resolve() for root in options.collections or [harness.collections_root()]]
     with tempfile.TemporaryDirectory(prefix='bench-module-') as tmp:
         workdir = Path(tmp)
         sandbox = Sandbox(workdir / 'sandbox')
