@@ -180,15 +180,29 @@ def write_inventory(path: Path, projects: int, sandbox_env: dict[str, str], inte
     path.write_text(yaml.safe_dump(inventory, sort_keys=False), encoding="utf-8")
 
 
-def write_floor_playbook(path: Path, module_tasks: int, controller_tasks: int) -> None:
-    """Ansible's floor: per host ``module_tasks`` x ping and ``controller_tasks`` x set_fact, nothing else."""
+def write_floor_playbook(path: Path, module_tasks: int, controller_tasks: int, run_once_modules: int = 0) -> None:
+    """Ansible's floor: per host ``module_tasks`` x ping and ``controller_tasks`` x set_fact, then
+    ``run_once_modules`` x ping once for the play (as the role's report and bulk tasks run), nothing else."""
     tasks: list[dict[str, Any]] = [{"name": f"Module task {i + 1}", "ansible.builtin.ping": {}}
                                    for i in range(module_tasks)]
     tasks += [{"name": f"Controller task {i + 1}", "ansible.builtin.set_fact": {f"bench_floor_{i}": i}}
               for i in range(controller_tasks)]
+    tasks += [{"name": f"Once-per-play module task {i + 1}", "ansible.builtin.ping": {}, "run_once": True}
+              for i in range(run_once_modules)]
     play = [{"name": "Ansible's floor for the same inventory and task count", "hosts": "gitlab_projects",
              "gather_facts": False, "tasks": tasks}]
     path.write_text(yaml.safe_dump(play, sort_keys=False), encoding="utf-8")
+
+
+def module_tasks_of(records: list[dict[str, Any]], projects: int) -> tuple[int, int]:
+    """(module processes per host, module processes once per play) of a run: a module that ran for every project
+    ran per host (per_host: the collection's module; bulk: none), the others once for the play (report, bulk call)."""
+    counts: dict[str, int] = {}
+    for record in records:
+        counts[str(record["module"])] = counts.get(str(record["module"]), 0) + 1
+    per_host = sum(count for count in counts.values() if count >= projects) / projects if projects else 0
+    per_host_tasks = round(per_host)
+    return per_host_tasks, max(0, len(records) - per_host_tasks * projects)
 
 
 # --- measuring -----------------------------------------------------------------------------------------------
@@ -296,6 +310,7 @@ def measure(args: argparse.Namespace, workdir: Path) -> tuple[dict[str, Any], li
             return result, summary
 
         first, first_summary = run("first_run", ONBOARD, True)
+        first_records = harness.read_rss_log(workdir / "first_run.rss.log")
         _, rerun_summary = run("rerun", ONBOARD, True)
         rerun_writes = rerun_summary.get("requests", {}).get("writes")
         if rerun_writes != 0:
@@ -303,12 +318,13 @@ def measure(args: argparse.Namespace, workdir: Path) -> tuple[dict[str, Any], li
         if rerun_summary["changed_hosts"]:
             problems.append(f"the re-run reported changes on {rerun_summary['changed_hosts']} host(s)")
 
-        module_tasks = max(1, round(first_summary["module_processes"] / args.projects))
-        controller_tasks = max(0, round(tasks_per_host(first)) - module_tasks)
+        module_tasks, run_once_modules = module_tasks_of(first_records, args.projects)
+        controller_tasks = max(0, round(tasks_per_host(first) - run_once_modules / args.projects) - module_tasks)
         floor_playbook = workdir / "floor.yml"
-        write_floor_playbook(floor_playbook, module_tasks, controller_tasks)
+        write_floor_playbook(floor_playbook, module_tasks, controller_tasks, run_once_modules)
         _, floor_summary = run("floor", floor_playbook, False)
         floor_summary["tasks_per_host"] = {"module": module_tasks, "controller": controller_tasks,
+                                           "module_once_per_play": run_once_modules,
                                            "module_used": "ansible.builtin.ping",
                                            "controller_task_used": "ansible.builtin.set_fact"}
     finally:
