@@ -974,25 +974,31 @@ def _unsupported_definition_filter(text: str) -> ServiceError:
                      f"'type eq 'BuiltInRole|CustomRole'' and 'atScopeAndBelow()'.")
 
 
-def _definition_filter(text: str | None) -> list[tuple[str, str]]:
-    """(field, value) equality clauses of a role-definition ``$filter`` joined by ``and`` (quotes respected)."""
+def _eq_clauses(text: str | None, clause: re.Pattern[str], refuse: Any) -> list[tuple[str, str]]:
+    """(field, value) equality clauses of a ``$filter`` made of ``clause`` matches joined by ``and`` (quotes respected;
+    a clause without a field, such as ``atScopeAndBelow()``, adds nothing); ``refuse(text)`` is the error otherwise."""
     if not text or not text.strip():
         return []
     clauses: list[tuple[str, str]] = []
     pos = 0
     while True:
-        match = _RD_FILTER_CLAUSE.match(text, pos)
+        match = clause.match(text, pos)
         if match is None:
-            raise _unsupported_definition_filter(text)
-        if not match.group("below"):
+            raise refuse(text)
+        if match.group("field"):
             clauses.append((match.group("field").lower(), match.group("value").replace("''", "'")))
         pos = match.end()
         if pos >= len(text):
             return clauses
         joiner = _AND.match(text, pos)
         if joiner is None:
-            raise _unsupported_definition_filter(text)
+            raise refuse(text)
         pos = joiner.end()
+
+
+def _definition_filter(text: str | None) -> list[tuple[str, str]]:
+    """(field, value) equality clauses of a role-definition ``$filter`` joined by ``and`` (quotes respected)."""
+    return _eq_clauses(text, _RD_FILTER_CLAUSE, _unsupported_definition_filter)
 
 
 def _definition_matches(definition: dict[str, Any], clauses: list[tuple[str, str]]) -> bool:
@@ -1549,28 +1555,15 @@ _RESOURCE_FILTER_CLAUSE = re.compile(r"\s*(?P<field>name|resourceType|location)\
                                      re.IGNORECASE)
 
 
+def _unsupported_resource_filter(text: str) -> ServiceError:
+    return arm_error(400, "InvalidFilterInQueryString",
+                     f"The filter '{text}' is not supported. Supported filters are 'name eq', "
+                     f"'resourceType eq' and 'location eq', joined with 'and'.")
+
+
 def _resource_filter(text: str | None) -> list[tuple[str, str]]:
     """(field, value) equality clauses of a resources ``$filter`` joined by ``and``."""
-    if not text or not text.strip():
-        return []
-    clauses: list[tuple[str, str]] = []
-    pos = 0
-    while True:
-        match = _RESOURCE_FILTER_CLAUSE.match(text, pos)
-        if match is None:
-            raise arm_error(400, "InvalidFilterInQueryString",
-                            f"The filter '{text}' is not supported. Supported filters are 'name eq', "
-                            f"'resourceType eq' and 'location eq', joined with 'and'.")
-        clauses.append((match.group("field").lower(), match.group("value").replace("''", "'")))
-        pos = match.end()
-        if pos >= len(text):
-            return clauses
-        joiner = _AND.match(text, pos)
-        if joiner is None:
-            raise arm_error(400, "InvalidFilterInQueryString",
-                            f"The filter '{text}' is not supported. Supported filters are 'name eq', "
-                            f"'resourceType eq' and 'location eq', joined with 'and'.")
-        pos = joiner.end()
+    return _eq_clauses(text, _RESOURCE_FILTER_CLAUSE, _unsupported_resource_filter)
 
 
 async def _list_resources(ctx: "Sandbox", request: Request, scope: Scope, path: str) -> Response:
