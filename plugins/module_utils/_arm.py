@@ -419,12 +419,17 @@ class RoleDefinitionCache:
 _CACHES: 'weakref.WeakKeyDictionary[Any, RoleDefinitionCache]' = weakref.WeakKeyDictionary()
 
 
+def _run_cache(registry: 'weakref.WeakKeyDictionary[Any, Any]', clients: Any, factory: Any) -> Any:
+    """The cache of ``registry`` for this run (one per ``Clients`` object), made by ``factory`` the first time."""
+    cache = registry.get(clients)
+    if cache is None:
+        cache = registry[clients] = factory()
+    return cache
+
+
 def role_definition_cache(clients: Any) -> RoleDefinitionCache:
     """The role-definition cache of this run (one per ``Clients`` object)."""
-    cache = _CACHES.get(clients)
-    if cache is None:
-        cache = _CACHES[clients] = RoleDefinitionCache()
-    return cache
+    return _run_cache(_CACHES, clients, RoleDefinitionCache)
 
 
 async def _definition_by_guid(clients: Any, scope: Scope, role: RoleRef, field: str) -> RoleDefinition:
@@ -732,10 +737,7 @@ _PREFLIGHTS: 'weakref.WeakKeyDictionary[Any, PreflightCache]' = weakref.WeakKeyD
 
 def preflight_cache(clients: Any) -> PreflightCache:
     """The preflight cache of this run (one per ``Clients`` object)."""
-    cache = _PREFLIGHTS.get(clients)
-    if cache is None:
-        cache = _PREFLIGHTS[clients] = PreflightCache()
-    return cache
+    return _run_cache(_PREFLIGHTS, clients, PreflightCache)
 
 
 async def preflight_scopes(clients: Any, scopes: Iterable[Any], *, cache: Optional[PreflightCache] = None,

@@ -834,6 +834,21 @@ class PurgeTarget:
         return {'object_id': self.object_id, 'type': self.kind, 'app_id': self.app_id, 'name': self.name}
 
 
+def application_filter(*, unique_name: Optional[str] = None, app_id: Optional[str] = None,
+                       display_name: Optional[str] = None, tag: Optional[str] = None) -> str:
+    """The OData ``$filter`` matching every given criterion of an application (``and``), '' when none is given."""
+    clauses = []
+    if unique_name is not None:
+        clauses.append('uniqueName eq {0}'.format(odata_string(unique_name)))
+    if app_id is not None:
+        clauses.append('appId eq {0}'.format(odata_string(app_id)))
+    if display_name is not None:
+        clauses.append('displayName eq {0}'.format(odata_string(display_name)))
+    if tag is not None:
+        clauses.append('tags/any(t:t eq {0})'.format(odata_string(tag)))
+    return ' and '.join(clauses)
+
+
 async def find_deleted_applications(clients: Any, *, unique_name: Optional[str] = None, app_id: Optional[str] = None,
                                     tag: Optional[str] = None, select: Sequence[str] = DELETED_APP_SELECT) -> list:
     """Applications in Entra's deleted items matching every given criterion (at least one), as Graph's JSON.
@@ -841,16 +856,9 @@ async def find_deleted_applications(clients: Any, *, unique_name: Optional[str] 
     ``GET /directory/deletedItems/microsoft.graph.application?$filter=...`` (the type cast is required; needs
     Application.Read.All). Deleted items stay for 30 days unless purged.
     """
-    clauses = []
-    if unique_name is not None:
-        clauses.append('uniqueName eq {0}'.format(odata_string(unique_name)))
-    if app_id is not None:
-        clauses.append('appId eq {0}'.format(odata_string(app_id)))
-    if tag is not None:
-        clauses.append('tags/any(t:t eq {0})'.format(odata_string(tag)))
-    if not clauses:
+    expr = application_filter(unique_name=unique_name, app_id=app_id, tag=tag)
+    if not expr:
         raise ValidationError('find_deleted_applications: give unique_name, app_id or tag')
-    expr = ' and '.join(clauses)
     return await clients.call('list deleted applications', clients.graph_list, DELETED_ITEMS + '/microsoft.graph.application',
                               target=expr, service='graph', params=dict(_select(select), **{'$filter': expr, '$top': 999}))
 
@@ -1203,17 +1211,9 @@ async def find_applications(clients: Any, *, unique_name: Optional[str] = None, 
         app = await resolve_application(clients, unique_name=unique_name, app_id=app_id)
         apps = [app] if app is not None else []
     else:
-        clauses = []
-        if unique_name is not None:
-            clauses.append('uniqueName eq {0}'.format(odata_string(unique_name)))
-        if app_id is not None:
-            clauses.append('appId eq {0}'.format(odata_string(app_id)))
-        if display_name is not None:
-            clauses.append('displayName eq {0}'.format(odata_string(display_name)))
-        if tag is not None:
-            clauses.append('tags/any(t:t eq {0})'.format(odata_string(tag)))
-        if clauses:
-            apps = await list_applications(clients, ' and '.join(clauses))
+        expr = application_filter(unique_name=unique_name, app_id=app_id, display_name=display_name, tag=tag)
+        if expr:
+            apps = await list_applications(clients, expr)
         else:
             apps = items_of(await send_graph_call(clients, applications_list_call(None)))
     sps = await service_principal_ids(clients, [a.get('appId') for a in apps]) if with_service_principals and apps else {}
