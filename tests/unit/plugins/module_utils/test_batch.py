@@ -19,21 +19,11 @@ from ansible_collections.oidc_federation.azure.plugins.module_utils._clients imp
 from ansible_collections.oidc_federation.azure.plugins.module_utils._errors import AzureApiError
 from ansible_collections.oidc_federation.azure.plugins.module_utils._pacing import APP_TENANT_W, GraphPacer
 from ansible_collections.oidc_federation.azure.plugins.module_utils._retry import RetryPolicy, run_with_retry
+from ansible_collections.oidc_federation.azure.tests.unit.plugins.module_utils.fake_time import FakeTime
 
 ENDPOINT = 'https://graph.example'
 
 
-class FakeTime:
-    def __init__(self):
-        self.now = 100.0
-        self.sleeps = []
-
-    def clock(self):
-        return self.now
-
-    async def sleep(self, seconds):
-        self.sleeps.append(seconds)
-        self.now += seconds
 
 
 def graph_error_body(code, message='m'):
@@ -54,7 +44,7 @@ class FakeGraph:
         self.batches = []
         self.sent = []   # (url, status) of every inner request Graph ran
         self.settings = types.SimpleNamespace(cloud=types.SimpleNamespace(graph_endpoint=ENDPOINT))
-        self.retry_policy = policy or RetryPolicy(sleep=FakeTime().sleep, rand=lambda: 0.5)
+        self.retry_policy = policy or RetryPolicy(sleep=FakeTime(100.0).sleep, rand=lambda: 0.5)
         self.graph_pacer = pacer
 
     def answer(self, url):
@@ -127,7 +117,7 @@ def test_dependent_calls_travel_in_fully_sequential_batches():
 
 
 def test_inner_throttling_waits_retry_after_and_succeeds():
-    fake = FakeTime()
+    fake = FakeTime(100.0)
     policy = RetryPolicy(sleep=fake.sleep, clock=fake.clock, rand=lambda: 0.5)
     graph = FakeGraph({'/a': [(429, {'Retry-After': '7'}, graph_error_body('Request_ThrottledTemporarily')), (204, {}, None)]},
                       policy=policy)
@@ -156,7 +146,7 @@ def test_each_inner_request_is_retried_exactly_like_a_direct_request(answers, kw
             return (result.status, result.code, result.note, result.operation, result.target)
         return result.status
 
-    direct_time, batch_time = FakeTime(), FakeTime()
+    direct_time, batch_time = FakeTime(100.0), FakeTime(100.0)
     direct_policy = RetryPolicy(sleep=direct_time.sleep, clock=direct_time.clock, rand=lambda: 0.5, replication_timeout=20)
     batch_policy = RetryPolicy(sleep=batch_time.sleep, clock=batch_time.clock, rand=lambda: 0.5, replication_timeout=20)
     queue = list(answers)
@@ -197,7 +187,7 @@ def test_a_failed_prerequisite_fails_its_dependents_without_sending_them():
 
 
 def test_a_retried_prerequisite_resends_its_dependents_once_it_succeeds():
-    fake = FakeTime()
+    fake = FakeTime(100.0)
     policy = RetryPolicy(sleep=fake.sleep, clock=fake.clock, rand=lambda: 0.5)
     graph = FakeGraph({'/fic/0': [(503, {'Retry-After': '2'}, graph_error_body('serviceNotAvailable')), (204, {}, None)]},
                       policy=policy)
@@ -222,7 +212,7 @@ def test_only_true_dependents_fail_with_a_prerequisite():
 
 
 def test_a_failed_batch_counts_as_a_failure_of_each_call():
-    fake = FakeTime()
+    fake = FakeTime(100.0)
     policy = RetryPolicy(sleep=fake.sleep, clock=fake.clock, rand=lambda: 0.5)
     outage = AzureApiError('down', service='graph', status=503, retry_after=4, request='POST /v1.0/$batch')
     graph = FakeGraph(outer=[outage], policy=policy)
@@ -230,7 +220,7 @@ def test_a_failed_batch_counts_as_a_failure_of_each_call():
     assert [r.status for r in results] == [200, 200]  # 503 is throttling: retried even for a POST
     assert fake.sleeps == [4.0] and len(graph.batches) == 2  # both wait Retry-After together, then one batch again
     connection = AzureApiError('reset', service='graph', kind='connection')
-    graph = FakeGraph(outer=[connection], policy=RetryPolicy(sleep=FakeTime().sleep, rand=lambda: 0.5))
+    graph = FakeGraph(outer=[connection], policy=RetryPolicy(sleep=FakeTime(100.0).sleep, rand=lambda: 0.5))
     results = run(graph, [patch('/a'), GraphCall('POST', '/applications', body={}, idempotent=False,
                                                  operation='create application', target='app')])
     assert results[0].status == 200
@@ -278,7 +268,7 @@ def test_all_pages_follows_next_links_and_params_build_the_url():
 
 
 def test_pacer_charges_inner_requests_and_refunds_what_graph_did_not_run():
-    fake = FakeTime()
+    fake = FakeTime(100.0)
     p = GraphPacer(scale=1 / 3000 * 10, headroom=0.0, latency=0.0, clock=fake.clock, sleep=fake.sleep)  # 10 writes
     graph = FakeGraph({'/fic/0': [(400, {}, graph_error_body('Request_BadRequest'))]}, pacer=p)
     calls = [patch('/fic/{0}'.format(i), id=str(i), depends_on=[str(i - 1)] if i else ()) for i in range(5)]
@@ -297,7 +287,7 @@ def test_pacer_charges_inner_requests_and_refunds_what_graph_did_not_run():
 
 def test_pacer_paces_a_bulk_run_at_the_quota():
     """60 writes with a 20-write bucket refilling 20 per second: 2 s of (simulated) time, never more."""
-    fake = FakeTime()
+    fake = FakeTime(100.0)
     p = GraphPacer(scale=20 / 3000, window_scale=1 / 150, headroom=0.0, latency=0.0, clock=fake.clock, sleep=fake.sleep)
     graph = FakeGraph(policy=RetryPolicy(sleep=fake.sleep, clock=fake.clock), pacer=p)
     results = run(graph, [patch('/w/{0}'.format(i)) for i in range(60)])
@@ -326,7 +316,7 @@ def test_an_accepted_error_counts_as_success_and_its_lane_goes_on():
 
 
 def test_send_graph_call_sends_one_request_directly_with_the_same_retry_and_answer():
-    time_ = FakeTime()
+    time_ = FakeTime(100.0)
 
     class Direct:
         retry_policy = RetryPolicy(sleep=time_.sleep, rand=lambda: 0.5)

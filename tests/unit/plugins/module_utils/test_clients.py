@@ -37,6 +37,7 @@ from ansible_collections.oidc_federation.azure.plugins.module_utils._errors impo
     redact,
 )
 from ansible_collections.oidc_federation.azure.plugins.module_utils._retry import RetryPolicy  # noqa: E402
+from ansible_collections.oidc_federation.azure.tests.unit.plugins.module_utils.fake_time import FakeTime
 
 TENANT = '72f988bf-86f1-41af-91ab-2d7cd011db47'
 CLIENT = '11111111-2222-3333-4444-555555555555'
@@ -100,17 +101,6 @@ class ArmTransport(AsyncHttpTransport):
         pass
 
 
-class FakeTime:
-    def __init__(self):
-        self.now = 0.0
-        self.sleeps = []
-
-    def clock(self):
-        return self.now
-
-    async def sleep(self, seconds):
-        self.sleeps.append(seconds)
-        self.now += seconds
 
 
 def settings(**params):

@@ -19,23 +19,11 @@ from ansible_collections.oidc_federation.azure.plugins.module_utils._pacing impo
     RequestCost,
     request_cost,
 )
+from ansible_collections.oidc_federation.azure.tests.unit.plugins.module_utils.fake_time import FakeTime
 
 FIC_UPSERT = "/applications(uniqueName='x')/federatedIdentityCredentials(name='main')"
 
 
-class FakeTime:
-    """A clock and an async sleep that advances it, recording every wait."""
-
-    def __init__(self):
-        self.now = 500.0
-        self.sleeps = []
-
-    def clock(self):
-        return self.now
-
-    async def sleep(self, seconds):
-        self.sleeps.append(seconds)
-        self.now += seconds
 
 
 def pacer(fake, **kwargs):
@@ -79,7 +67,7 @@ def test_request_costs_follow_the_documented_table(method, url, cost):
 
 
 def test_never_waits_under_the_quota():
-    fake = FakeTime()
+    fake = FakeTime(500.0)
     p = pacer(fake)
     run(acquire_many(p, 3000))                       # the whole 150 s write bucket, at once
     run(acquire_many(p, 500, 'GET', '/applications/1/federatedIdentityCredentials'))  # reads: 3,500 units in all
@@ -87,7 +75,7 @@ def test_never_waits_under_the_quota():
 
 
 def test_paces_to_twenty_writes_a_second_after_the_burst():
-    fake = FakeTime()
+    fake = FakeTime(500.0)
     p = pacer(fake)
     stamps = []
 
@@ -107,7 +95,7 @@ def test_paces_to_twenty_writes_a_second_after_the_burst():
 
 
 def test_headroom_keeps_a_reserve():
-    fake = FakeTime()
+    fake = FakeTime(500.0)
     p = pacer(fake, headroom=0.02)
     run(acquire_many(p, 2940))
     assert fake.sleeps == []
@@ -116,7 +104,7 @@ def test_headroom_keeps_a_reserve():
 
 
 def test_retry_after_pauses_everything_and_drains():
-    fake = FakeTime()
+    fake = FakeTime(500.0)
     p = pacer(fake)
     p.observe('PATCH', FIC_UPSERT, 429, {'Retry-After': '7', 'x-ms-throttle-scope': 'Tenant_Application/Write/a/t',
                                          'x-ms-throttle-information': 'WriteLimitExceeded'})
@@ -132,7 +120,7 @@ def test_retry_after_pauses_everything_and_drains():
 
 
 def test_a_write_limit_429_leaves_reads_alone_after_the_pause():
-    fake = FakeTime()
+    fake = FakeTime(500.0)
     p = pacer(fake)
     p.observe('PATCH', FIC_UPSERT, 429, {'Retry-After': '2', 'x-ms-throttle-information': 'WriteLimitExceeded',
                                          'x-ms-throttle-scope': 'Tenant_Application/ReadWrite/a/t'})
@@ -142,7 +130,7 @@ def test_a_write_limit_429_leaves_reads_alone_after_the_pause():
 
 
 def test_a_429_without_details_drains_what_the_request_counts_against_and_clamps_the_pause():
-    fake = FakeTime()
+    fake = FakeTime(500.0)
     p = pacer(fake, max_pause=30)
     p.observe('POST', '/$batch', 429, {'Retry-After': '600'})
     assert all(b.tokens == 0 for b in p.buckets.values())
@@ -150,7 +138,7 @@ def test_a_429_without_details_drains_what_the_request_counts_against_and_clamps
 
 
 def test_throttle_limit_percentage_lowers_the_estimate():
-    fake = FakeTime()
+    fake = FakeTime(500.0)
     p = pacer(fake)
     run(acquire_many(p, 10))
     # Graph says 90 % of the (write) limit is used, we thought 10 of 3,000: at most 15 % (rounding) is left
@@ -163,7 +151,7 @@ def test_throttle_limit_percentage_lowers_the_estimate():
 
 
 def test_resource_unit_header_corrects_the_charge():
-    fake = FakeTime()
+    fake = FakeTime(500.0)
     p = pacer(fake)
     cost = run(p.acquire('GET', '/applications/1'))
     p.observe('GET', '/applications/1', 200, {'x-ms-resource-unit': '3'}, cost)
@@ -171,7 +159,7 @@ def test_resource_unit_header_corrects_the_charge():
 
 
 def test_refund_gives_back_what_graph_did_not_run():
-    fake = FakeTime()
+    fake = FakeTime(500.0)
     p = pacer(fake)
     cost = run(p.acquire('PATCH', FIC_UPSERT))
     p.refund(cost)
@@ -179,11 +167,11 @@ def test_refund_gives_back_what_graph_did_not_run():
 
 
 def test_scale_and_window_scale():
-    fake = FakeTime()
+    fake = FakeTime(500.0)
     p = pacer(fake, scale=0.01)                        # 30 writes per 150 s: 0.2 writes/s
     run(acquire_many(p, 31))
     assert sum(fake.sleeps) == pytest.approx(5.0)
-    fake = FakeTime()
+    fake = FakeTime(500.0)
     p = pacer(fake, scale=0.01, window_scale=0.01)     # 30 writes per 1.5 s: the real rate, 20 writes/s
     run(acquire_many(p, 50))
     assert sum(fake.sleeps) == pytest.approx(1.0)
@@ -192,7 +180,7 @@ def test_scale_and_window_scale():
 
 def test_tenant_size_sets_the_resource_unit_quota():
     for size, units in (('S', 3500), ('M', 5000), ('L', 8000)):
-        fake = FakeTime()
+        fake = FakeTime(500.0)
         p = pacer(fake, tenant_size=size)
         run(acquire_many(p, units, 'GET', '/applications/1'))
         assert fake.sleeps == []
@@ -201,7 +189,7 @@ def test_tenant_size_sets_the_resource_unit_quota():
 
 
 def test_off_never_waits():
-    fake = FakeTime()
+    fake = FakeTime(500.0)
     p = GraphPacer.from_spec(None, clock=fake.clock, sleep=fake.sleep)
     p.observe('PATCH', FIC_UPSERT, 429, {'Retry-After': '9'})
     run(acquire_many(p, 5000))
@@ -209,7 +197,7 @@ def test_off_never_waits():
 
 
 def test_waiting_requests_are_served_in_order():
-    fake = FakeTime()
+    fake = FakeTime(500.0)
     p = pacer(fake, scale=1 / 3000)                   # one write per 150 s
     order = []
 
@@ -238,7 +226,7 @@ def test_from_spec_mirrors_the_sandbox_graph_quotas():
 def test_refill_waits_for_answers_while_graph_may_still_sit_full():
     """Graph charges a request when it runs it; until the answer comes, our copy may not refill past what Graph's
     bucket could hold: limit minus the costs still in flight."""
-    fake = FakeTime()
+    fake = FakeTime(500.0)
     p = pacer(fake, scale=10 / 3000)                  # 10 writes, 1 write per 15 s
     costs = [run(p.acquire('PATCH', FIC_UPSERT)) for _request in range(6)]
     fake.now += 600                                   # long enough to refill completely, were nothing in flight

@@ -15,21 +15,9 @@ import pytest
 
 from ansible_collections.oidc_federation.azure.plugins.module_utils._errors import AzureApiError, ValidationError
 from ansible_collections.oidc_federation.azure.plugins.module_utils._retry import RetryPolicy, retried, run_with_retry
+from ansible_collections.oidc_federation.azure.tests.unit.plugins.module_utils.fake_time import FakeTime
 
 
-class FakeTime:
-    """A clock and an async sleep that advances it, recording every wait."""
-
-    def __init__(self):
-        self.now = 1000.0
-        self.sleeps = []
-
-    def clock(self):
-        return self.now
-
-    async def sleep(self, seconds):
-        self.sleeps.append(seconds)
-        self.now += seconds
 
 
 def make_policy(fake, **kwargs):
@@ -69,7 +57,7 @@ def run(coro):
 # --- throttling -----------------------------------------------------------------------------------------------------
 
 def test_retry_after_is_honoured():
-    fake = FakeTime()
+    fake = FakeTime(1000.0)
     policy = make_policy(fake)
     fn = Flaky(graph_error(429, 'TooManyRequests', retry_after=7), graph_error(503, retry_after=2))
     assert run(run_with_retry(policy, 'list applications', fn)) == 'ok'
@@ -79,7 +67,7 @@ def test_retry_after_is_honoured():
 
 
 def test_retry_after_is_clamped():
-    fake = FakeTime()
+    fake = FakeTime(1000.0)
     policy = make_policy(fake, max_retry_after=60)
     fn = Flaky(graph_error(429, retry_after=3600))
     run(run_with_retry(policy, 'op', fn))
@@ -87,7 +75,7 @@ def test_retry_after_is_clamped():
 
 
 def test_429_without_retry_after_backs_off():
-    fake = FakeTime()
+    fake = FakeTime(1000.0)
     policy = make_policy(fake, base_delay=1.0, rand=lambda: 0.0)
     run(run_with_retry(policy, 'op', Flaky(graph_error(429), graph_error(429))))
     assert fake.sleeps == [0.5, 1.0]
@@ -107,7 +95,7 @@ def test_backoff_bounds_with_jitter():
 
 
 def test_5xx_retried_until_max_attempts_then_raised_with_note():
-    fake = FakeTime()
+    fake = FakeTime(1000.0)
     policy = make_policy(fake, max_attempts=4, rand=lambda: 1.0)
     fn = Flaky(forever=graph_error(500, 'UnknownError'))
     with pytest.raises(AzureApiError) as exc_info:
@@ -119,7 +107,7 @@ def test_5xx_retried_until_max_attempts_then_raised_with_note():
 
 
 def test_connection_errors_are_retried_and_tls_errors_are_not():
-    fake = FakeTime()
+    fake = FakeTime(1000.0)
     policy = make_policy(fake)
     fn = Flaky(ConnectionResetError(104, 'Connection reset by peer'))
     assert run(run_with_retry(policy, 'op', fn, service='graph')) == 'ok'
@@ -132,7 +120,7 @@ def test_connection_errors_are_retried_and_tls_errors_are_not():
 
 
 def test_non_idempotent_calls_retry_only_throttling():
-    fake = FakeTime()
+    fake = FakeTime(1000.0)
     policy = make_policy(fake)
     fn = Flaky(graph_error(500))
     with pytest.raises(AzureApiError):
@@ -149,7 +137,7 @@ def test_non_idempotent_calls_retry_only_throttling():
 # --- replication lag --------------------------------------------------------------------------------------------------
 
 def test_principal_not_found_retried_until_deadline():
-    fake = FakeTime()
+    fake = FakeTime(1000.0)
     policy = make_policy(fake, replication_timeout=30, replication_delay=2, replication_max_delay=8)
     fn = Flaky(forever=arm_error(400, 'PrincipalNotFound'))
     with pytest.raises(AzureApiError) as exc_info:
@@ -162,7 +150,7 @@ def test_principal_not_found_retried_until_deadline():
 
 
 def test_replication_lag_clears_before_deadline():
-    fake = FakeTime()
+    fake = FakeTime(1000.0)
     policy = make_policy(fake, replication_timeout=120)
     fn = Flaky(arm_error(400, 'PrincipalNotFound'), graph_error(400, 'Request_BadRequest', details=('NoBackingApplicationObject',)))
     assert run(run_with_retry(policy, 'op', fn)) == 'ok'
@@ -170,21 +158,21 @@ def test_replication_lag_clears_before_deadline():
 
 
 def test_replication_lag_does_not_use_up_transient_attempts():
-    fake = FakeTime()
+    fake = FakeTime(1000.0)
     policy = make_policy(fake, max_attempts=2)
     fn = Flaky(arm_error(400, 'PrincipalNotFound'), arm_error(400, 'PrincipalNotFound'), arm_error(503, 'ServiceUnavailable'))
     assert run(run_with_retry(policy, 'op', fn)) == 'ok'
 
 
 def test_no_backing_application_object_message_without_detail_code():
-    fake = FakeTime()
+    fake = FakeTime(1000.0)
     policy = make_policy(fake)
     err = graph_error(400, 'Request_BadRequest', message="The appId 'x' of the service principal does not reference a valid application object.")
     assert run(run_with_retry(policy, 'op', Flaky(err))) == 'ok'
 
 
 def test_graph_404_retried_only_when_the_caller_says_so():
-    fake = FakeTime()
+    fake = FakeTime(1000.0)
     policy = make_policy(fake)
     fn = Flaky(graph_error(404, 'Request_ResourceNotFound'))
     with pytest.raises(AzureApiError):
@@ -196,14 +184,14 @@ def test_graph_404_retried_only_when_the_caller_says_so():
 
 
 def test_extra_lag_codes():
-    fake = FakeTime()
+    fake = FakeTime(1000.0)
     policy = make_policy(fake)
     fn = Flaky(arm_error(400, 'RoleDefinitionDoesNotExist'))
     assert run(run_with_retry(policy, 'op', fn, lag_codes=('RoleDefinitionDoesNotExist',))) == 'ok'
 
 
 def test_zero_replication_timeout_fails_at_once():
-    fake = FakeTime()
+    fake = FakeTime(1000.0)
     policy = make_policy(fake, replication_timeout=0)
     fn = Flaky(forever=arm_error(400, 'PrincipalNotFound'))
     with pytest.raises(AzureApiError):
@@ -222,7 +210,7 @@ def test_zero_replication_timeout_fails_at_once():
     AzureApiError('AADSTS70021 no match', service='entra', status=400, code='AADSTS70021'),
 ])
 def test_non_retryable_errors_raise_at_once(err):
-    fake = FakeTime()
+    fake = FakeTime(1000.0)
     policy = make_policy(fake)
     fn = Flaky(forever=err)
     with pytest.raises(AzureApiError) as exc_info:
@@ -232,14 +220,14 @@ def test_non_retryable_errors_raise_at_once(err):
 
 
 def test_entra_throttling_is_retried():
-    fake = FakeTime()
+    fake = FakeTime(1000.0)
     policy = make_policy(fake)
     fn = Flaky(AzureApiError('busy', service='entra', status=503, retry_after=1))
     assert run(run_with_retry(policy, 'get token', fn)) == 'ok'
 
 
 def test_unclassified_exceptions_and_validation_errors_propagate_unchanged():
-    fake = FakeTime()
+    fake = FakeTime(1000.0)
     policy = make_policy(fake)
     bug = ValueError('a bug')
     fn = Flaky(forever=bug)
@@ -255,7 +243,7 @@ def test_unclassified_exceptions_and_validation_errors_propagate_unchanged():
 # --- hooks, arguments, decorator ------------------------------------------------------------------------------------
 
 def test_on_retry_hook_and_arguments_are_passed():
-    fake = FakeTime()
+    fake = FakeTime(1000.0)
     events = []
     policy = make_policy(fake, on_retry=events.append)
     seen = []
@@ -272,7 +260,7 @@ def test_on_retry_hook_and_arguments_are_passed():
 
 
 def test_retried_decorator_takes_policy_from_owner_and_names_target():
-    fake = FakeTime()
+    fake = FakeTime(1000.0)
 
     class Owner:
         retry_policy = make_policy(fake)
