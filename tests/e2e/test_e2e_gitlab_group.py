@@ -17,14 +17,14 @@ Checked: the 24 live projects are onboarded (the archived one is not a host), ea
 subscription (masked, protected, scope ``*``, marked as set by the collection), and an ID token the sandbox mints
 for each project (its real ``sub``: path-led or project_id-led as GitLab says) logs in with azure-identity as that
 application. The Azure CLI (``az login --service-principal --federated-token``, using only the values read from
-the project's GitLab variables) logs in for a representative subset: both project_id-led projects, the deepest
-subgroup and a project on another default branch (0.8-2.5 s per login on the shared 2-core machine: all 24 would
-add 20-60 s to the suite). A second run changes nothing and writes nothing (0 Graph/ARM and 0 GitLab writes in
+the project's GitLab variables) logs in for each of them too, four logins at a time (each with its own Azure CLI
+configuration directory). A second run changes nothing and writes nothing (0 Graph/ARM and 0 GitLab writes in
 ``/_sandbox/stats``); offboarding removes the variables the collection set and only those, and every Azure object.
 No GitLab token appears in the output. Tests run in file order (offboarding last).
 """
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import shutil
 from pathlib import Path
@@ -57,8 +57,7 @@ LIVE = sorted(p for p in PROJECTS if p != ARCHIVED)
 WITH_OTHERS = "fleet/web-01"  # has variables the collection did not set
 UNMANAGED = [{"key": "DEPLOY_TARGET", "value": "staging-eu", "environment_scope": "*"},
              {"key": "AZURE_CLIENT_ID", "value": "legacy-client-id", "environment_scope": "legacy"}]
-AZ_SUBSET = ["fleet/payments/pay-api", "fleet/payments/pay-worker", "fleet/data/lake/deep/etl-develop",
-             "fleet/data/pipe-trunk"]
+AZ_LOGINS_AT_ONCE = 4
 
 
 def _branch(path: str) -> str:
@@ -193,9 +192,10 @@ def az_template(az_bin, sandbox, tmp_path_factory):
 
 
 @pytest.mark.azcli
-def test_azure_cli_logs_in_for_a_representative_subset(fleet, az_template, tmp_path):
+def test_azure_cli_logs_in_for_each_project(fleet, az_template, tmp_path):
     sandbox = fleet.sandbox
-    for path in AZ_SUBSET:
+
+    def login(path: str) -> None:
         variables = {v["key"]: v["value"] for v in gitlab_variables(sandbox, fleet.ids[path])
                      if v["environment_scope"] == "*"}
         token = sandbox.mint_gitlab_token(project_path=path, ref_type="branch", ref=_branch(path),
@@ -204,12 +204,16 @@ def test_azure_cli_logs_in_for_a_representative_subset(fleet, az_template, tmp_p
         config_dir = home / "azure-config"
         shutil.copytree(az_template.env["AZURE_CONFIG_DIR"], config_dir)
         az = azcli.Az(az_template.binary, {**az_template.env, "HOME": str(home), "AZURE_CONFIG_DIR": str(config_dir)})
-        login = az.run("login", "--service-principal", "-u", variables["AZURE_CLIENT_ID"], "-t",
-                       variables["AZURE_TENANT_ID"], "--federated-token", token, "--output", "json", secret=token)
-        assert login.returncode == 0, az.explain(login)
-        (account,) = json.loads(login.stdout)
-        assert account["id"] == variables["AZURE_SUBSCRIPTION_ID"] and account["tenantId"] == sandbox.tenant_id
-        assert account["user"] == {"name": fleet.report[path]["client_id"], "type": "servicePrincipal"}, account
+        result = az.run("login", "--service-principal", "-u", variables["AZURE_CLIENT_ID"], "-t",
+                        variables["AZURE_TENANT_ID"], "--federated-token", token, "--output", "json", secret=token)
+        assert result.returncode == 0, (path, az.explain(result))
+        (account,) = json.loads(result.stdout)
+        assert account["id"] == variables["AZURE_SUBSCRIPTION_ID"] and account["tenantId"] == sandbox.tenant_id, path
+        assert account["user"] == {"name": fleet.report[path]["client_id"], "type": "servicePrincipal"}, (path, account)
+
+    with concurrent.futures.ThreadPoolExecutor(AZ_LOGINS_AT_ONCE) as pool:
+        for future in [pool.submit(login, path) for path in LIVE]:
+            future.result()
 
 
 def test_second_run_changes_nothing_in_azure_or_gitlab(fleet):
