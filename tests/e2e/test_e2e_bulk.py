@@ -7,13 +7,15 @@
 * per_host and bulk leave identical state for the same inventory (the example inventory, shared application
   included), check mode in bulk writes nothing, a bulk re-run writes nothing and changes no host;
 * a failing project among good ones fails its host only;
-* with the sandbox's 429s, 5xx and replication lag on, a bulk run converges;
+* with the sandbox's 429s, 5xx and replication lag on, a bulk run converges (24 projects in ``make test``;
+  ``E2E_FAULT_PROJECTS=200`` runs it at the 200 projects of the bulk onboarding work, about 100 s);
 * ``kill -9`` of the run in the middle, then a re-run, converges with no duplicate and no orphan.
 
 State is compared through the sandbox's control API (``e2e_support.managed_state``), never through the modules.
 """
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -38,6 +40,9 @@ FAULTS = {
         {"service": "arm", "kind": "error", "status": 500, "rate": 0.04},
     ],
 }
+
+
+FAULT_PROJECTS = int(os.environ.get("E2E_FAULT_PROJECTS", "24"))
 
 
 def run(playbook: Path, inventory: Path, env: dict[str, str], workdir: Path, *options: str, **extra: Any) -> harness.PlaybookRun:
@@ -117,7 +122,7 @@ def test_bulk_with_throttling_errors_and_replication_lag_converges(sandbox, tmp_
     sandbox.reset()
     baseline = state_of(sandbox)
     inventory = tmp_path / "inventory.yml"
-    hosts = generated_inventory(inventory, 24, sandbox)
+    hosts = generated_inventory(inventory, FAULT_PROJECTS, sandbox)
     sandbox.faults(**FAULTS)
     first = run(ONBOARD, inventory, env, tmp_path, gitlab_oidc_strategy="bulk")
     stats = sandbox.control("GET", "stats").json()
