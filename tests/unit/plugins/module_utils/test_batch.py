@@ -24,8 +24,6 @@ from ansible_collections.oidc_federation.azure.tests.unit.plugins.module_utils.f
 ENDPOINT = 'https://graph.example'
 
 
-
-
 def graph_error_body(code, message='m'):
     return {'error': {'code': code, 'message': message, 'innerError': {'request-id': 'r'}}}
 

@@ -37,7 +37,7 @@ from ansible_collections.oidc_federation.azure.plugins.module_utils._errors impo
     redact,
 )
 from ansible_collections.oidc_federation.azure.plugins.module_utils._retry import RetryPolicy  # noqa: E402
-from ansible_collections.oidc_federation.azure.tests.unit.plugins.module_utils.fake_time import FakeTime
+from ansible_collections.oidc_federation.azure.tests.unit.plugins.module_utils.fake_time import FakeTime  # noqa: E402
 
 TENANT = '72f988bf-86f1-41af-91ab-2d7cd011db47'
 CLIENT = '11111111-2222-3333-4444-555555555555'
@@ -99,8 +99,6 @@ class ArmTransport(AsyncHttpTransport):
 
     async def __aexit__(self, *exc_info):
         pass
-
-
 
 
 def settings(**params):

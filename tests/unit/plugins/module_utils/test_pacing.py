@@ -24,8 +24,6 @@ from ansible_collections.oidc_federation.azure.tests.unit.plugins.module_utils.f
 FIC_UPSERT = "/applications(uniqueName='x')/federatedIdentityCredentials(name='main')"
 
 
-
-
 def pacer(fake, **kwargs):
     kwargs.setdefault('headroom', 0.0)
     kwargs.setdefault('latency', 0.0)

@@ -18,8 +18,6 @@ from ansible_collections.oidc_federation.azure.plugins.module_utils._retry impor
 from ansible_collections.oidc_federation.azure.tests.unit.plugins.module_utils.fake_time import FakeTime
 
 
-
-
 def make_policy(fake, **kwargs):
     kwargs.setdefault('rand', lambda: 0.5)
     return RetryPolicy(sleep=fake.sleep, clock=fake.clock, **kwargs)
