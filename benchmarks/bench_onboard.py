@@ -25,7 +25,8 @@ bucket's initial 3,000 writes are spent at once.
 
 For each run: wall time, Graph/ARM requests per project split into reads and writes, access tokens issued, and the
 peak RSS of a module process (every module runs under an ``ansible_python_interpreter`` wrapper that records
-``getrusage(RUSAGE_SELF).ru_maxrss`` at exit).  Timings are printed, never asserted; the exit code is 1 only when
+``getrusage(RUSAGE_SELF).ru_maxrss`` at exit), and the wall time of each task (``task_wall_s``, from the callback in
+``benchmarks/callback_plugins/``).  Timings are printed, never asserted; the exit code is 1 only when
 a run fails, or when the re-run changes or writes anything.  See docs/benchmarks.md.
 """
 from __future__ import annotations
@@ -61,6 +62,9 @@ GRAPH_WRITE_QUOTA = 3000
 GRAPH_WRITE_WINDOW_S = 150.0
 QUOTA_FAULTS = {"graph_quotas": {"tenant_size": "S", "scale": 1.0}}
 RESOURCE_GROUP = "rg-sandbox"  # seeded by the sandbox
+# Ansible callback that records each task's wall time (task_wall_s in each run's figures)
+TASK_TIMES_PLUGIN_DIR = Path(__file__).resolve().parent / "callback_plugins"
+TASK_TIMES_CALLBACK = "bench_task_times"
 
 # Trust patterns cycled through the generated projects: exact and flexible credentials, branches and tags.
 TRUST_PATTERNS: tuple[dict[str, Any], ...] = (
@@ -252,6 +256,14 @@ def run_summary(run: harness.PlaybookRun, stats: dict[str, Any] | None, projects
     return summary
 
 
+def read_task_times(path: Path) -> list[dict[str, Any]]:
+    """The wall time of each task of a run (``callback_plugins/bench_task_times.py``), in the order they started."""
+    try:
+        return list(json.loads(path.read_text(encoding="utf-8"))["tasks"])
+    except (OSError, ValueError, KeyError):
+        return []
+
+
 def graph_writes(stats: dict[str, Any]) -> int:
     """Graph writes as Graph's quota counts them (the sandbox's ``graph.writes``): every write Graph ran, each inner
     request of a ``$batch`` included, the envelope not."""
@@ -286,7 +298,8 @@ def measure(args: argparse.Namespace, workdir: Path) -> tuple[dict[str, Any], li
         write_inventory(inventory, args.projects, sandbox.env, interpreter, workdir / "report", args.strategy)
         if args.quotas == "on":
             sandbox.set_faults(QUOTA_FAULTS)
-        env = harness.ansible_env(sandbox.env, workdir)
+        env = harness.ansible_env(sandbox.env, workdir, ANSIBLE_CALLBACK_PLUGINS=str(TASK_TIMES_PLUGIN_DIR),
+                                  ANSIBLE_CALLBACKS_ENABLED=TASK_TIMES_CALLBACK)
         timeout = 600 + 30 * args.projects
 
         def run(name: str, playbook: Path, with_stats: bool) -> tuple[harness.PlaybookRun, dict[str, Any]]:
@@ -295,11 +308,13 @@ def measure(args: argparse.Namespace, workdir: Path) -> tuple[dict[str, Any], li
             if with_stats:
                 sandbox.reset_stats()
             log(f"{name}: {args.projects} project(s), forks {args.forks} ...")
-            result = harness.run_playbook(playbook, inventory, env=env, cwd=workdir, forks=args.forks,
-                                          timeout=timeout)
+            times_file = workdir / f"{name}.task-times.json"
+            result = harness.run_playbook(playbook, inventory, env=dict(env, BENCH_TASK_TIMES_FILE=str(times_file)),
+                                          cwd=workdir, forks=args.forks, timeout=timeout)
             (workdir / f"{name}.log").write_text(harness.redact(result.output, secrets), encoding="utf-8")
             stats = sandbox.stats() if with_stats else None
             summary = run_summary(result, stats, args.projects, harness.read_rss_log(rss_log))
+            summary["task_wall_s"] = read_task_times(times_file)
             if rss_log.exists():
                 rss_log.rename(workdir / f"{name}.rss.log")
             log(f"{name}: {summary['wall_s']} s, rc {result.returncode}")

@@ -43,6 +43,11 @@ def test_bench_prints_figures_and_the_rerun_writes_nothing(tmp_path):
     assert first["tokens_issued"] > 0 and first["per_project"]["tokens"] > 0, first
     assert any(name.startswith(COLLECTION_MODULE) for name in first["by_module"]), first["by_module"]
     assert set(result["floor"]["by_module"]) == {"ansible.modules.ping"}, result["floor"]["by_module"]
+    for name in ("first_run", "rerun", "floor"):
+        tasks = result[name]["task_wall_s"]
+        assert tasks and all(set(t) == {"task", "wall_s"} and t["wall_s"] >= 0 for t in tasks), (name, tasks)
+    reconcile = [t["task"] for t in first["task_wall_s"] if "Reconcile the project" in t["task"]]
+    assert len(reconcile) == 1, first["task_wall_s"]
     assert result["ratio_first_run_to_floor"] > 0 and result["ratio_rerun_to_floor"] > 0
     # the sandbox's secrets never reach the output
     assert "SECRET" not in completed.stdout and "client_secret" not in completed.stdout
