@@ -579,6 +579,19 @@ def check_params(params: dict) -> None:
                               'GITLAB_TOKEN environment variable), or gitlab_token on each project.', field='defaults')
     if params['concurrency'] < 1:
         raise ValidationError('concurrency: must be at least 1. Fix: use a positive number.', field='concurrency')
+    seen = {}
+    for index, item in enumerate(params['projects']):
+        key = _key(item)
+        if key in seen:
+            # The results are keyed by project: a second project under the same key would be lost, not reported.
+            raise ValidationError('projects[{0}]: has the same key ({1}) as projects[{2}]. Fix: give every project its own '
+                                  'key (default: its project path).'.format(index, key, seen[key]), field='projects')
+        seen[key] = index
+
+
+def _key(item: dict) -> str:
+    """A project's key, as parse_projects derives it (project_path is required)."""
+    return str(item.get('key') or item.get('project_path'))
 
 
 def _defaults(params: dict) -> dict:
@@ -600,7 +613,7 @@ async def core(module: AzureModule, clients) -> dict:
     results = {}
     diffs = []
     for item in params['projects']:
-        key = str(item.get('key') or item.get('project_path'))
+        key = _key(item)
         if key in errors and key not in outcomes:
             results[key] = {'failed': True, 'changed': False, 'msg': str(errors[key]), 'warnings': [],
                             'result': {'project_path': item.get('project_path'), 'status': 'failed', 'changed': False,

@@ -179,6 +179,16 @@ def test_bad_input_names_the_role_variable(run_module, clean_sandbox):
     assert app_names(sb) == []
 
 
+def test_two_projects_with_one_key_fail_the_call_before_any_write(run_module, clean_sandbox):
+    sb = clean_sandbox
+    first, second = projects(sb)[:2]
+    reset_stats(sb)
+    code, result = run(run_module, sb, projects=[first, dict(second, key='demo/web-app')], continue_on_error=True)
+    assert code == 1 and result['failed'], result
+    assert result['msg'].startswith('projects[1]: has the same key (demo/web-app) as projects[0]') and 'Fix:' in result['msg'], result
+    assert app_names(sb) == [] and writes(sb) == 0
+
+
 def test_shared_application_settings_must_agree(run_module, clean_sandbox):
     sb = clean_sandbox
     items = projects(sb)[3:]
