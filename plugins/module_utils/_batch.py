@@ -528,6 +528,11 @@ class _Runner:  # pylint: disable=too-many-instance-attributes
             self._start(self._wake(lanes, delay))
 
 
+def not_found(err: AzureApiError) -> bool:
+    """An ``accept`` predicate: a 404 counts as an answer ("none", or "already gone" for a DELETE)."""
+    return err.status == 404
+
+
 def accepted(call: GraphCall, err: AzureApiError) -> Optional[ApiResponse]:
     """The result of ``call`` when its ``accept`` counts ``err`` as success, else None."""
     if call.accept is not None and call.accept(err):
@@ -595,4 +600,4 @@ def _label(method: str, version: str, url: str) -> str:
     return '{0} /{1}{2}'.format(method, version, urlsplit(_lead(url)).path)
 
 
-__all__ = ['BatchStats', 'GraphCall', 'MAX_BATCH', 'accepted', 'chain', 'run_graph_calls', 'send_graph_call']
+__all__ = ['BatchStats', 'GraphCall', 'MAX_BATCH', 'accepted', 'chain', 'not_found', 'run_graph_calls', 'send_graph_call']

@@ -169,13 +169,15 @@ class AzureApiError(Exception):
         return self.render()
 
     def with_context(self, operation: Optional[str] = None, target: Optional[str] = None,
-                     service: Optional[str] = None, note: Optional[str] = None) -> 'AzureApiError':
+                     service: Optional[str] = None, note: Optional[str] = None,
+                     hint: Optional[str] = None) -> 'AzureApiError':
         """Return a copy (of the same class) naming ``operation``/``target`` (kept when already set), the service if
-        unknown, and ``note``."""
+        unknown, and ``note`` and ``hint`` (when given)."""
         return type(self)(
             self.message, operation=self.operation or operation, target=self.target or target,
             service=self.service or service, status=self.status, code=self.code, details=self.details,
-            retry_after=self.retry_after, request_id=self.request_id, kind=self.kind, hint=self.hint,
+            retry_after=self.retry_after, request_id=self.request_id, kind=self.kind,
+            hint=hint if hint is not None else self.hint,
             note=note if note is not None else self.note, request=self.request)
 
     def has_code(self, *codes: str) -> bool:

@@ -27,7 +27,7 @@ deletes only those unless ``force_delete`` is set.
 
 ``state=absent`` soft-deletes (Entra keeps deleted items for 30 days); with ``purge`` the application and its service
 principal are then removed for good from ``/directory/deletedItems``, together with any managed application of the
-same ``uniqueName`` still there (``plan_purge``, ``purge_application``). Only applications carrying ``MANAGED_TAG`` are
+same ``uniqueName`` still there (``plan_purge``, ``purge_objects``). Only applications carrying ``MANAGED_TAG`` are
 ever purged.
 
 Tags: ``tags=None`` leaves user tags alone; a list adds the missing ones (``purge_tags=False``) or makes the user tags
@@ -43,7 +43,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Iterable, List, Mapping, Optional, Sequence
 
-from ansible_collections.oidc_federation.azure.plugins.module_utils._batch import GraphCall, send_graph_call
+from ansible_collections.oidc_federation.azure.plugins.module_utils._batch import GraphCall, not_found, send_graph_call
 from ansible_collections.oidc_federation.azure.plugins.module_utils._clients import ApiResponse
 from ansible_collections.oidc_federation.azure.plugins.module_utils._errors import AzureApiError, ValidationError
 from ansible_collections.oidc_federation.azure.plugins.module_utils._gitlab import app_unique_name
@@ -122,25 +122,12 @@ def _norm_text(value: Any) -> Optional[str]:
     return value if value not in (None, '') else None
 
 
-async def _graph(clients: Any, operation: str, method: str, path: str, *, target: str, params: Optional[Mapping] = None,
-                 json_body: Any = None, headers: Optional[Mapping[str, str]] = None, retry_not_found: bool = False,
-                 idempotent: bool = True) -> Any:
-    """One Graph v1.0 request through ``clients.call`` (the retry policy); returns the ``ApiResponse``."""
-    return await clients.call(operation, clients.graph_request, method, path, target=target, service='graph',
-                              retry_not_found=retry_not_found, idempotent=idempotent, params=params,
-                              json_body=json_body, headers=headers)
-
-
 # --- requests: ONE builder per kind ------------------------------------------------------------------------------
 #
 # Each returns a ``_batch.GraphCall`` (path, version, query, body, headers, operation/target labels, retry knobs).
 # The functions below send them one by one (``send_graph_call``) for the single-object modules; the bulk engine
 # (``_onboarding.py``) sends the very same calls in ``$batch``es (``run_graph_calls``). The ``*_of`` helpers read
 # the answers, the same way for both.
-
-def _not_found(err: AzureApiError) -> bool:
-    return err.status == 404
-
 
 def _owner_exists(err: AzureApiError) -> bool:
     return err.status == 400 and OWNER_EXISTS_TEXT in (err.message or '')
@@ -154,7 +141,7 @@ def application_get_call(*, app_id: Optional[str] = None, object_id: Optional[st
     return GraphCall('GET', app_path(app_id=app_id, object_id=object_id, unique_name=unique_name),
                      params=_select(select) if select else None, operation='get application',
                      target=_app_target(app_id=app_id, object_id=object_id, unique_name=unique_name),
-                     retry_not_found=retry_not_found, accept=None if retry_not_found else _not_found)
+                     retry_not_found=retry_not_found, accept=None if retry_not_found else not_found)
 
 
 def applications_list_call(filter_expr: Optional[str], *, select: Sequence[str] = APP_SELECT) -> GraphCall:
@@ -179,7 +166,7 @@ def service_principal_get_call(app_id: str, *, select: Sequence[str] = SP_SELECT
     """GET the service principal of ``app_id`` (``appId`` alternate key); a 404 is "none" unless ``retry_not_found``."""
     return GraphCall('GET', sp_path(app_id), params=_select(select), operation='get service principal',
                      target='appId={0}'.format(app_id), retry_not_found=retry_not_found,
-                     accept=None if retry_not_found else _not_found)
+                     accept=None if retry_not_found else not_found)
 
 
 def service_principals_list_call(app_ids: Sequence[str], *, select: Sequence[str] = SP_SELECT) -> GraphCall:
@@ -192,7 +179,7 @@ def service_principals_list_call(app_ids: Sequence[str], *, select: Sequence[str
 def directory_object_get_call(object_id: str) -> GraphCall:
     """GET a directory object's id (does it exist?); a 404 is "none"."""
     return GraphCall('GET', '/directoryObjects/{0}'.format(object_id), params=_select(('id',)),
-                     operation='get directory object', target='id={0}'.format(object_id), accept=_not_found)
+                     operation='get directory object', target='id={0}'.format(object_id), accept=not_found)
 
 
 def application_create_call(unique_name: str, body: Mapping[str, Any]) -> GraphCall:
@@ -212,7 +199,7 @@ def application_update_call(object_id: str, unique_name: str, body: Mapping[str,
 def application_delete_call(object_id: str, unique_name: str) -> GraphCall:
     """DELETE the application (soft delete); already gone (404) counts as done."""
     return GraphCall('DELETE', app_path(object_id=object_id), operation='delete application',
-                     target='uniqueName={0}'.format(unique_name), accept=_not_found)
+                     target='uniqueName={0}'.format(unique_name), accept=not_found)
 
 
 def owner_add_call(graph_endpoint: str, app_object_id: str, owner_id: str, *, just_created: bool = False) -> GraphCall:
@@ -226,7 +213,7 @@ def owner_add_call(graph_endpoint: str, app_object_id: str, owner_id: str, *, ju
 def owner_remove_call(app_object_id: str, owner_id: str) -> GraphCall:
     """DELETE an owner reference; one already gone counts as removed."""
     return GraphCall('DELETE', '/applications/{0}/owners/{1}/$ref'.format(app_object_id, owner_id),
-                     operation='remove application owner', target='owner {0}'.format(owner_id), accept=_not_found)
+                     operation='remove application owner', target='owner {0}'.format(owner_id), accept=not_found)
 
 
 def service_principal_create_call(app_id: str, display_name: str) -> GraphCall:
@@ -239,7 +226,7 @@ def service_principal_create_call(app_id: str, display_name: str) -> GraphCall:
 def service_principal_delete_call(sp_object_id: str, app_id: str) -> GraphCall:
     """DELETE a service principal (soft delete); already gone counts as done."""
     return GraphCall('DELETE', '/servicePrincipals/{0}'.format(sp_object_id), operation='delete service principal',
-                     target='appId={0}'.format(app_id), accept=_not_found)
+                     target='appId={0}'.format(app_id), accept=not_found)
 
 
 def object_of(response: ApiResponse) -> Optional[dict]:
@@ -916,20 +903,17 @@ async def plan_purge(clients: Any, unique_name: str, *, application: Optional[Ma
     return list(unique.values())
 
 
-async def purge_deleted_object(clients: Any, target: PurgeTarget) -> bool:
-    """``DELETE /directory/deletedItems/{id}``: True when purged, False when it was already gone (404).
+def purge_deleted_call(target: PurgeTarget) -> GraphCall:
+    """``DELETE /directory/deletedItems/{id}``. An object this run deleted (``deleted_now``) may not be in deleted items
+    yet: its 404 is retried as replication lag until ``replication_timeout``; any other 404 means already gone."""
+    return GraphCall('DELETE', '{0}/{1}'.format(DELETED_ITEMS, target.object_id), operation='purge deleted {0}'.format(target.kind),
+                     target='id={0}'.format(target.object_id), retry_not_found=target.deleted_now,
+                     accept=None if target.deleted_now else not_found)
 
-    An object this run deleted (``deleted_now``) may not be in deleted items yet: its 404 is retried as replication
-    lag until ``replication_timeout``.
-    """
-    try:
-        await _graph(clients, 'purge deleted {0}'.format(target.kind), 'DELETE', '{0}/{1}'.format(DELETED_ITEMS, target.object_id),
-                     target='id={0}'.format(target.object_id), retry_not_found=target.deleted_now)
-    except AzureApiError as err:
-        if err.status == 404 and not target.deleted_now:
-            return False
-        raise
-    return True
+
+async def purge_deleted_object(clients: Any, target: PurgeTarget) -> bool:
+    """Purge one deleted object (``purge_deleted_call``): True when purged, False when it was already gone (404)."""
+    return (await send_graph_call(clients, purge_deleted_call(target))).status != 404
 
 
 async def purge_objects(clients: Any, targets: Sequence[PurgeTarget]) -> List[PurgeTarget]:
@@ -939,33 +923,6 @@ async def purge_objects(clients: Any, targets: Sequence[PurgeTarget]) -> List[Pu
         if await purge_deleted_object(clients, target):
             purged.append(target)
     return purged
-
-
-@dataclass
-class PurgeResult:
-    """What ``purge_application`` found and removed (or would remove, in check mode)."""
-
-    unique_name: str
-    changed: bool
-    targets: list = field(default_factory=list)
-
-    def as_dict(self) -> dict:
-        """JSON-safe form."""
-        return {'unique_name': self.unique_name, 'changed': self.changed, 'purged': [t.as_dict() for t in self.targets]}
-
-
-async def purge_application(clients: Any, unique_name: str, *, application: Optional[Mapping[str, Any]] = None,
-                            service_principal: Optional[Mapping[str, Any]] = None, check_mode: bool = False) -> PurgeResult:
-    """Remove for good what deleted items hold for ``unique_name`` (see ``plan_purge``); idempotent.
-
-    Pass ``application``/``service_principal`` when this run has just deleted them (their appearance in deleted items
-    is waited for). Only applications carrying ``MANAGED_TAG`` (and their service principals) are purged.
-    """
-    targets = await plan_purge(clients, unique_name, application=application, service_principal=service_principal)
-    if check_mode or not targets:
-        return PurgeResult(unique_name, bool(targets), targets)
-    purged = await purge_objects(clients, targets)
-    return PurgeResult(unique_name, bool(purged), purged)
 
 
 # --- apply --------------------------------------------------------------------------------------------------------
@@ -1097,20 +1054,7 @@ async def explain_name_conflict(clients: Any, unique_name: str, err: AzureApiErr
     hint = ('unique_name {0!r} is still held by an application in Entra\'s deleted items: {1}. Restore it (POST '
             '/directory/deletedItems/{2}/restore), or remove it for good with oidc_federation.azure.azure_ad_app '
             'state=absent purge=true (managed applications only), then run again'.format(unique_name, found, deleted[0].get('id')))
-    return AzureApiError(err.message, operation=err.operation, target=err.target, service=err.service, status=err.status,
-                         code=err.code, details=err.details, retry_after=err.retry_after, request_id=err.request_id,
-                         kind=err.kind, hint=hint, note=err.note, request=err.request)
-
-
-async def add_owner(clients: Any, app_object_id: str, owner_id: str, *, just_created: bool = False) -> None:
-    """Add ``owner_id`` to the application's owners; an owner that is already there counts as added."""
-    await send_graph_call(clients, owner_add_call(clients.settings.cloud.graph_endpoint, app_object_id, owner_id,
-                                                  just_created=just_created))
-
-
-async def remove_owner(clients: Any, app_object_id: str, owner_id: str) -> None:
-    """Remove ``owner_id`` from the application's owners; one that is already gone counts as removed."""
-    await send_graph_call(clients, owner_remove_call(app_object_id, owner_id))
+    return err.with_context(hint=hint)
 
 
 async def ensure_service_principal(clients: Any, app_id: str, display_name: str) -> dict:
@@ -1226,9 +1170,9 @@ __all__ = [
     'is_guid', 'jwt_claim', 'odata_string', 'app_path', 'sp_path', 'resolve_application', 'get_service_principal',
     'list_applications', 'list_owner_ids', 'service_principal_ids', 'tenant_id_of', 'specs_from_params',
     'desired_tags', 'managed_view', 'application_changes', 'plan_application', 'apply_application_plan',
-    'add_owner', 'remove_owner', 'ensure_service_principal', 'ensure_application', 'ensure_applications',
-    'application_view', 'check_app_query', 'find_applications', 'PurgeTarget', 'PurgeResult', 'find_deleted_applications',
-    'find_deleted_service_principals', 'plan_purge', 'purge_deleted_object', 'purge_objects', 'purge_application',
+    'ensure_service_principal', 'ensure_application', 'ensure_applications',
+    'application_view', 'check_app_query', 'find_applications', 'PurgeTarget', 'find_deleted_applications',
+    'find_deleted_service_principals', 'plan_purge', 'purge_deleted_call', 'purge_deleted_object', 'purge_objects',
     'explain_name_conflict',
     'application_get_call', 'applications_list_call', 'owners_list_call', 'service_principal_get_call',
     'service_principals_list_call', 'directory_object_get_call', 'application_create_call', 'application_update_call',

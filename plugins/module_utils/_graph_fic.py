@@ -27,10 +27,10 @@ Three layers, each usable on its own:
    immutable names) and returns an ``ApplicationPlan``. ``plan_without_application`` plans against an empty set (an
    application check mode only predicts); ``item_results`` maps a report back to the requested items.
 3. **Graph (async, every call through ``clients.call``).** ``list_credentials`` reads through ``/beta`` (``/v1.0``
-   fails with HTTP 500 on a flexible credential); ``upsert_credential`` is
+   fails with HTTP 500 on a flexible credential); a create is
    ``PATCH .../federatedIdentityCredentials(name='...')`` with ``Prefer: create-if-missing`` (``/beta`` for a
-   flexible credential); ``update_credential`` PATCHes only the drifted fields; ``delete_credential`` DELETEs
-   (already gone counts as done). Each request is built once, as a ``_batch.GraphCall``
+   flexible credential); an update PATCHes only the drifted fields; a delete counts an already gone credential as
+   done. Each request is built once, as a ``_batch.GraphCall``
    (``credentials_list_call``, ``credential_create_call``, ``credential_update_call``, ``credential_delete_call``;
    ``plan_calls`` for a whole plan), and sent one by one here (``send_graph_call``) or in ``$batch``es by the bulk
    engine (``_onboarding.py``), with the answers read by the same helpers (``credentials_of``, ``created_credential``,
@@ -45,9 +45,8 @@ import contextlib
 from dataclasses import dataclass, field as dataclass_field, replace as dataclass_replace
 from typing import Any, Iterable, Iterator, Mapping, Optional, Sequence
 
-from ansible_collections.oidc_federation.azure.plugins.module_utils._batch import GraphCall, send_graph_call
+from ansible_collections.oidc_federation.azure.plugins.module_utils._batch import GraphCall, not_found, send_graph_call
 from ansible_collections.oidc_federation.azure.plugins.module_utils._clients import ApiResponse
-from ansible_collections.oidc_federation.azure.plugins.module_utils._errors import AzureApiError
 from ansible_collections.oidc_federation.azure.plugins.module_utils._fic import (
     GITLAB_COM_ISSUER,
     LANGUAGE_VERSION,
@@ -787,10 +786,6 @@ def _write_body(credential: Mapping[str, Any], fields: Iterable[str]) -> dict:
     return body
 
 
-def _not_found(err: AzureApiError) -> bool:
-    return err.status == 404
-
-
 # Requests: ONE builder per kind, returning a ``_batch.GraphCall``. The functions below send them one by one
 # (``send_graph_call``, the federated_identity_credential module); the bulk engine sends the same calls in ``$batch``.
 
@@ -826,27 +821,27 @@ def created_credential(response: ApiResponse, credential: Mapping[str, Any]) -> 
     return normalize_credential(credential)
 
 
-def credential_update_call(app_object_id: str, existing: Mapping[str, Any], desired: Mapping[str, Any]) -> tuple:
-    """(fields that differ, the PATCH sending them) for ``existing`` -> ``desired`` (the name never changes); (``[]``,
-    None) when nothing differs. Switching between subject and expression sends both (one null) through ``/beta``."""
+def credential_update_call(app_object_id: str, existing: Mapping[str, Any], desired: Mapping[str, Any]) -> Optional[GraphCall]:
+    """The PATCH sending the fields of ``existing`` that differ from ``desired`` (the name never changes); None when
+    nothing differs. Switching between subject and expression sends both (one null) through ``/beta``."""
     fields = credential_differences(existing, desired)
     if not fields:
-        return [], None
+        return None
     merged = dict(existing, **{key: desired.get(key) for key in fields})
     flexible = is_flexible(existing) or is_flexible(merged)
     body_fields = list(fields)
     if flexible and ("subject" in fields or "claimsMatchingExpression" in fields):
         body_fields = sorted(set(body_fields) | {"subject", "claimsMatchingExpression"})
-    return fields, GraphCall("PATCH", _item_path(app_object_id, existing), version="beta" if flexible else "v1.0",
-                             body=_write_body(merged, body_fields), operation="update federated identity credential",
-                             target=_target(app_object_id, existing.get("name")), retry_not_found=True)
+    return GraphCall("PATCH", _item_path(app_object_id, existing), version="beta" if flexible else "v1.0",
+                     body=_write_body(merged, body_fields), operation="update federated identity credential",
+                     target=_target(app_object_id, existing.get("name")), retry_not_found=True)
 
 
 def credential_delete_call(app_object_id: str, credential: Mapping[str, Any]) -> GraphCall:
     """DELETE a credential; already gone (404) counts as done (the answer's status is then 404)."""
     return GraphCall("DELETE", _item_path(app_object_id, credential), version="beta" if is_flexible(credential) else "v1.0",
                      operation="delete federated identity credential", target=_target(app_object_id, credential.get("name")),
-                     accept=_not_found)
+                     accept=not_found)
 
 
 def plan_calls(app_object_id: str, plan: "ApplicationPlan") -> list:
@@ -855,7 +850,7 @@ def plan_calls(app_object_id: str, plan: "ApplicationPlan") -> list:
     changes = plan.changes
     calls = [credential_delete_call(app_object_id, credential) for credential in changes.delete]
     for existing, merged in changes.update:
-        _fields, call = credential_update_call(app_object_id, existing, merged)
+        call = credential_update_call(app_object_id, existing, merged)
         if call is not None:
             calls.append(call)
     calls += [credential_create_call(app_object_id, credential) for credential in changes.create]
@@ -874,32 +869,6 @@ def applied_credentials(plan: "ApplicationPlan", responses: Sequence[ApiResponse
 async def list_credentials(clients: Any, app_object_id: str) -> list:
     """Every credential of the application, read through ``/beta`` (so flexible credentials can be read)."""
     return credentials_of(await send_graph_call(clients, credentials_list_call(app_object_id)))
-
-
-async def upsert_credential(clients: Any, app_object_id: str, credential: Mapping[str, Any]) -> dict:
-    """Create (or overwrite) a credential by name: ``PATCH ...(name='...')`` with ``Prefer: create-if-missing``.
-
-    ``/beta`` for a flexible credential, ``/v1.0`` otherwise. Returns the created credential (201), or the credential
-    as sent when it already existed (204).
-    """
-    return created_credential(await send_graph_call(clients, credential_create_call(app_object_id, credential)), credential)
-
-
-async def update_credential(clients: Any, app_object_id: str, existing: Mapping[str, Any], desired: Mapping[str, Any]) -> list:
-    """PATCH the fields of ``existing`` that differ from ``desired`` (name never changes); return the field names.
-
-    Switching between subject and expression sends both (one of them null) through ``/beta``.
-    """
-    fields, call = credential_update_call(app_object_id, existing, desired)
-    if call is not None:
-        await send_graph_call(clients, call)
-    return fields
-
-
-async def delete_credential(clients: Any, app_object_id: str, credential: Mapping[str, Any]) -> bool:
-    """DELETE a credential; True if it was deleted, False if it was already gone."""
-    response = await send_graph_call(clients, credential_delete_call(app_object_id, credential))
-    return response.status != 404
 
 
 @dataclass
