@@ -44,9 +44,9 @@ from __future__ import annotations
 import asyncio
 import collections
 from typing import Any, Callable, Iterable, List, Mapping, Optional, Sequence, Union
-from urllib.parse import quote, urlencode, urlsplit
+from urllib.parse import urlsplit
 
-from ansible_collections.oidc_federation.azure.plugins.module_utils._clients import GRAPH_VERSIONS, ApiResponse
+from ansible_collections.oidc_federation.azure.plugins.module_utils._clients import GRAPH_VERSIONS, MAX_PAGES, ApiResponse, build_query
 from ansible_collections.oidc_federation.azure.plugins.module_utils._errors import (
     AzureApiError,
     MissingLibraryError,
@@ -56,7 +56,6 @@ from ansible_collections.oidc_federation.azure.plugins.module_utils._retry impor
 
 MAX_BATCH = 20
 DEFAULT_LIMIT = 4
-MAX_PAGES = 1000
 FAILED_DEPENDENCY = 424
 _BATCH_OPERATION = 'send Graph batch'
 
@@ -250,7 +249,7 @@ class _Runner:  # pylint: disable=too-many-instance-attributes
             url = '/' + url
         if '$batch' in urlsplit(url).path:
             raise ValueError('call {0}: a batch cannot contain another $batch'.format(index))
-        query = urlencode([(k, v) for k, v in params.items() if v is not None], quote_via=quote, safe="$'(),:/@")
+        query = build_query(params)
         if query:
             url += ('&' if '?' in url else '?') + query
         return url

@@ -162,7 +162,8 @@ def token_file_reader(path: str) -> Callable[[], str]:
     return read
 
 
-def _build_query(params: Optional[Mapping[str, Any]]) -> str:
+def build_query(params: Optional[Mapping[str, Any]]) -> str:
+    """The query string of ``params`` (None values left out; OData's ``$'(),:/@`` kept as they are)."""
     if not params:
         return ''
     return urlencode([(k, v) for k, v in params.items() if v is not None], quote_via=quote, safe="$'(),:/@")
@@ -548,7 +549,7 @@ class Clients:
             url = path
         else:
             url = base + ('' if path.startswith('/') else '/') + path
-        query = _build_query(params)
+        query = build_query(params)
         if query:
             url += ('&' if '?' in url else '?') + query
         return url
