@@ -169,9 +169,19 @@ def service_principal_get_call(app_id: str, *, select: Sequence[str] = SP_SELECT
                      accept=None if retry_not_found else not_found)
 
 
+def chunks(values: Sequence[str], size: int = IN_CHUNK) -> List[List[str]]:
+    """``values`` in slices of at most ``size`` (for ``in (...)`` filters)."""
+    return [list(values[i:i + size]) for i in range(0, len(values), size)]
+
+
+def in_filter(prop: str, values: Sequence[str]) -> str:
+    """The OData ``$filter`` ``prop in ('a','b',...)`` (quotes doubled)."""
+    return '{0} in ({1})'.format(prop, ','.join(odata_string(v) for v in values))
+
+
 def service_principals_list_call(app_ids: Sequence[str], *, select: Sequence[str] = SP_SELECT) -> GraphCall:
     """GET the service principals of ``app_ids`` (``appId in (...)``, at most ``IN_CHUNK``), every page."""
-    expr = 'appId in ({0})'.format(','.join(odata_string(a) for a in app_ids))
+    expr = in_filter('appId', app_ids)
     return GraphCall('GET', '/servicePrincipals', params=dict(_select(select), **{'$filter': expr}),
                      operation='list service principals', target=expr, all_pages=True)
 
@@ -295,8 +305,7 @@ async def list_owner_ids(clients: Any, object_id: str, *, retry_not_found: bool 
 async def service_principal_ids(clients: Any, app_ids: Iterable[str], *, limit: int = DEFAULT_CONCURRENCY) -> dict:
     """``{appId: service principal object id}`` for the given app ids (missing ones are left out)."""
     ids = sorted({a for a in app_ids if a})
-    chunks = [ids[i:i + IN_CHUNK] for i in range(0, len(ids), IN_CHUNK)]
-    calls = [service_principals_list_call(chunk, select=('id', 'appId')) for chunk in chunks]
+    calls = [service_principals_list_call(chunk, select=('id', 'appId')) for chunk in chunks(ids)]
     found = {}
     for response in await gather_limited([lambda c=c: send_graph_call(clients, c) for c in calls], limit):
         for sp in items_of(response):
@@ -1167,7 +1176,8 @@ async def find_applications(clients: Any, *, unique_name: Optional[str] = None, 
 
 __all__ = [
     'MANAGED_TAG', 'SIGN_IN_AUDIENCES', 'APP_SELECT', 'ApplicationSpec', 'ApplicationPlan', 'ApplicationResult',
-    'is_guid', 'jwt_claim', 'odata_string', 'app_path', 'sp_path', 'resolve_application', 'get_service_principal',
+    'is_guid', 'jwt_claim', 'odata_string', 'chunks', 'in_filter', 'application_filter', 'app_path', 'sp_path', 'resolve_application',
+    'get_service_principal',
     'list_applications', 'list_owner_ids', 'service_principal_ids', 'tenant_id_of', 'specs_from_params',
     'desired_tags', 'managed_view', 'application_changes', 'plan_application', 'apply_application_plan',
     'ensure_service_principal', 'ensure_application', 'ensure_applications',

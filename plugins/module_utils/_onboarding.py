@@ -78,17 +78,19 @@ from ansible_collections.oidc_federation.azure.plugins.module_utils._graph impor
     SP_SELECT,
     ApplicationRead,
     ApplicationSpec,
+    application_filter,
     application_get_call,
     application_write_call,
     applications_list_call,
     apply_application_plan,
+    chunks,
     plan_purge_of,
     decide_application,
     explain_name_conflict,
+    in_filter,
     items_of,
     list_applications,
     object_of,
-    odata_string,
     owner_calls,
     owner_ids_of,
     owners_list_call,
@@ -135,7 +137,6 @@ STATES = ('present', 'absent')
 # With at least this many applications to find, read the collection's applications in one paged listing instead of
 # one request per key; the same for role assignments per scope.
 BULK_READ_THRESHOLD = 25
-IN_CHUNK = 15
 DEFAULT_CONCURRENCY = 16
 # Graph $batch requests in flight at once (each carries up to 20 requests); at most the run's concurrency.
 DEFAULT_BATCH_LIMIT = 4
@@ -610,18 +611,6 @@ def group_projects(projects: Sequence[ProjectInput], outcomes: Mapping[str, Outc
 # Reads
 # --------------------------------------------------------------------------------------------------------------------
 
-def _chunks(values: Sequence[str], size: int = IN_CHUNK) -> List[List[str]]:
-    return [list(values[i:i + size]) for i in range(0, len(values), size)]
-
-
-def _tag_filter(tag: str) -> str:
-    return 'tags/any(t:t eq {0})'.format(odata_string(tag))
-
-
-def _in_filter(prop: str, values: Sequence[str]) -> str:
-    return '{0} in ({1})'.format(prop, ','.join(odata_string(v) for v in values))
-
-
 def _raise(group: 'AppGroup', err: BaseException) -> None:
     raise err
 
@@ -670,7 +659,7 @@ class Reader:
         by_marker: Dict[str, List[dict]] = {}
         bulk = len(groups) >= self.bulk_threshold
         if bulk:
-            for app in await list_applications(self.clients, _tag_filter(MANAGED_TAG)):
+            for app in await list_applications(self.clients, application_filter(tag=MANAGED_TAG)):
                 self._index(app, by_name, by_marker)
         else:
             markers: Dict[str, List[AppGroup]] = {}
@@ -679,7 +668,7 @@ class Reader:
                     if project.marker:
                         markers.setdefault(project.marker, []).append(group)
             keys = sorted(markers)
-            found = await self._send([applications_list_call(_tag_filter(m)) for m in keys], [markers[m] for m in keys])
+            found = await self._send([applications_list_call(application_filter(tag=m)) for m in keys], [markers[m] for m in keys])
             for response in found:
                 for app in items_of(response) if response is not None else ():
                     self._index(app, by_name, by_marker)
@@ -692,9 +681,9 @@ class Reader:
                     wanted.setdefault(name, []).append(group)
         names = list(wanted)
         if bulk:
-            chunks = _chunks(names)
-            found = await self._send([applications_list_call(_in_filter('uniqueName', c)) for c in chunks],
-                                     [[g for n in c for g in wanted[n]] for c in chunks])
+            slices = chunks(names)
+            found = await self._send([applications_list_call(in_filter('uniqueName', c)) for c in slices],
+                                     [[g for n in c for g in wanted[n]] for c in slices])
             for response in found:
                 for app in items_of(response) if response is not None else ():
                     self._index(app, by_name, by_marker)
@@ -759,11 +748,11 @@ class Reader:
         names = sorted(by_display)
         found: Dict[str, list] = {n: [] for n in names}
         if len(todo) >= self.bulk_threshold:
-            chunks = _chunks(names)
-            results = await self._send([applications_list_call(_in_filter('displayName', c)) for c in chunks],
-                                       [[g for n in c for g in by_display[n]] for c in chunks])
+            slices = chunks(names)
+            results = await self._send([applications_list_call(in_filter('displayName', c)) for c in slices],
+                                       [[g for n in c for g in by_display[n]] for c in slices])
         else:
-            results = await self._send([applications_list_call('displayName eq {0}'.format(odata_string(n))) for n in names],
+            results = await self._send([applications_list_call(application_filter(display_name=n)) for n in names],
                                        [by_display[n] for n in names])
         for response in results:
             for app in items_of(response) if response is not None else ():
@@ -782,9 +771,9 @@ class Reader:
             return
         found: Dict[str, dict] = {}
         if len(apps) >= self.bulk_threshold:
-            chunks = _chunks(apps)
-            results = await self._send([service_principals_list_call(c, select=SP_SELECT) for c in chunks],
-                                       [[g for a in c for g in by_app[a]] for c in chunks])
+            slices = chunks(apps)
+            results = await self._send([service_principals_list_call(c, select=SP_SELECT) for c in slices],
+                                       [[g for a in c for g in by_app[a]] for c in slices])
             for response in results:
                 for sp in items_of(response) if response is not None else ():
                     found[str(sp.get('appId')).lower()] = sp
