@@ -46,7 +46,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
-import tempfile
 from dataclasses import dataclass, field as dc_field, replace as dataclass_replace
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
@@ -127,6 +126,7 @@ from ansible_collections.oidc_federation.azure.plugins.module_utils._onboarding_
     plan_items,
     reconcile_identity,
 )
+from ansible_collections.oidc_federation.azure.plugins.module_utils._results import atomic_write
 
 PROJECT_MARKER_PREFIX = 'oidc_federation.azure:gitlab-project:'
 MAX_TAG_LENGTH = 256
@@ -1619,18 +1619,8 @@ def render_snippet(result: Mapping[str, Any]) -> str:
 
 def write_file(path: str, content: str) -> None:
     """Write ``content`` to ``path`` atomically (mode 0644), creating the directories."""
-    directory = os.path.dirname(path)
-    os.makedirs(directory, exist_ok=True)
-    handle, temp = tempfile.mkstemp(dir=directory, prefix='.snippet-')
-    try:
-        with os.fdopen(handle, 'w', encoding='utf-8') as out:
-            out.write(content)
-        os.chmod(temp, 0o644)
-        os.replace(temp, path)
-    except BaseException:
-        if os.path.exists(temp):
-            os.unlink(temp)
-        raise
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    atomic_write(path, content, prefix='.snippet-', mode=0o644)
 
 
 __all__ = ['PROJECT_MARKER_PREFIX', 'project_marker', 'ProjectInput', 'parse_project', 'parse_projects', 'derived_unique_names',

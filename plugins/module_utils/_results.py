@@ -16,7 +16,7 @@ import hashlib
 import json
 import os
 import tempfile
-from typing import Any, Mapping
+from typing import Any, Mapping, Optional
 
 
 def result_file(directory: str, key: str) -> str:
@@ -24,20 +24,28 @@ def result_file(directory: str, key: str) -> str:
     return os.path.join(directory, hashlib.sha256(key.encode('utf-8')).hexdigest() + '.json')
 
 
+def atomic_write(path: str, text: str, *, prefix: str, mode: Optional[int] = None) -> None:
+    """Write ``text`` to ``path`` through a temporary file in the same directory (``mkstemp``: mode 0600, or ``mode``),
+    renamed over ``path``; the temporary file is removed when anything fails."""
+    handle, temp = tempfile.mkstemp(dir=os.path.dirname(path) or '.', prefix=prefix)
+    try:
+        with os.fdopen(handle, 'w', encoding='utf-8') as out:
+            out.write(text)
+        if mode is not None:
+            os.chmod(temp, mode)
+        os.replace(temp, path)
+    except BaseException:
+        if os.path.exists(temp):
+            os.unlink(temp)
+        raise
+
+
 def write_results(directory: str, results: Mapping[str, Any]) -> None:
-    """One JSON file per project entry (``mkstemp``: mode 0600), each replaced atomically."""
+    """One JSON file per project entry (mode 0600), each replaced atomically."""
     if not os.path.isdir(directory):
         raise OSError('{0} is not a directory'.format(directory))
     for key, entry in results.items():
-        handle, temp = tempfile.mkstemp(dir=directory, prefix='.result-')
-        try:
-            with os.fdopen(handle, 'w', encoding='utf-8') as out:
-                json.dump(dict(entry, key=key), out)
-            os.replace(temp, result_file(directory, key))
-        except BaseException:
-            if os.path.exists(temp):
-                os.unlink(temp)
-            raise
+        atomic_write(result_file(directory, key), json.dumps(dict(entry, key=key)), prefix='.result-')
 
 
 def read_result(directory: str, key: str) -> dict:
