@@ -59,7 +59,6 @@ from ansible_collections.oidc_federation.azure.plugins.module_utils._arm import 
     parse_role,
     parse_scope,
     plan_principal_assignments,
-    role_definition_cache,
 )
 from ansible_collections.oidc_federation.azure.plugins.module_utils._batch import BatchStats, chain, run_graph_calls
 from ansible_collections.oidc_federation.azure.plugins.module_utils._errors import AzureApiError, ValidationError
@@ -625,11 +624,10 @@ class Reader:
     (after the retries) calls ``on_error(group, err)`` for each group it was for (default: raise).
     """
 
-    def __init__(self, clients: Any, *, limit: int = DEFAULT_CONCURRENCY, bulk_threshold: int = BULK_READ_THRESHOLD,
+    def __init__(self, clients: Any, *, bulk_threshold: int = BULK_READ_THRESHOLD,
                  batch_limit: int = DEFAULT_BATCH_LIMIT, stats: Optional[BatchStats] = None,
                  on_error: Optional[Callable[['AppGroup', BaseException], None]] = None) -> None:
         self.clients = clients
-        self.limit = limit
         self.bulk_threshold = bulk_threshold
         self.batch_limit = batch_limit
         self.stats = stats if stats is not None else BatchStats()
@@ -879,10 +877,9 @@ class Run:
         self.outcomes: Dict[str, Outcome] = {p.key: Outcome(p) for p in self.projects}
         self.batch_stats = BatchStats()
         self.batch_limit = max(1, min(DEFAULT_BATCH_LIMIT, options.limit))
-        self.reader = Reader(clients, limit=options.limit, bulk_threshold=options.bulk_threshold,
+        self.reader = Reader(clients, bulk_threshold=options.bulk_threshold,
                              batch_limit=self.batch_limit, stats=self.batch_stats, on_error=self._read_failed)
         self.assignments = AssignmentIndex()
-        self.roles = role_definition_cache(clients)
         self.tenant_id: Optional[str] = None
         self.gitlab: Optional[GitLabStage] = None
 
@@ -1051,8 +1048,8 @@ class Run:
         try:
             if group.shared:
                 await self._shared_group(group)
-            else:
-                await self._own_group(group)
+            else:  # execute() sends only offboarded projects with their own application here (the others go in phases)
+                await self._offboard_own(group, group.projects[0], self.outcomes[group.projects[0].key])
         except Exception as exc:  # pylint: disable=broad-exception-caught
             for project in group.projects:
                 outcome = self.outcomes[project.key]
@@ -1063,13 +1060,6 @@ class Run:
                 self._write_snippet(self.outcomes[project.key])
 
     # --- projects with their own application: in phases across all of them --------------------------------------------
-
-    async def _own_group(self, group: AppGroup) -> None:
-        project = group.projects[0]
-        if project.state == 'absent':
-            await self._offboard_own(group, project, self.outcomes[project.key])
-            return
-        await self._own_present([group])
 
     async def _own_present_groups(self, groups: Sequence[AppGroup]) -> None:
         try:
@@ -1431,7 +1421,7 @@ class Run:
             existing = {key: [] for key in scope_keys}
         plan = await plan_principal_assignments(
             self.clients, principal_id, desired, principal_type='ServicePrincipal', state=state, exclusive=exclusive,
-            allow_privileged=project.allow_privileged, cache=self.roles, limit=self.options.limit, existing=existing,
+            allow_privileged=project.allow_privileged, limit=self.options.limit, existing=existing,
             allow_option=project.namer('allow_privileged_roles'))
         return plan
 
