@@ -103,10 +103,8 @@ from ansible_collections.oidc_federation.azure.plugins.module_utils._graph impor
 from ansible_collections.oidc_federation.azure.plugins.module_utils._graph_fic import (
     SCOPE_GITLAB_PROJECT,
     CredentialDefaults,
-    ExclusiveScope,
     _report as credential_report,
     applied_credentials,
-    apply_plan as apply_credential_plan,
     credentials_list_call,
     credentials_of,
     exclusive_scope_for,
@@ -1376,11 +1374,8 @@ class Run:
         if app is None:
             outcome.application = self._absent_view(project, group)
             return credentials
-        scope = ExclusiveScope(SCOPE_GITLAB_PROJECT, exclusive_scope_for(
-            SCOPE_GITLAB_PROJECT, [], defaults=project.credential_defaults).projects)
-        credential_plan = plan_credentials(credentials, [], exclusive=True, gitlab_issuers=project.gitlab_issuers,
-                                           field='credentials', exclusive_scope=scope)
-        report = await self._apply_credentials(app, credential_plan)
+        # An offboarded project asks for no credential (parse_project gives it none): its own ones go.
+        report = await self._write_credentials(app, self._shared_credential_plan(project, credentials))
         remaining = list(report.after)
         outcome.credentials_deleted = list(report.deleted)
         outcome.changed = report.changed
@@ -1432,12 +1427,6 @@ class Run:
         outcome.assignments = [_assignment_result(c, plan) for c in plan.changes]
         outcome.assignments_removed = [_assignment_result(c, plan) for c in plan.removals]
         outcome.changed = outcome.changed or plan.changed
-
-    async def _apply_credentials(self, app: Optional[dict], plan: Any) -> Any:
-        if app is None or self.options.check_mode or not plan.changed:
-            return credential_report(app or {}, plan, plan.changes.final)
-        after = await apply_credential_plan(self.clients, app['id'], plan)
-        return credential_report(app, plan, after)
 
     def _project_error(self, project: ProjectInput, err: ValidationError) -> ValidationError:
         """A core error re-worded with the project's option names (credentials and applications)."""
