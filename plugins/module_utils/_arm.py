@@ -43,7 +43,7 @@ import re
 import uuid
 import weakref
 from dataclasses import dataclass, field as dc_field
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Awaitable, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from ansible_collections.oidc_federation.azure.plugins.module_utils._errors import AzureApiError, ValidationError
 from ansible_collections.oidc_federation.azure.plugins.module_utils._graph import get_service_principal, is_guid, jwt_claim, odata_string
@@ -378,6 +378,20 @@ class RoleDefinition:
 
 # --- role definitions -----------------------------------------------------------------------------------------------
 
+async def _shared(entries: Any, key: Any, start: Callable[[], Awaitable[Any]]) -> Any:
+    """The result of ``entries[key]``, a future started with ``start()`` by the first caller and awaited by every
+    concurrent one; a failed future is dropped, so that a later call tries again."""
+    entry = entries.get(key)
+    if entry is None:
+        entry = entries[key] = asyncio.ensure_future(start())
+    try:
+        return await asyncio.shield(entry)
+    except Exception:
+        if entries.get(key) is entry:
+            del entries[key]
+        raise
+
+
 class RoleDefinitionCache:
     """Role definitions of one run, keyed per scope and role key; concurrent lookups of one key share one request.
 
@@ -393,20 +407,11 @@ class RoleDefinitionCache:
     async def get(self, clients: Any, scope: Scope, role: RoleRef, *, field: str = 'role') -> RoleDefinition:
         """The definition of ``role`` at ``scope``; ``ValidationError`` naming ``field`` when there is none."""
         key = (scope.key,) + role.key
-        entry = self._entries.get(key)
-        if entry is None:
-            entry = asyncio.ensure_future(self._lookup(clients, scope, role, field))
-            self._entries[key] = entry
-        try:
-            definition = await asyncio.shield(entry)
-        except Exception:
-            if self._entries.get(key) is entry:
-                del self._entries[key]
-            raise
+        definition = await _shared(self._entries, key, lambda: self._lookup(clients, scope, role, field))
         if role.name:  # a later lookup by GUID at the same scope needs no request
             guid_key = (scope.key, 'guid', definition.guid)
             if guid_key not in self._entries:
-                self._entries[guid_key] = entry
+                self._entries[guid_key] = self._entries[key]
         return definition
 
     async def _lookup(self, clients: Any, scope: Scope, role: RoleRef, field: str) -> RoleDefinition:
@@ -496,15 +501,7 @@ _OPERATORS: 'weakref.WeakKeyDictionary[Any, asyncio.Future]' = weakref.WeakKeyDi
 async def operator_identity(clients: Any) -> Operator:
     """Who the collection runs as: read from the claims of its own ARM access token (no extra request: the credential
     caches the token ARM calls use). Cached per ``Clients``."""
-    entry = _OPERATORS.get(clients)
-    if entry is None:
-        entry = _OPERATORS[clients] = asyncio.ensure_future(_read_operator(clients))
-    try:
-        return await asyncio.shield(entry)
-    except Exception:
-        if _OPERATORS.get(clients) is entry:
-            del _OPERATORS[clients]
-        raise
+    return await _shared(_OPERATORS, clients, lambda: _read_operator(clients))
 
 
 async def _read_operator(clients: Any) -> Operator:
@@ -630,16 +627,8 @@ class PreflightCache:
 
     async def check(self, clients: Any, scope: Scope, *, definitions: Optional[RoleDefinitionCache] = None) -> ScopeCheck:
         """The ``ScopeCheck`` of ``scope`` (made once per run)."""
-        entry = self._entries.get(scope.key)
-        if entry is None:
-            entry = self._entries[scope.key] = asyncio.ensure_future(
-                self._check(clients, scope, definitions if definitions is not None else role_definition_cache(clients)))
-        try:
-            return await asyncio.shield(entry)
-        except Exception:
-            if self._entries.get(scope.key) is entry:
-                del self._entries[scope.key]
-            raise
+        return await _shared(self._entries, scope.key, lambda: self._check(
+            clients, scope, definitions if definitions is not None else role_definition_cache(clients)))
 
     async def _check(self, clients: Any, scope: Scope, definitions: RoleDefinitionCache) -> ScopeCheck:
         operator = await operator_identity(clients)
