@@ -1033,12 +1033,10 @@ class Run:
         return await run_graph_calls(self.clients, calls, limit=self.batch_limit, stats=self.batch_stats)
 
     async def _tenant_id(self, groups: Sequence[AppGroup]) -> Optional[str]:
-        for group in groups:
-            sp = group.service_principal
-            if sp and sp.get('appOwnerOrganizationId'):
-                return sp['appOwnerOrganizationId']
+        sp = next((g.service_principal for g in groups if g.service_principal and g.service_principal.get('appOwnerOrganizationId')),
+                  None)
         try:
-            return await tenant_id_of(self.clients, None)
+            return await tenant_id_of(self.clients, sp)
         except AzureApiError:
             return None
 
@@ -1357,16 +1355,20 @@ class Run:
             return
         if role_plan is not None:
             await self._apply_roles(role_plan, outcome)
-        outcome.changed = outcome.changed or app_plan.changed
         outcome.app_actions = app_plan.actions
-        if app_plan.changed and not self.options.check_mode:
-            await apply_application_plan(self.clients, app_plan)
-        outcome.removed = app_plan.action == DELETE
-        outcome.purged = [t.as_dict() for t in app_plan.purge]
+        await self._remove_application(app_plan, outcome)
         outcome.application = self._absent_view(project, group)
         if self.options.diff:
             outcome.diff = {'before_header': project.key, 'after_header': project.key,
                             'before': {'application': app_plan.before}, 'after': {'application': None}}
+
+    async def _remove_application(self, app_plan: Any, outcome: Outcome) -> None:
+        """Carry out an offboarding plan of the application (delete, purge; not in check mode) and record it."""
+        if app_plan.changed and not self.options.check_mode:
+            await apply_application_plan(self.clients, app_plan)
+        outcome.changed = outcome.changed or app_plan.changed
+        outcome.removed = app_plan.action == DELETE
+        outcome.purged = [t.as_dict() for t in app_plan.purge]
 
     async def _offboard_shared(self, group: AppGroup, project: ProjectInput, outcome: Outcome, app: Optional[dict],
                                sp: Optional[dict], credentials: list, *, last: bool) -> list:
@@ -1384,12 +1386,8 @@ class Run:
             if project.assignments and sp is not None:
                 role_plan = await self._plan_roles(project, sp['id'], exclusive=False, state='absent')
                 await self._apply_roles(role_plan, outcome)
-            app_plan = await plan_purge_of(self.clients, decide_application(group.spec, self._app_read(group)))
-            if app_plan.changed and not self.options.check_mode:
-                await apply_application_plan(self.clients, app_plan)
-            outcome.changed = outcome.changed or app_plan.changed
-            outcome.removed = app_plan.action == DELETE
-            outcome.purged = [t.as_dict() for t in app_plan.purge]
+            await self._remove_application(await plan_purge_of(self.clients, decide_application(group.spec, self._app_read(group))),
+                                           outcome)
         elif remaining:
             outcome.kept_because = 'other projects still have credentials on it'
         outcome.application = self._absent_view(project, group)
