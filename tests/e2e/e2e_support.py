@@ -8,7 +8,8 @@
   (Azure CLI helpers ``make_az``, ``Az`` and the ``az_bin`` fixture), both loaded once under private names.
 * :func:`example_hosts`, :func:`run_example`, :func:`state_of`, :class:`Deployment`.
 * :func:`kill_9_everything`: ``kill -9`` of an ``ansible-playbook`` process and every process it started (Ansible's
-  workers call ``setsid()``, so killing the playbook's process group leaves them and their modules running).
+  workers call ``setsid()``, so killing the playbook's process group leaves them and their modules running);
+  :func:`kill_9_run_when` starts a run and does that once a condition holds.
 """
 from __future__ import annotations
 
@@ -308,6 +309,28 @@ def kill_9_everything(process: subprocess.Popen, timeout: float = 10.0) -> tuple
     while time.monotonic() < deadline and any(alive(pid) for pid in frozen):
         time.sleep(0.05)
     return frozen, [pid for pid in frozen if alive(pid)]
+
+
+def kill_9_run_when(playbook: Path, inventory: Path, env: dict[str, str], workdir: Path, extra_vars: dict[str, Any],
+                    ready: Any, *, interval: float, ended: str, deadline: float = 300.0) -> tuple[list[int], list[int]]:
+    """Start ``ansible-playbook -i inventory playbook --extra-vars ...`` in its own session (output discarded), call
+    ``ready()`` every ``interval`` seconds until it holds, and then ``kill -9`` the whole run (``kill_9_everything``:
+    ansible-core's workers call setsid(), so the process group is not enough). Fails with ``ended`` when the run ended
+    first. Returns (the killed pids, those still alive)."""
+    args = [harness.ansible_playbook_bin(), "-i", str(inventory), str(playbook), "--extra-vars", json.dumps(extra_vars)]
+    process = subprocess.Popen(args, cwd=workdir, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        stop = time.monotonic() + deadline
+        while time.monotonic() < stop and process.poll() is None:
+            if ready():
+                break
+            time.sleep(interval)
+        assert process.poll() is None, ended
+        return kill_9_everything(process)
+    finally:
+        if process.poll() is None:
+            kill_9_everything(process)
 
 
 def alive(pid: int) -> bool:

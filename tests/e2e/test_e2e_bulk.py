@@ -16,16 +16,14 @@ State is compared through the sandbox's control API (``e2e_support.managed_state
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from e2e_support import (INVENTORY, ONBOARD, OFFBOARD, REPO, azure_writes, harness, kill_9_everything, managed_state, orphans,
-                         secrets_of, state_of)
+from e2e_support import (INVENTORY, ONBOARD, OFFBOARD, REPO, azure_writes, harness, kill_9_run_when, managed_state, orphans,
+                         reset_stats, secrets_of, state_of, stats_of)
 
 sys.path.insert(0, str(REPO / "benchmarks"))
 import bench_onboard  # noqa: E402  (the benchmark's generated projects)
@@ -77,10 +75,10 @@ def test_per_host_and_bulk_leave_identical_state(sandbox, tmp_path):
     assert len(per_host) == 6
 
     sandbox.reset()
-    assert sandbox.control("POST", "stats/reset").status_code == 200
+    reset_stats(sandbox)
     check = run(ONBOARD, INVENTORY, env, tmp_path, "--check", gitlab_oidc_strategy="bulk")
     expect_ok(check, env)
-    assert azure_writes(sandbox.control("GET", "stats").json()) == 0 and managed_state(state_of(sandbox)) == {}
+    assert azure_writes(stats_of(sandbox)) == 0 and managed_state(state_of(sandbox)) == {}
 
     first = run(ONBOARD, INVENTORY, env, tmp_path, gitlab_oidc_strategy="bulk")
     expect_ok(first, env)
@@ -88,10 +86,10 @@ def test_per_host_and_bulk_leave_identical_state(sandbox, tmp_path):
     projects = [h for h in first.recap if h != "localhost"]
     assert len(projects) == 7 and first.hosts_with("changed") == sorted(projects), first.recap
 
-    assert sandbox.control("POST", "stats/reset").status_code == 200
+    reset_stats(sandbox)
     again = run(ONBOARD, INVENTORY, env, tmp_path, gitlab_oidc_strategy="bulk")
     expect_ok(again, env)
-    assert azure_writes(sandbox.control("GET", "stats").json()) == 0
+    assert azure_writes(stats_of(sandbox)) == 0
     assert not [h for h in again.hosts_with("changed") if h != "localhost"], again.recap
 
     gone = run(OFFBOARD, INVENTORY, env, tmp_path, gitlab_oidc_strategy="bulk")
@@ -125,7 +123,7 @@ def test_bulk_with_throttling_errors_and_replication_lag_converges(sandbox, tmp_
     hosts = generated_inventory(inventory, FAULT_PROJECTS, sandbox)
     sandbox.faults(**FAULTS)
     first = run(ONBOARD, inventory, env, tmp_path, gitlab_oidc_strategy="bulk")
-    stats = sandbox.control("GET", "stats").json()
+    stats = stats_of(sandbox)
     sandbox.faults()
     expect_ok(first, env)
     assert stats["throttled"] > 0 and stats["errors_5xx"] > 0, stats
@@ -133,10 +131,10 @@ def test_bulk_with_throttling_errors_and_replication_lag_converges(sandbox, tmp_
     assert sorted(made) == expected_unique_names(hosts)
     assert all(app["service_principal"] and app["credentials"] and app["roles"] for app in made.values()), made
     assert not orphans(state_of(sandbox), baseline)
-    assert sandbox.control("POST", "stats/reset").status_code == 200
+    reset_stats(sandbox)
     again = run(ONBOARD, inventory, env, tmp_path, gitlab_oidc_strategy="bulk")
     expect_ok(again, env)
-    assert azure_writes(sandbox.control("GET", "stats").json()) == 0 and managed_state(state_of(sandbox)) == made
+    assert azure_writes(stats_of(sandbox)) == 0 and managed_state(state_of(sandbox)) == made
 
 
 def test_kill_9_in_the_middle_then_rerun_converges(sandbox, tmp_path):
@@ -147,24 +145,10 @@ def test_kill_9_in_the_middle_then_rerun_converges(sandbox, tmp_path):
     hosts = generated_inventory(inventory, 24, sandbox)
     # Slow every write down, so that the run is surely killed halfway.
     sandbox.faults(rules=[{"service": "*", "kind": "latency", "ms": 120, "methods": ["PATCH", "PUT", "POST", "DELETE"]}])
-    args = [harness.ansible_playbook_bin(), "-i", str(inventory), str(ONBOARD), "--extra-vars",
-            '{"gitlab_oidc_strategy": "bulk", "gitlab_oidc_report_dir": "%s"}' % (tmp_path / "report")]
-    process = subprocess.Popen(args, cwd=tmp_path, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline:
-            made = len(managed_state(state_of(sandbox)))
-            if made >= 3 or process.poll() is not None:
-                break
-            time.sleep(0.2)
-        assert process.poll() is None, "the run ended before it could be killed"
-        # ansible-core's workers call setsid(): kill the whole process tree, not only the process group.
-        killed, survivors = kill_9_everything(process)
-        assert killed and not survivors, survivors
-    finally:
-        if process.poll() is None:
-            kill_9_everything(process)
+    killed, survivors = kill_9_run_when(
+        ONBOARD, inventory, env, tmp_path, {"gitlab_oidc_strategy": "bulk", "gitlab_oidc_report_dir": str(tmp_path / "report")},
+        lambda: len(managed_state(state_of(sandbox))) >= 3, interval=0.2, ended="the run ended before it could be killed")
+    assert killed and not survivors, survivors
     sandbox.faults()
     halfway = managed_state(state_of(sandbox))
     assert 0 < len(halfway) < len(hosts), "not killed halfway: %d of %d applications" % (len(halfway), len(hosts))

@@ -23,16 +23,14 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from e2e_support import (OFFBOARD, ONBOARD, RG_API, harness, kill_9_everything, managed_state, orphans, secrets_of,
-                         state_of)
+from e2e_support import (OFFBOARD, ONBOARD, RG_API, harness, kill_9_run_when, managed_state, orphans, reset_stats,
+                         secrets_of, state_of, stats_of)
 
 READER = "acdd72a7-3385-48ef-bd42-f606fba81ae7"
 CONTRIBUTOR = "b24988ac-6180-42a0-ab88-20f7382dd24c"
@@ -185,7 +183,7 @@ def check_messages(result: harness.PlaybookRun, cases: dict[str, tuple[list, lis
 
 def writes(sandbox: Any) -> dict[str, Any]:
     """Graph and ARM writes since the last statistics reset, with the routes written to when there were any."""
-    stats = sandbox.control("GET", "stats").json()
+    stats = stats_of(sandbox)
     out: dict[str, Any] = {"graph": stats["graph"]["writes"], "arm": stats["arm"]["writes"]}
     if out["graph"] or out["arm"]:
         out["routes"] = {route: n for route, n in stats["by_route"].items() if not route.startswith(("GET ", "HEAD "))}
@@ -218,7 +216,7 @@ def test_bad_role_inputs_fail_before_any_write(sandbox, tmp_path):
     # the sandbox's state is byte for byte what it was: this holds for each case, all in one run.
     inventory = write_inventory(tmp_path / "bad.yml", sandbox, {h: {ROLES: roles} for h, (roles, _f) in cases.items()})
     before = sandbox.control("GET", "state").content
-    assert sandbox.control("POST", "stats/reset").status_code == 200
+    reset_stats(sandbox)
     per_host = run(ONBOARD, inventory, env, tmp_path, gitlab_oidc_strategy="per_host")
     assert writes(sandbox) == {"graph": 0, "arm": 0}, explain(per_host, env)
     assert sandbox.control("GET", "state").content == before, "a failed per_host run changed the sandbox's state"
@@ -260,25 +258,17 @@ def crash_while_assigning_roles(sandbox: Any, inventory: Path, env: dict[str, st
     managed_state at the kill."""
     held = {"service": "arm", "methods": ["PUT"], "path": "/providers/Microsoft.Authorization/roleAssignments/"}
     sandbox.faults(rules=[dict(held, kind="latency", ms=30000), dict(held, kind="error", status=503)])
-    args = [harness.ansible_playbook_bin(), "-i", str(inventory), str(ONBOARD), "--extra-vars",
-            json.dumps({"gitlab_oidc_report_dir": str(workdir / "report")})]
-    process = subprocess.Popen(args, cwd=workdir, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL, start_new_session=True)
-    killed: tuple[list[int], list[int]] = ([], [])
+
+    def ready() -> bool:
+        made = managed_state(state_of(sandbox))
+        return (sandbox.control("GET", "faults").json()["rules"][0]["matched"] > 0 and len(made) == 2
+                and all(len(app["credentials"]) == 2 for app in made.values()))
+
     try:
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline and process.poll() is None:
-            made = managed_state(state_of(sandbox))
-            if (sandbox.control("GET", "faults").json()["rules"][0]["matched"] > 0 and len(made) == 2
-                    and all(len(app["credentials"]) == 2 for app in made.values())):
-                break
-            time.sleep(0.1)
-        assert process.poll() is None, "the run ended before its role assignment writes"
-        killed = kill_9_everything(process)
+        killed = kill_9_run_when(ONBOARD, inventory, env, workdir, {"gitlab_oidc_report_dir": str(workdir / "report")}, ready,
+                                 interval=0.1, ended="the run ended before its role assignment writes")
         at_kill = managed_state(state_of(sandbox))
     finally:
-        if process.poll() is None:
-            kill_9_everything(process)
         sandbox.faults()
     pids, survivors = killed
     assert len(pids) > 1 and not survivors, "processes of the run survived kill -9: {0} of {1}".format(survivors, pids)
@@ -328,7 +318,7 @@ def test_crash_before_the_role_assignments_then_rerun_converges_and_offboarding_
 
     # offboarding again: nothing to do
     before = sandbox.control("GET", "state").content
-    assert sandbox.control("POST", "stats/reset").status_code == 200
+    reset_stats(sandbox)
     twice = run(OFFBOARD, inventory, env, tmp_path, gitlab_oidc_purge=True)
     expect_ok(twice, env)
     expect_no_write(sandbox, twice, env)
