@@ -175,7 +175,7 @@ def orphans(state: dict[str, Any], baseline: dict[str, Any]) -> list[str]:
 
 # --- GitLab (projects from the gitlab_projects inventory plugin, CI/CD variables) --------------------------------------
 
-ARM_SCOPE = "https://management.azure.com/.default"
+ARM_SCOPE = fixtures.ARM_SCOPE
 AZURE_VARIABLES = ("AZURE_CLIENT_ID", "AZURE_TENANT_ID", "AZURE_SUBSCRIPTION_ID")
 
 
@@ -249,16 +249,22 @@ def apps_by_marker(state: dict[str, Any], issuer: str) -> dict[str, list[dict[st
     return found
 
 
-def login_with_azure_identity(sandbox: Any, tenant_id: str, client_id: str, gitlab_token: str) -> dict[str, Any]:
-    """The GitLab ID token exchanged for an ARM token by azure-identity (as a CI job's SDK would); its claims."""
+def exchange(sandbox: Any, client_id: str, gitlab_token: str, *, tenant_id: str | None = None) -> str:
+    """The GitLab ID token exchanged for an ARM access token by azure-identity, as a CI job's SDK would (its
+    ``ClientAuthenticationError`` when Entra refuses). ``tenant_id``: the sandbox's own by default."""
     from azure.identity import ClientAssertionCredential  # noqa: PLC0415 - only the e2e tests need it
 
-    credential = ClientAssertionCredential(tenant_id, client_id, lambda: gitlab_token, authority=sandbox.url,
-                                           connection_verify=sandbox.ca_file)
+    credential = ClientAssertionCredential(tenant_id or sandbox.tenant_id, client_id, lambda: gitlab_token,
+                                           authority=sandbox.url, connection_verify=sandbox.ca_file)
     try:
-        token = credential.get_token(ARM_SCOPE).token
+        return credential.get_token(ARM_SCOPE).token
     finally:
         credential.close()
+
+
+def login_with_azure_identity(sandbox: Any, tenant_id: str, client_id: str, gitlab_token: str) -> dict[str, Any]:
+    """``exchange`` in ``tenant_id``; the ARM token's claims (and the token as ``_token``)."""
+    token = exchange(sandbox, client_id, gitlab_token, tenant_id=tenant_id)
     return jwt.decode(token, options={"verify_signature": False}) | {"_token": token}
 
 

@@ -25,11 +25,9 @@ import jwt
 import pytest
 import yaml
 from azure.core.exceptions import ClientAuthenticationError
-from azure.identity import ClientAssertionCredential
 
-from e2e_support import OTHER_RG, RG_API, azcli, azure_writes, example_hosts, state_of
+from e2e_support import OTHER_RG, RG_API, azcli, azure_writes, example_hosts, exchange, state_of
 
-ARM_SCOPE = "https://management.azure.com/.default"
 HOSTS = example_hosts()
 # Projects whose generated snippet the Azure CLI runs: an exact credential with a subscription role, and a
 # project_id-led sub claim with a resource-group role only.
@@ -84,16 +82,6 @@ def mint(sandbox: Any, project: dict[str, Any], ref_type: str, ref: str, **overr
         spec["project_id"] = str(project["project_id"])
     spec.update(overrides)
     return sandbox.mint_gitlab_token(**spec)
-
-
-def exchange(sandbox: Any, client_id: str, gitlab_token: str) -> str:
-    """The GitLab token exchanged for an ARM access token by azure-identity, as a CI job's SDK would."""
-    credential = ClientAssertionCredential(sandbox.tenant_id, client_id, lambda: gitlab_token,
-                                           authority=sandbox.url, connection_verify=sandbox.ca_file)
-    try:
-        return credential.get_token(ARM_SCOPE).token
-    finally:
-        credential.close()
 
 
 def refused_code(sandbox: Any, client_id: str, gitlab_token: str) -> int:
