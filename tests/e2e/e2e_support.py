@@ -9,7 +9,8 @@
 * :func:`example_hosts`, :func:`run_example`, :func:`state_of`, :class:`Deployment`.
 * :func:`kill_9_everything`: ``kill -9`` of an ``ansible-playbook`` process and every process it started (Ansible's
   workers call ``setsid()``, so killing the playbook's process group leaves them and their modules running);
-  :func:`kill_9_run_when` starts a run and does that once a condition holds.
+  :func:`kill_9_run_when` starts a run and does that once a condition holds; :func:`failures` reads the hosts' failure
+  messages from a run's output.
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import dataclasses
 import importlib.util
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -315,6 +317,19 @@ def kill_9_everything(process: subprocess.Popen, timeout: float = 10.0) -> tuple
     while time.monotonic() < deadline and any(alive(pid) for pid in frozen):
         time.sleep(0.05)
     return frozen, [pid for pid in frozen if alive(pid)]
+
+
+_FATAL = re.compile(r"^fatal: \[(?P<host>[^\]]+?)(?: -> [^\]]+)?\]: FAILED! => (?P<result>\{.*\})\s*$")
+
+
+def failures(result: harness.PlaybookRun) -> dict[str, str]:
+    """host -> the ``msg`` of its failed task (the default callback's ``fatal: [host]: FAILED! => {...}`` lines)."""
+    out: dict[str, str] = {}
+    for line in result.output.splitlines():
+        match = _FATAL.match(line)
+        if match:
+            out[match.group("host")] = json.loads(match.group("result")).get("msg") or ""
+    return out
 
 
 def kill_9_run_when(playbook: Path, inventory: Path, env: dict[str, str], workdir: Path, extra_vars: dict[str, Any],

@@ -23,8 +23,8 @@ from typing import Any
 
 import yaml
 
-from e2e_support import (AZURE_VARIABLES, ONBOARD, apps_by_marker, azure_writes, gitlab_secrets, gitlab_variables,
-                         harness, managed_state, orphans, plugin_inventory, reset_stats, run_role, state_of, stats_of)
+from e2e_support import (AZURE_VARIABLES, ONBOARD, apps_by_marker, azure_writes, failures, gitlab_secrets,
+                         gitlab_variables, harness, managed_state, orphans, plugin_inventory, reset_stats, run_role, state_of, stats_of)
 
 MAINTAINER = "glpat-e2e-bad-maintainer"
 READ_ONLY = "glpat-e2e-bad-read-only"
@@ -64,12 +64,11 @@ def _snapshot(sandbox: Any, ids: dict[str, int]) -> str:
 
 
 def _message(result: harness.PlaybookRun, host: str) -> str:
-    """The failure message of ``host`` in the output (``fatal: [host]: FAILED! => {...}``), as one line."""
-    for line in result.output.splitlines():
-        if line.startswith(f"fatal: [{host}") and "=> " in line:
-            body = json.loads(line.split("=> ", 1)[1])
-            return body.get("msg") or ""
-    raise AssertionError(f"no failure of {host} in the output:\n{result.tail(40)}")
+    """The failure message of ``host`` in the output (``e2e_support.failures``)."""
+    found = failures(result)
+    if host not in found:
+        raise AssertionError(f"no failure of {host} in the output:\n{result.tail(40)}")
+    return found[host]
 
 
 def test_unknown_group_names_the_group_and_onboards_nothing(sandbox, tmp_path):

@@ -22,14 +22,13 @@ State is read through the sandbox's control API, never through the modules.
 from __future__ import annotations
 
 import json
-import re
 import sys
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from e2e_support import (OFFBOARD, ONBOARD, RG_API, harness, kill_9_run_when, managed_state, orphans, reset_stats,
+from e2e_support import (OFFBOARD, ONBOARD, RG_API, failures, harness, kill_9_run_when, managed_state, orphans, reset_stats,
                          secrets_of, state_of, stats_of)
 
 READER = "acdd72a7-3385-48ef-bd42-f606fba81ae7"
@@ -43,7 +42,6 @@ FOREIGN_ROLE = "c0ffee00-1234-4abc-8def-0123456789ab"   # a custom role of anoth
 OTHER_TENANT_SUBSCRIPTION = "5ca1ab1e-2222-4333-8444-0123456789ab"  # where that custom role was made
 ROLES = "gitlab_oidc_role_assignments"
 GOOD_HOST = "plan-first/good"
-_FATAL = re.compile(r"^fatal: \[(?P<host>[^\]]+?)(?: -> [^\]]+)?\]: FAILED! => (?P<result>\{.*\})\s*$")
 
 
 def _sub(subscription: str) -> str:
@@ -135,16 +133,6 @@ def write_inventory(path: Path, sandbox: Any, hosts: dict[str, dict[str, Any]]) 
 def run(playbook: Path, inventory: Path, env: dict[str, str], workdir: Path, *options: str, **extra: Any) -> harness.PlaybookRun:
     return harness.run_playbook(playbook, inventory, env=env, cwd=workdir, options=options, timeout=600,
                                 extra_vars=dict({"gitlab_oidc_report_dir": str(workdir / "report")}, **extra))
-
-
-def failures(result: harness.PlaybookRun) -> dict[str, str]:
-    """host -> the ``msg`` of its failed task (the default callback's ``fatal: [host]: FAILED! => {...}`` lines)."""
-    out: dict[str, str] = {}
-    for line in result.output.splitlines():
-        match = _FATAL.match(line)
-        if match:
-            out[match.group("host")] = json.loads(match.group("result")).get("msg", "")
-    return out
 
 
 def explain(result: harness.PlaybookRun, env: dict[str, str]) -> str:
