@@ -1288,7 +1288,10 @@ class Run:
             try:
                 plan = self._shared_credential_plan(project, simulated)
                 if project.assignments:
-                    await self._plan_roles(project, sp['id'] if sp else NO_PRINCIPAL, exclusive=False)
+                    # Validation only (the plan is made again below, after the writes of the projects before it): for
+                    # a present, non-exclusive plan what already exists changes nothing that is checked, so it is not
+                    # listed here (fresh).
+                    await self._plan_roles(project, sp['id'] if sp else NO_PRINCIPAL, exclusive=False, fresh=True)
             except ValidationError as err:
                 self.outcomes[project.key].fail(self._project_error(project, err))
                 continue
