@@ -302,7 +302,8 @@ def measure(args: argparse.Namespace, workdir: Path) -> tuple[dict[str, Any], li
                                   ANSIBLE_CALLBACKS_ENABLED=TASK_TIMES_CALLBACK)
         timeout = 600 + 30 * args.projects
 
-        def run(name: str, playbook: Path, with_stats: bool) -> tuple[harness.PlaybookRun, dict[str, Any]]:
+        def run(name: str, playbook: Path, with_stats: bool) -> tuple[harness.PlaybookRun, dict[str, Any], list[dict[str, Any]]]:
+            """One measured run: (its result, its figures, the RSS records of its module processes)."""
             rss_log = workdir / "rss.log"
             rss_log.unlink(missing_ok=True)
             if with_stats:
@@ -313,7 +314,8 @@ def measure(args: argparse.Namespace, workdir: Path) -> tuple[dict[str, Any], li
                                           cwd=workdir, forks=args.forks, timeout=timeout)
             (workdir / f"{name}.log").write_text(harness.redact(result.output, secrets), encoding="utf-8")
             stats = sandbox.stats() if with_stats else None
-            summary = run_summary(result, stats, args.projects, harness.read_rss_log(rss_log))
+            records = harness.read_rss_log(rss_log)
+            summary = run_summary(result, stats, args.projects, records)
             summary["task_wall_s"] = read_task_times(times_file)
             if rss_log.exists():
                 rss_log.rename(workdir / f"{name}.rss.log")
@@ -322,11 +324,10 @@ def measure(args: argparse.Namespace, workdir: Path) -> tuple[dict[str, Any], li
                 problems.append(f"{name} failed (rc {result.returncode}, {summary['failed_hosts']} failed host(s), "
                                 f"{len(result.recap)} of {args.projects} in the recap):\n"
                                 + result.tail(40, secrets))
-            return result, summary
+            return result, summary, records
 
-        first, first_summary = run("first_run", ONBOARD, True)
-        first_records = harness.read_rss_log(workdir / "first_run.rss.log")
-        _, rerun_summary = run("rerun", ONBOARD, True)
+        first, first_summary, first_records = run("first_run", ONBOARD, True)
+        _, rerun_summary, _ = run("rerun", ONBOARD, True)
         rerun_writes = rerun_summary.get("requests", {}).get("writes")
         if rerun_writes != 0:
             problems.append(f"the re-run made {rerun_writes} write(s); it must make none")
@@ -337,7 +338,7 @@ def measure(args: argparse.Namespace, workdir: Path) -> tuple[dict[str, Any], li
         controller_tasks = max(0, round(tasks_per_host(first) - run_once_modules / args.projects) - module_tasks)
         floor_playbook = workdir / "floor.yml"
         write_floor_playbook(floor_playbook, module_tasks, controller_tasks, run_once_modules)
-        _, floor_summary = run("floor", floor_playbook, False)
+        _, floor_summary, _ = run("floor", floor_playbook, False)
         floor_summary["tasks_per_host"] = {"module": module_tasks, "controller": controller_tasks,
                                            "module_once_per_play": run_once_modules,
                                            "module_used": "ansible.builtin.ping",
