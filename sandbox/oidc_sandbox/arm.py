@@ -1556,9 +1556,12 @@ _RESOURCE_FILTER_CLAUSE = re.compile(r"\s*(?P<field>name|resourceType|location)\
 
 
 def _unsupported_resource_filter(text: str) -> ServiceError:
+    # Azure documents more for this operation (ne, other properties, tagName/tagValue, substringof); the sandbox models
+    # the equality filters only and says so rather than posing as ARM (README, "knowingly differs").
     return arm_error(400, "InvalidFilterInQueryString",
-                     f"The filter '{text}' is not supported. Supported filters are 'name eq', "
-                     f"'resourceType eq' and 'location eq', joined with 'and'.")
+                     f"The filter '{text}' is not modelled by this sandbox, which supports only 'name eq', "
+                     f"'resourceType eq' and 'location eq', joined with 'and' (Azure also documents 'ne', more "
+                     f"properties, tagName/tagValue and substringof for this operation).")
 
 
 def _resource_filter(text: str | None) -> list[tuple[str, str]]:
