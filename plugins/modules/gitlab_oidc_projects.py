@@ -51,6 +51,7 @@ options:
       key:
         description:
           - The project's key in RV(projects) (the role uses the inventory host name). Defaults to O(projects[].project_path).
+          - Keys must be unique; two projects with one key fail the call before any write.
         type: str
       state:
         description:
