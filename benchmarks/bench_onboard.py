@@ -15,7 +15,10 @@ projects with varied trust and roles, then measures, in one go:
 3. ``floor``: Ansible's own floor, the same inventory and forks running per host as many module tasks as the
    onboarding ran module processes per host (``ansible.builtin.ping``) and as many controller-only tasks
    (``ansible.builtin.set_fact``) as its other tasks, so ``ratio_*_to_floor`` is the cost of our modules over
-   Ansible's fixed cost per task.
+   Ansible's fixed cost per task;
+4. ``floor_role_validation``: the same floor with its per-host tasks inside a role that has the gitlab_oidc role's
+   argument spec, defaults and vars, so Ansible's automatic role argument validation is one of them (it costs a
+   host far more than a ``set_fact``): the least any implementation of the role's documented interface pays.
 
 ``--strategy`` sets the role's ``gitlab_oidc_strategy``. ``--quotas on`` makes the sandbox enforce Graph's published
 identity and access limits (token buckets: 3,000 writes per 150 s per app and tenant, resource units per 10 s for a
@@ -198,6 +201,30 @@ def write_floor_playbook(path: Path, module_tasks: int, controller_tasks: int, r
     path.write_text(yaml.safe_dump(play, sort_keys=False), encoding="utf-8")
 
 
+def write_role_floor(workdir: Path, module_tasks: int, controller_tasks: int, run_once_modules: int = 0) -> Path:
+    """The floor again, its per-host tasks inside a role that carries the gitlab_oidc role's argument spec, defaults
+    and vars, so Ansible prepends the same automatic argument validation to them (it replaces one ``set_fact``: the
+    recap counts it as one of the controller tasks). Returns the playbook."""
+    role = workdir / "roles" / "floor_role"  # found next to the playbook
+    source = REPO / "roles" / "gitlab_oidc"
+    for part in ("meta/argument_specs.yml", "defaults/main.yml", "vars/main.yml"):
+        (role / part).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source / part, role / part)
+    tasks: list[dict[str, Any]] = [{"name": f"Module task {i + 1}", "ansible.builtin.ping": {}}
+                                   for i in range(module_tasks)]
+    tasks += [{"name": f"Controller task {i + 1}", "ansible.builtin.set_fact": {f"bench_floor_{i}": i}}
+              for i in range(max(0, controller_tasks - 1))]
+    tasks += [{"name": f"Once-per-play module task {i + 1}", "ansible.builtin.ping": {}, "run_once": True}
+              for i in range(run_once_modules)]
+    (role / "tasks").mkdir(parents=True, exist_ok=True)
+    (role / "tasks" / "main.yml").write_text(yaml.safe_dump(tasks, sort_keys=False), encoding="utf-8")
+    play = [{"name": "Ansible's floor with the role's argument validation", "hosts": "gitlab_projects",
+             "gather_facts": False, "roles": ["floor_role"]}]
+    path = workdir / "floor_role.yml"
+    path.write_text(yaml.safe_dump(play, sort_keys=False), encoding="utf-8")
+    return path
+
+
 def module_tasks_of(records: list[dict[str, Any]], projects: int) -> tuple[int, int]:
     """(module processes per host, module processes once per play) of a run: a module that ran for every project
     ran per host (per_host: the collection's module; bulk: none), the others once for the play (report, bulk call)."""
@@ -343,10 +370,13 @@ def measure(args: argparse.Namespace, workdir: Path) -> tuple[dict[str, Any], li
                                            "module_once_per_play": run_once_modules,
                                            "module_used": "ansible.builtin.ping",
                                            "controller_task_used": "ansible.builtin.set_fact"}
+        role_floor_playbook = write_role_floor(workdir, module_tasks, controller_tasks, run_once_modules)
+        _, role_floor_summary, _ = run("floor_role", role_floor_playbook, False)
     finally:
         sandbox.stop()
 
     floor_wall = max(float(floor_summary["wall_s"]), 1e-9)
+    role_floor_wall = max(float(role_floor_summary["wall_s"]), 1e-9)
     writes = int(first_summary.get("graph_writes", 0))
     floor_sustained, floor_burst = quota_floor(writes)
     result = {
@@ -362,6 +392,11 @@ def measure(args: argparse.Namespace, workdir: Path) -> tuple[dict[str, Any], li
         "floor": floor_summary,
         "ratio_first_run_to_floor": round(first_summary["wall_s"] / floor_wall, 2),
         "ratio_rerun_to_floor": round(rerun_summary["wall_s"] / floor_wall, 2),
+        # The same floor with the role's automatic argument validation as one of its controller tasks: what any
+        # implementation of this role's documented interface pays Ansible before doing anything.
+        "floor_role_validation": role_floor_summary,
+        "ratio_first_run_to_floor_role_validation": round(first_summary["wall_s"] / role_floor_wall, 2),
+        "ratio_rerun_to_floor_role_validation": round(rerun_summary["wall_s"] / role_floor_wall, 2),
         "first_run_s": first_summary["wall_s"],
         "rerun_s": rerun_summary["wall_s"],
         "writes": writes,

@@ -49,6 +49,13 @@ def test_bench_prints_figures_and_the_rerun_writes_nothing(tmp_path):
     reconcile = [t["task"] for t in first["task_wall_s"] if "Reconcile the project" in t["task"]]
     assert len(reconcile) == 1, first["task_wall_s"]
     assert result["ratio_first_run_to_floor"] > 0 and result["ratio_rerun_to_floor"] > 0
+    # the floor with the role's automatic argument validation: the same task count, the validation one of them
+    role_floor = result["floor_role_validation"]
+    assert role_floor["returncode"] == 0 and role_floor["hosts"] == 3 and role_floor["failed_hosts"] == 0, role_floor
+    role_floor_tasks = [t["task"] for t in role_floor["task_wall_s"]]
+    assert any("Validating arguments against arg spec 'main'" in t for t in role_floor_tasks), role_floor_tasks
+    assert len(role_floor_tasks) == len(result["floor"]["task_wall_s"]), (role_floor_tasks, result["floor"]["task_wall_s"])
+    assert result["ratio_first_run_to_floor_role_validation"] > 0 and result["ratio_rerun_to_floor_role_validation"] > 0
     # the sandbox's secrets never reach the output
     assert "SECRET" not in completed.stdout and "client_secret" not in completed.stdout
 
