@@ -32,6 +32,7 @@ import contextlib
 import importlib
 import json
 import logging
+import os
 import ssl
 import sys
 import traceback
@@ -178,6 +179,24 @@ def _decode(content: Any) -> Any:
         return json.loads(content)
     except ValueError:
         return content
+
+
+_SSL_CONTEXTS: dict = {}
+
+
+def shared_ssl_context(cafile: str) -> ssl.SSLContext:
+    """One verifying ``SSLContext`` per CA bundle for the process (its file's size and mtime in the key, so a
+    replaced bundle gets a new one): building one reads and parses the bundle (tens of milliseconds), and every
+    ``Clients`` of a persistent worker would pay that twice (Graph and ARM) per call."""
+    try:
+        st = os.stat(cafile)
+        key = (cafile, st.st_size, st.st_mtime_ns)
+    except OSError:
+        return ssl.create_default_context(cafile=cafile)  # let ssl report the problem
+    context = _SSL_CONTEXTS.get(key)
+    if context is None:
+        context = _SSL_CONTEXTS[key] = ssl.create_default_context(cafile=cafile)
+    return context
 
 
 class Clients:
@@ -361,7 +380,7 @@ class Clients:
             httpx = load_sdk('httpx')
             factory = load_sdk('kiota_http.kiota_client_factory').KiotaClientFactory
             retry_handler = load_sdk('kiota_http.middleware').RetryHandler
-            verify = ssl.create_default_context(cafile=self.settings.ca_bundle) if self.settings.ca_bundle else True
+            verify = shared_ssl_context(self.settings.ca_bundle) if self.settings.ca_bundle else True
             extra = {'transport': self._graph_transport} if self._graph_transport is not None else {}
             client = httpx.AsyncClient(timeout=httpx.Timeout(REQUEST_TIMEOUT, connect=CONNECT_TIMEOUT), verify=verify,
                                        headers={'User-Agent': self.user_agent}, **extra)
@@ -476,7 +495,7 @@ class Clients:
         if not self.settings.ca_bundle:
             return transport.AioHttpTransport()
         aiohttp = load_sdk('aiohttp')
-        context = ssl.create_default_context(cafile=self.settings.ca_bundle)
+        context = shared_ssl_context(self.settings.ca_bundle)
         session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=context), trust_env=True,
                                         cookie_jar=aiohttp.DummyCookieJar(), auto_decompress=False)
         return transport.AioHttpTransport(session=session, session_owner=True)

@@ -482,3 +482,20 @@ def test_a_cached_token_arm_refuses_is_replaced_once(tmp_path, monkeypatch):
         'Bearer cached-but-refused', 'Bearer fake-access-token-0123'] + ['Bearer fake-access-token-0123'] * 2
     assert fake.scopes == ['https://management.azure.com/.default']
     assert TokenCache(str(tmp_path / 'tokens')).get(key).token == 'fake-access-token-0123'  # the new token replaced it
+
+
+def test_one_ssl_context_per_ca_bundle_and_a_new_one_when_the_bundle_changes(tmp_path):
+    import os
+    import ssl
+    import subprocess
+    key, cert = tmp_path / 'key.pem', tmp_path / 'ca.pem'
+    subprocess.run(['openssl', 'req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', str(key), '-out', str(cert),
+                    '-days', '1', '-subj', '/CN=test-ca'], check=True, capture_output=True)
+    first = _clients.shared_ssl_context(str(cert))
+    assert isinstance(first, ssl.SSLContext) and first.verify_mode == ssl.CERT_REQUIRED and first.check_hostname
+    assert _clients.shared_ssl_context(str(cert)) is first
+    stamp = os.stat(cert).st_mtime_ns + 10 ** 9
+    os.utime(cert, ns=(stamp, stamp))
+    assert _clients.shared_ssl_context(str(cert)) is not first
+    with pytest.raises(OSError):
+        _clients.shared_ssl_context(str(tmp_path / 'missing.pem'))
