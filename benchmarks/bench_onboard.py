@@ -26,6 +26,10 @@ small tenant, ...), so a run that writes faster than the quota gets 429s; ``quot
 sustained write quota (20 writes/s) allows for the Graph writes made, ``quota_floor_burst_s`` the same when the
 bucket's initial 3,000 writes are spent at once.
 
+A persistent worker (the role's ``gitlab_oidc_persistent_worker`` with ``per_host``) lives under the run's own token
+cache directory; after each run its CPU time and peak RSS are read (``workers``; its peak counts in
+``peak_module_rss_mib``) and it is stopped, so every run starts its own.
+
 For each run: wall time, Graph/ARM requests per project split into reads and writes, access tokens issued, and the
 peak RSS of a module process (every module runs under an ``ansible_python_interpreter`` wrapper that records
 ``getrusage(RUSAGE_SELF).ru_maxrss`` at exit), and the wall time of each task (``task_wall_s``, from the callback in
@@ -255,6 +259,36 @@ def rss_summary(records: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+WORKER_MARK = "_worker import serve_forever"
+
+
+def stop_workers(workdir: Path) -> list[dict[str, Any]]:
+    """The persistent workers of this benchmark (their socket lies under ``workdir``): CPU seconds and peak RSS of
+    each, read from /proc; then they are stopped, so that every run starts its own (a worker serves the module
+    processes of the run, so its memory counts as a module process's)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode("utf-8", "replace")
+            if WORKER_MARK not in cmdline or str(workdir) not in cmdline:
+                continue
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            ticks = os.sysconf("SC_CLK_TCK")
+            status = dict(line.split(":", 1) for line in (entry / "status").read_text().splitlines() if ":" in line)
+            found.append({"pid": int(entry.name), "cpu_s": round((int(fields[11]) + int(fields[12])) / ticks, 2),
+                          "peak_rss_mib": round(int(status["VmHWM"].split()[0]) / 1024, 1)})
+        except (OSError, ValueError, KeyError, IndexError):
+            continue
+    for worker in found:
+        try:
+            os.kill(worker.pop("pid"), 15)
+        except OSError:
+            pass
+    return found
+
+
 def run_summary(run: harness.PlaybookRun, stats: dict[str, Any] | None, projects: int,
                 records: list[dict[str, Any]]) -> dict[str, Any]:
     """The figures of one run."""
@@ -326,7 +360,8 @@ def measure(args: argparse.Namespace, workdir: Path) -> tuple[dict[str, Any], li
         if args.quotas == "on":
             sandbox.set_faults(QUOTA_FAULTS)
         env = harness.ansible_env(sandbox.env, workdir, ANSIBLE_CALLBACK_PLUGINS=str(TASK_TIMES_PLUGIN_DIR),
-                                  ANSIBLE_CALLBACKS_ENABLED=TASK_TIMES_CALLBACK)
+                                  ANSIBLE_CALLBACKS_ENABLED=TASK_TIMES_CALLBACK,
+                                  AZURE_TOKEN_CACHE_DIR=str(workdir / "token-cache"))
         timeout = 600 + 30 * args.projects
 
         def run(name: str, playbook: Path, with_stats: bool) -> tuple[harness.PlaybookRun, dict[str, Any], list[dict[str, Any]]]:
@@ -343,6 +378,10 @@ def measure(args: argparse.Namespace, workdir: Path) -> tuple[dict[str, Any], li
             stats = sandbox.stats() if with_stats else None
             records = harness.read_rss_log(rss_log)
             summary = run_summary(result, stats, args.projects, records)
+            summary["workers"] = stop_workers(workdir)
+            if summary["workers"]:
+                summary["peak_module_rss_mib"] = max([summary["peak_module_rss_mib"]]
+                                                     + [w["peak_rss_mib"] for w in summary["workers"]])
             summary["task_wall_s"] = read_task_times(times_file)
             if rss_log.exists():
                 rss_log.rename(workdir / f"{name}.rss.log")

@@ -205,27 +205,33 @@ class AzureModule:
         ``ValidationError``/``AzureApiError`` become failures carrying ``error`` details and no traceback; a missing
         SDK becomes ``missing_required_lib``; anything else is an unexpected error with a (redacted) traceback.
         """
+        self.finish(final_result(asyncio.run(self.run_outcome(core, clients_factory))))
+
+    async def run_outcome(self, core: Callable[['AzureModule', Clients], Awaitable[Optional[dict]]],
+                          clients_factory: Optional[Callable[..., Clients]] = None) -> '_Finish':
+        """``run`` without the exit: the outcome of the core (never raises but for cancellation)."""
         factory = clients_factory or Clients
-        outcome = None
         self._running = True
         try:
-            result = asyncio.run(self._main(core, factory))
+            result = await self._main(core, factory)
             if not isinstance(result, dict):
                 raise TypeError('the module core returned {0!r} instead of a result dict'.format(type(result).__name__))
-            outcome = _Finish(False, result)
+            return _Finish(False, result)
         except _Finish as finish:
-            outcome = finish
+            return finish
         except Exception as exc:  # pylint: disable=broad-exception-caught
-            outcome = _failure_for(exc)
+            return _failure_for(exc)
         finally:
             self._running = False
-        if outcome.failed and 'missing_library' in outcome.result:
-            lib = outcome.result.pop('missing_library')
-            self.ansible.fail_json(msg=missing_required_lib(lib.library, url=lib.url), exception=lib.tb or '')
-        if outcome.failed and 'traceback' in outcome.result:
-            tb = outcome.result.pop('traceback')
-            self.ansible.fail_json(exception=tb, **outcome.result)
-        self._finish(outcome.failed, outcome.result)
+
+    def finish(self, final: Mapping[str, Any]) -> None:
+        """Exit with a final result (``final_result``): its warnings, then ``exit_json``/``fail_json``."""
+        for message in final.get('warnings') or ():
+            self.ansible.warn(message)
+        result = dict(final['result'])
+        if final['failed']:
+            self.ansible.fail_json(**result)
+        self.ansible.exit_json(**result)
 
     async def _main(self, core: Callable, factory: Callable[..., Clients]) -> Any:
         if self.auth is None:  # auth=False: nothing to connect to
@@ -237,6 +243,66 @@ class AzureModule:
             finally:
                 for message in getattr(clients, 'warnings', None) or ():
                     self.warn(message)
+
+
+def final_result(outcome: _Finish, warnings: Iterable[str] = ()) -> dict:
+    """The outcome of a core as plain data (JSON-serialisable, what a persistent worker sends back): ``failed``,
+    ``result`` (the keyword arguments of ``fail_json``/``exit_json``: ``msg``, ``exception`` for a traceback or
+    a missing library) and the ``warnings`` to add first."""
+    result = dict(outcome.result)
+    if outcome.failed and 'missing_library' in result:
+        lib = result.pop('missing_library')
+        result['msg'] = missing_required_lib(lib.library, url=lib.url)
+        result['exception'] = lib.tb or ''
+    elif outcome.failed and 'traceback' in result:
+        result['exception'] = result.pop('traceback')
+    return {'failed': bool(outcome.failed), 'result': result, 'warnings': list(warnings)}
+
+
+class DetachedModule(AzureModule):
+    """An ``AzureModule`` for options already parsed and checked by a module process (the persistent worker runs the
+    core with it): no ``AnsibleModule``; warnings are collected; ``answer()`` is the final result as plain data."""
+
+    def __init__(self, params: Mapping[str, Any], *, check_mode: bool, diff_mode: bool, auth: bool = True,
+                 environ: Optional[Mapping[str, str]] = None) -> None:  # pylint: disable=super-init-not-called
+        self.spec = None
+        self.ansible = None
+        self.params = dict(params)
+        self.auth = None
+        self.clients = None
+        self.warnings: list = []
+        self.outcome: Optional[_Finish] = None
+        self._check_mode = bool(check_mode)
+        self._diff_mode = bool(diff_mode)
+        self._running = False
+        if auth:
+            try:
+                self.auth = resolve_auth(self.params, environ)
+            except ValidationError as exc:
+                self.outcome = _Finish(True, dict(exc.extra, msg=str(exc)))
+
+    @property
+    def check_mode(self) -> bool:
+        return self._check_mode
+
+    @property
+    def diff_mode(self) -> bool:
+        return self._diff_mode
+
+    def warn(self, msg: str) -> None:
+        self.warnings.append(redact(msg))
+
+    def _finish(self, failed: bool, result: dict) -> None:
+        raise _Finish(failed, result)
+
+    async def run_async(self, core: Callable[['AzureModule', Clients], Awaitable[Optional[dict]]],
+                        clients_factory: Optional[Callable[..., Clients]] = None) -> None:
+        """Run the core; its outcome is kept for ``answer()``."""
+        self.outcome = await self.run_outcome(core, clients_factory)
+
+    def answer(self) -> dict:
+        """The final result (``final_result``) with the warnings collected."""
+        return final_result(self.outcome or _Finish(True, {'msg': 'the core did not run'}), self.warnings)
 
 
 def _failure_for(exc: BaseException) -> _Finish:

@@ -16,7 +16,7 @@ import hashlib
 import json
 import os
 import tempfile
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping, Optional, Union
 
 
 def result_file(directory: str, key: str) -> str:
@@ -24,12 +24,12 @@ def result_file(directory: str, key: str) -> str:
     return os.path.join(directory, hashlib.sha256(key.encode('utf-8')).hexdigest() + '.json')
 
 
-def atomic_write(path: str, text: str, *, prefix: str, mode: Optional[int] = None) -> None:
-    """Write ``text`` to ``path`` through a temporary file in the same directory (``mkstemp``: mode 0600, or ``mode``),
-    renamed over ``path``; the temporary file is removed when anything fails."""
+def atomic_write(path: str, text: Union[str, bytes], *, prefix: str, mode: Optional[int] = None) -> None:
+    """Write ``text`` (str: as UTF-8; or bytes) to ``path`` through a temporary file in the same directory
+    (``mkstemp``: mode 0600, or ``mode``), renamed over ``path``; the temporary file is removed when anything fails."""
     handle, temp = tempfile.mkstemp(dir=os.path.dirname(path) or '.', prefix=prefix)
     try:
-        with os.fdopen(handle, 'w', encoding='utf-8') as out:
+        with (os.fdopen(handle, 'wb') if isinstance(text, bytes) else os.fdopen(handle, 'w', encoding='utf-8')) as out:
             out.write(text)
         if mode is not None:
             os.chmod(temp, mode)

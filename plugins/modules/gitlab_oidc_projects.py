@@ -294,8 +294,8 @@ options:
         per 5 minutes (U(https://learn.microsoft.com/graph/throttling-limits), "Identity and access service limits").
         Every C(Retry-After) pauses all requests of the call, and Graph's C(x-ms-throttle-limit-percentage) corrects the
         local copy.
-      - The buckets start full, as Graph's do, so small runs never wait. They are per module call - with the role's
-        C(per_host) strategy every project's call has its own copy, so only C(bulk) paces the run as a whole.
+      - The buckets start full, as Graph's do, so small runs never wait. They are per module call, or per persistent
+        worker with O(persistent_worker) (the concurrent calls it runs share one copy).
       - V(false) sends as fast as O(concurrency) allows; Graph's 429s are still waited out (C(Retry-After)) and retried.
     type: bool
     default: true
@@ -321,6 +321,21 @@ options:
     description:
       - Default of O(projects[].gitlab_ca_bundle). Falls back to the environment variable C(GITLAB_CA_BUNDLE).
     type: path
+  persistent_worker:
+    description:
+      - Run the reconciliation in a persistent worker process shared by the module calls of the same user, module
+        version, Python, working directory and environment, instead of in this module process. The worker keeps the
+        SDKs loaded, runs concurrent calls side by side (one Graph pacer for all of them) and exits after 20 seconds
+        without a call. For many calls of one project each (the role's C(per_host) strategy) this saves most of the
+        cost of a module process (its SDK imports); one call with many projects gains nothing.
+      - The worker lives in C(workers) under the token cache directory (O(token_cache_dir)), which must be private to
+        the user (mode 0700); its Unix socket (mode 0600) accepts connections of the same user only. It writes no
+        logs. A call whose module process goes away is cancelled in the worker.
+      - When no worker can be used (no private directory, a socket path over 100 bytes, no worker after 15 seconds)
+        the module runs the call itself; when the worker stops after it took the call the module runs it again
+        itself, with a warning (every write is keyed, so this converges).
+    type: bool
+    default: false
   results_dir:
     description:
       - Also write each project's entry of RV(projects) to C(<results_dir>/<sha256 of the key>.json) (mode 0600), and
@@ -439,6 +454,16 @@ EXAMPLES = r'''
     projects: "{{ my_projects }}"
     continue_on_error: true
     results_dir: "{{ results_dir.path }}"
+
+- name: Many calls of one project each (a loop, or the role's per_host strategy) share one persistent worker
+  oidc_federation.azure.gitlab_oidc_projects:
+    projects:
+      - project_path: "{{ item }}"
+        branches: [main]
+        role_assignments:
+          - role: Reader
+    persistent_worker: true
+  loop: [mygroup/api, mygroup/web]
 '''
 
 RETURN = r'''
@@ -494,15 +519,11 @@ summary:
   sample: {projects: 2, changed: 1, failed: 0}
 '''
 
+from typing import Optional  # noqa: E402
+
 from ansible.module_utils.basic import env_fallback  # noqa: E402
 
 from ansible_collections.oidc_federation.azure.plugins.module_utils._module import AzureModule  # noqa: E402
-from ansible_collections.oidc_federation.azure.plugins.module_utils._onboarding import (  # noqa: E402
-    RunOptions,
-    parse_projects,
-    reconcile,
-)
-from ansible_collections.oidc_federation.azure.plugins.module_utils._results import write_results  # noqa: E402
 
 _PROJECT_OPTIONS = dict(
     key=dict(type='str', no_log=False),
@@ -559,6 +580,7 @@ ARGUMENT_SPEC = dict(
     concurrency=dict(type='int', default=16),
     graph_pacing=dict(type='bool', default=True),
     graph_tenant_size=dict(type='str', default='S', choices=['S', 'M', 'L']),
+    persistent_worker=dict(type='bool', default=False),
     results_dir=dict(type='path'),
     gitlab_url=dict(type='str'),
     gitlab_token=dict(type='str', no_log=True, fallback=(env_fallback, ['GITLAB_TOKEN', 'GITLAB_PRIVATE_TOKEN'])),
@@ -606,6 +628,9 @@ def _defaults(params: dict) -> dict:
 
 async def core(module: AzureModule, clients) -> dict:
     """Parse every project, reconcile them, report per project."""
+    # Imported here: a module process that hands the call to a persistent worker never needs them.
+    from ansible_collections.oidc_federation.azure.plugins.module_utils._onboarding import RunOptions, parse_projects, reconcile
+    from ansible_collections.oidc_federation.azure.plugins.module_utils._results import write_results
     params = module.params
     projects, errors = parse_projects(params['projects'], variable_prefix=params.get('variable_prefix'), defaults=_defaults(params))
     options = RunOptions(check_mode=module.check_mode, diff=module.diff_mode, limit=params['concurrency'],
@@ -651,18 +676,30 @@ async def core(module: AzureModule, clients) -> dict:
     return out
 
 
-def clients_factory(params: dict):
+def clients_factory(params: dict, shared: Optional[dict] = None):
     """``Clients`` for the run: one credential (so one token per service) and, with ``graph_pacing``, one
-    ``GraphPacer`` for every Graph request of the call (direct and inside ``$batch``)."""
+    ``GraphPacer`` for every Graph request of the call (direct and inside ``$batch``), or, given ``shared`` (the
+    state of a persistent worker), one per tenant size for every call the worker runs."""
     from ansible_collections.oidc_federation.azure.plugins.module_utils._clients import Clients
     from ansible_collections.oidc_federation.azure.plugins.module_utils._pacing import GraphPacer
-    pacer = GraphPacer(tenant_size=params['graph_tenant_size']) if params['graph_pacing'] else None
+    pacer = None
+    if params['graph_pacing']:
+        if shared is None:
+            pacer = GraphPacer(tenant_size=params['graph_tenant_size'])
+        else:
+            pacer = shared.setdefault(('graph_pacer', params['graph_tenant_size']),
+                                      GraphPacer(tenant_size=params['graph_tenant_size']))
     return lambda settings: Clients(settings, graph_pacer=pacer)
 
 
 def main() -> None:
     """Module entry point."""
     module = AzureModule(ARGUMENT_SPEC, supports_check_mode=True, checks=[check_params])
+    if module.params['persistent_worker']:
+        from ansible_collections.oidc_federation.azure.plugins.module_utils._worker import run_in_worker
+        final = run_in_worker(module, 'gitlab_oidc_projects', module.params.get('token_cache_dir'))
+        if final is not None:
+            module.finish(final)
     module.run(core, clients_factory=clients_factory(module.params))
 
 

@@ -483,3 +483,39 @@ def test_many_projects_read_and_write_through_batches_and_match_the_per_project_
     for key, item in zip(keys, items):
         shared = bool(item.get('shared_app'))
         assert _per_project(together['projects'][key], shared) == _per_project(alone[key], shared), key
+
+
+def test_the_persistent_worker_runs_the_call_as_the_module_process_would(run_module, clean_sandbox):
+    import os
+    import signal
+    import pathlib
+    import shutil
+    import tempfile
+    sb = clean_sandbox
+    cache = pathlib.Path(tempfile.mkdtemp(prefix='wk-', dir='/tmp'))  # a Unix socket path must stay short
+    worker = dict(persistent_worker=True, token_cache_dir=str(cache))
+    try:
+        planned_here = ok(run_module, sb, projects=projects(sb), check=True, diff=True)
+        planned_there = ok(run_module, sb, projects=projects(sb), check=True, diff=True, **worker)
+        assert planned_there['summary'] == planned_here['summary'] and len(planned_there['diff']) == 5
+        assert writes(sb) == 0 and app_names(sb) == []
+        sockets = list((cache / 'workers').glob('*.sock'))
+        assert len(sockets) == 1 and (sockets[0].stat().st_mode & 0o777) == 0o600, sockets
+        done = ok(run_module, sb, projects=projects(sb), **worker)
+        assert done['changed'] and done['summary'] == {'projects': 5, 'changed': 5, 'failed': 0}
+        assert list((cache / 'workers').glob('*.sock')) == sockets  # the same worker served both calls
+        reset_stats(sb)
+        again = ok(run_module, sb, projects=projects(sb))  # in this process: nothing left to do
+        assert not again['changed'] and writes(sb) == 0
+        bad = dict(projects(sb)[0], role_assignments=[{'role': 'Reader', 'resource_group': 'rg-that-does-not-exist'}])
+        code, failed = run(run_module, sb, projects=[bad], **worker)
+        assert code != 0 and 'rg-that-does-not-exist' in failed['msg'], failed
+    finally:
+        for pid in os.listdir('/proc'):
+            try:
+                with open('/proc/{0}/cmdline'.format(pid), 'rb') as handle:
+                    if str(cache).encode() in handle.read():
+                        os.kill(int(pid), signal.SIGTERM)
+            except (OSError, ValueError):
+                pass
+        shutil.rmtree(cache, ignore_errors=True)

@@ -1,0 +1,375 @@
+# Copyright (c) 2026 oidc_federation.azure contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+# FOR INTERNAL COLLECTION USE ONLY
+# The interfaces in this file are meant for use within the oidc_federation.azure collection
+# and may not remain stable to outside uses. Changes may be made in ANY release, even a bugfix release.
+
+"""A persistent worker: one process that runs the module core for the module processes of a run.
+
+Every task of a play starts a new module process, which pays for an interpreter, AnsiballZ and the SDK imports
+(about 0.5 s of CPU) before it does anything. With ``persistent_worker``, the module process (parsing and checking
+its options as always) hands its validated parameters to a worker that already has the SDKs loaded, and returns
+the worker's result; the worker runs the requests of concurrent module processes side by side in one event loop,
+with one Graph pacer for all of them.
+
+* One worker per user, module payload, Python, working directory, umask and environment (all hashed into its key):
+  a module of another collection version, another interpreter or other environment variables (proxies, CA bundles,
+  ``AZURE_*``) gets a worker of its own. It lives in ``<token cache dir>/workers`` (``token_cache_dir``, else
+  ``$XDG_RUNTIME_DIR/oidc_federation_azure/tokens`` or ``~/.cache/...``), a directory of mode 0700 owned by the user
+  (as the token cache requires), as a Unix socket of mode 0600; it accepts only connections of its own user
+  (``SO_PEERCRED`` where the system has it).
+* The first module process that finds no worker starts one (under a lock, so concurrent processes start one),
+  from a private copy of its own module payload; the worker exits after ``IDLE_TIMEOUT`` seconds without requests.
+* A request whose module process goes away (killed, timed out) is cancelled in the worker, as the module process
+  would have been. A module process that cannot reach a worker, or loses it before the worker took its request,
+  runs the core itself; one that loses it after that runs it again itself (every write is keyed, so this converges)
+  and says so in a warning.
+* The worker writes nothing to logs or files besides the socket and the payload copy; secrets travel only over
+  the private socket, and every message is redacted as in the module process.
+
+Imports only the standard library (the module core is imported by the worker when a request arrives).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import hashlib
+import importlib
+import json
+import os
+import socket
+import struct
+import subprocess
+import sys
+import time
+from typing import Any, Callable, Optional
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not a POSIX system: no worker
+    fcntl = None
+
+PROTOCOL = 1
+IDLE_TIMEOUT = 20.0          # seconds a worker waits for a request before it exits
+START_WAIT = 15.0            # seconds a module process waits for the worker it started
+LOCK_WAIT = 20.0             # seconds a module process waits for another one starting the worker
+MAX_MESSAGE = 256 * 1024 * 1024
+WORKERS_DIR = 'workers'
+# Environment variables that differ between the module processes of one run without changing what they do.
+_VOLATILE_ENV = frozenset(('_', 'OLDPWD', 'SHLVL', 'PS1', 'TERM'))
+_HEADER = struct.Struct('>Q')
+ACCEPTED = b'A'
+
+_BOOTSTRAP = ('import sys; sys.path[0:0] = sys.argv[3:]; '
+              'from ansible_collections.oidc_federation.azure.plugins.module_utils._worker import serve_forever; '
+              'serve_forever(sys.argv[1], float(sys.argv[2]))')
+
+
+class WorkerError(Exception):
+    """The worker could not be reached or did not answer (``taken``: it had accepted the request)."""
+
+    def __init__(self, msg: str, taken: bool = False) -> None:
+        super().__init__(msg)
+        self.taken = taken
+
+
+# --- where and which worker ---------------------------------------------------------------------------------------
+
+def workers_dir(token_cache_dir: Optional[str] = None) -> str:
+    """``<token cache dir>/workers``."""
+    from ansible_collections.oidc_federation.azure.plugins.module_utils._token_cache import default_cache_dir
+    return os.path.join(token_cache_dir or default_cache_dir(), WORKERS_DIR)
+
+
+def private_dir(path: str) -> str:
+    """Create ``path`` (mode 0700, parents as needed) or check it: a real directory of this user closed to others
+    (``WorkerError`` otherwise). Returns ``path``."""
+    from ansible_collections.oidc_federation.azure.plugins.module_utils._token_cache import _private_dir_problem
+    try:
+        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+        try:
+            os.mkdir(path, 0o700)
+        except FileExistsError:
+            pass
+        problem = _private_dir_problem(os.lstat(path))
+    except OSError as exc:
+        raise WorkerError('cannot create {0}: {1}'.format(path, exc.strerror or exc)) from None
+    if problem is not None:
+        raise WorkerError('{0} {1}'.format(path, problem))
+    return path
+
+
+def payload_archive() -> Optional[str]:
+    """The zip this code was imported from (AnsiballZ's payload), or None when it comes from a directory."""
+    archive = getattr(globals().get('__loader__'), 'archive', None)
+    return archive if isinstance(archive, str) and os.path.isfile(archive) else None
+
+
+def _umask() -> int:
+    mask = os.umask(0o077)
+    os.umask(mask)
+    return mask
+
+
+def worker_key(archive_digest: str, search_path: list, environ: Optional[dict] = None) -> str:
+    """The worker's name: a hash of everything that makes two module processes run the core the same way."""
+    environ = os.environ if environ is None else environ
+    digest = hashlib.sha256()
+    for part in (str(PROTOCOL), archive_digest, sys.executable, str(os.geteuid()), os.getcwd(), str(_umask()),
+                 json.dumps(search_path),
+                 json.dumps(sorted((k, v) for k, v in environ.items() if k not in _VOLATILE_ENV))):
+        digest.update(part.encode('utf-8', 'surrogateescape'))
+        digest.update(b'\0')
+    return digest.hexdigest()[:24]
+
+
+def _archive_digest(path: str) -> str:
+    """A hash of the payload's members (names, sizes, CRCs), leaving out the ``sitecustomize.py`` AnsiballZ adds
+    to it, which names the process's own temporary path."""
+    import zipfile
+    digest = hashlib.sha256()
+    with zipfile.ZipFile(path) as archive:
+        for info in sorted(archive.infolist(), key=lambda i: i.filename):
+            if info.filename != 'sitecustomize.py':
+                digest.update('{0}\0{1}\0{2}\n'.format(info.filename, info.file_size, info.CRC).encode('utf-8'))
+    return digest.hexdigest()
+
+
+# --- framing ------------------------------------------------------------------------------------------------------
+
+def _send(sock: socket.socket, payload: dict) -> None:
+    data = json.dumps(payload).encode('utf-8')
+    sock.sendall(_HEADER.pack(len(data)) + data)
+
+
+def _recv_exact(sock: socket.socket, size: int) -> bytes:
+    chunks = []
+    while size:
+        chunk = sock.recv(min(size, 1 << 20))
+        if not chunk:
+            raise EOFError('the worker closed the connection')
+        chunks.append(chunk)
+        size -= len(chunk)
+    return b''.join(chunks)
+
+
+def _recv(sock: socket.socket) -> dict:
+    (size,) = _HEADER.unpack(_recv_exact(sock, _HEADER.size))
+    if size > MAX_MESSAGE:
+        raise ValueError('message of {0} bytes'.format(size))
+    value = json.loads(_recv_exact(sock, size).decode('utf-8'))
+    if not isinstance(value, dict):
+        raise ValueError('not a message')
+    return value
+
+
+# --- the module process's side ------------------------------------------------------------------------------------
+
+class WorkerClient:
+    """Finds or starts the worker of this module process and runs requests on it."""
+
+    def __init__(self, directory: str, *, idle_timeout: float = IDLE_TIMEOUT) -> None:
+        self.directory = private_dir(directory)
+        self.idle_timeout = idle_timeout
+        archive = payload_archive()
+        self._archive = archive
+        self._digest = _archive_digest(archive) if archive else 'source'
+        self._search_path = [p for p in sys.path if p != archive] if archive else list(sys.path)
+        self.key = worker_key(self._digest, self._search_path)
+        self.socket_path = os.path.join(self.directory, self.key + '.sock')
+        if len(self.socket_path.encode('utf-8', 'surrogateescape')) > 100:
+            raise WorkerError('the socket path {0} is too long for a Unix socket'.format(self.socket_path))
+
+    def call(self, request: dict, timeout: Optional[float] = None) -> dict:
+        """Run ``request`` on the worker (starting it when needed) and return its answer."""
+        sock = self._connect()
+        if sock is None:
+            sock = self._start_and_connect()
+        with sock:
+            sock.settimeout(timeout)
+            try:
+                _send(sock, dict(request, protocol=PROTOCOL))
+                if _recv_exact(sock, 1) != ACCEPTED:
+                    raise WorkerError('the worker refused the request')
+            except (OSError, EOFError, ValueError) as exc:
+                raise WorkerError('the worker did not take the request: {0}'.format(exc)) from None
+            try:
+                return _recv(sock)
+            except (OSError, EOFError, ValueError) as exc:
+                raise WorkerError('the worker stopped while running the request: {0}'.format(exc), taken=True) from None
+
+    def _connect(self) -> Optional[socket.socket]:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.connect(self.socket_path)
+        except OSError:
+            sock.close()
+            return None
+        return sock
+
+    def _start_and_connect(self) -> socket.socket:
+        if fcntl is None:  # pragma: no cover
+            raise WorkerError('no file locks on this system')
+        lock_path = os.path.join(self.directory, self.key + '.lock')
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | getattr(os, 'O_NOFOLLOW', 0) | getattr(os, 'O_CLOEXEC', 0), 0o600)
+        try:
+            deadline = time.monotonic() + LOCK_WAIT
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except OSError as exc:
+                    if exc.errno not in (errno.EAGAIN, errno.EACCES) or time.monotonic() > deadline:
+                        raise WorkerError('cannot lock {0}: {1}'.format(lock_path, exc.strerror or exc)) from None
+                    time.sleep(0.02)
+            sock = self._connect()  # started by the process that held the lock
+            if sock is not None:
+                return sock
+            self._spawn()
+            deadline = time.monotonic() + START_WAIT
+            while time.monotonic() < deadline:
+                sock = self._connect()
+                if sock is not None:
+                    return sock
+                time.sleep(0.02)
+            raise WorkerError('the worker did not start within {0:.0f} s'.format(START_WAIT))
+        finally:
+            os.close(fd)
+
+    def _spawn(self) -> None:
+        try:
+            os.unlink(self.socket_path)  # a dead worker's socket (we hold the lock: no live worker owns it)
+        except FileNotFoundError:
+            pass
+        search_path = list(self._search_path)
+        if self._archive:
+            copy = os.path.join(self.directory, '{0}-{1}.zip'.format(self.key, self._digest[:16]))
+            if not os.path.isfile(copy):
+                from ansible_collections.oidc_federation.azure.plugins.module_utils._results import atomic_write
+                with open(self._archive, 'rb') as handle:
+                    atomic_write(copy, handle.read(), prefix='.payload-')
+            search_path.insert(0, copy)
+        with open(os.devnull, 'rb') as devnull_in, open(os.devnull, 'wb') as devnull_out:
+            # The worker outlives this process: no context manager, no wait.
+            subprocess.Popen(  # pylint: disable=consider-using-with
+                [sys.executable, '-c', _BOOTSTRAP, self.socket_path, str(self.idle_timeout)] + search_path,
+                stdin=devnull_in, stdout=devnull_out, stderr=devnull_out, close_fds=True, start_new_session=True,
+                cwd=os.getcwd())
+
+
+def run_in_worker(module: Any, module_name: str, token_cache_dir: Optional[str]) -> Optional[dict]:
+    """Run ``module``'s core on the worker: the final result (``failed``, ``result``, ``warnings``), or None when
+    the module process must run the core itself (no worker could take the request; a warning says so when the
+    worker stopped after it took it)."""
+    try:
+        client = WorkerClient(workers_dir(token_cache_dir))
+        return client.call({'module': module_name, 'params': module.params, 'check_mode': module.check_mode,
+                            'diff_mode': module.diff_mode})
+    except WorkerError as exc:
+        if exc.taken:
+            module.warn('persistent_worker: {0}; the module ran the request itself (writes are keyed, so this '
+                        'converges)'.format(exc))
+        return None
+
+
+# --- the worker's side --------------------------------------------------------------------------------------------
+
+# The modules a worker runs, and where their core is (each module's file defines ``core`` and ``clients_factory``).
+MODULES = {'gitlab_oidc_projects': 'ansible_collections.oidc_federation.azure.plugins.modules.gitlab_oidc_projects'}
+
+
+def _peer_uid(sock: socket.socket) -> Optional[int]:
+    option = getattr(socket, 'SO_PEERCRED', None)
+    if option is None:  # pragma: no cover - not Linux: the private directory is the only guard
+        return None
+    _pid, uid, _gid = struct.unpack('3i', sock.getsockopt(socket.SOL_SOCKET, option, struct.calcsize('3i')))
+    return uid
+
+
+class Worker:
+    """Serves requests on ``socket_path`` until ``idle_timeout`` seconds pass without one."""
+
+    def __init__(self, socket_path: str, idle_timeout: float, *,
+                 runner: Optional[Callable[[dict, dict], Any]] = None) -> None:
+        self.socket_path = socket_path
+        self.idle_timeout = idle_timeout
+        self.active = 0
+        self.served = 0
+        self.last = time.monotonic()
+        self._runner = runner or self._run_module
+        self._shared: dict = {}   # state the requests of this worker share (the Graph pacers)
+
+    async def serve(self) -> None:
+        server = await asyncio.start_unix_server(self._handle, path=self.socket_path)
+        os.chmod(self.socket_path, 0o600)
+        inode = os.stat(self.socket_path).st_ino
+        try:
+            while self.active or time.monotonic() - self.last < self.idle_timeout:
+                await asyncio.sleep(min(1.0, self.idle_timeout / 4))
+        finally:
+            server.close()
+            try:
+                if os.stat(self.socket_path).st_ino == inode:  # still ours, not a successor's
+                    os.unlink(self.socket_path)
+            except OSError:
+                pass
+            await server.wait_closed()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.active += 1
+        try:
+            sock = writer.get_extra_info('socket')
+            uid = _peer_uid(sock) if sock is not None else None
+            if uid is not None and uid != os.geteuid():
+                return
+            header = await reader.readexactly(_HEADER.size)
+            (size,) = _HEADER.unpack(header)
+            if size > MAX_MESSAGE:
+                return
+            request = json.loads((await reader.readexactly(size)).decode('utf-8'))
+            if not isinstance(request, dict) or request.get('protocol') != PROTOCOL or request.get('module') not in MODULES:
+                return
+            writer.write(ACCEPTED)
+            await writer.drain()
+            task = asyncio.ensure_future(self._runner(request, self._shared))
+            gone = asyncio.ensure_future(reader.read(1))  # the module process closes its side only when it goes away
+            done, _pending = await asyncio.wait({task, gone}, return_when=asyncio.FIRST_COMPLETED)
+            if task not in done:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+                return
+            gone.cancel()
+            try:
+                answer = task.result()
+            except Exception as exc:  # pylint: disable=broad-exception-caught
+                from ansible_collections.oidc_federation.azure.plugins.module_utils._errors import redact
+                answer = {'failed': True, 'warnings': [],
+                          'result': {'msg': redact('persistent worker: unexpected error: {0}: {1}'.format(type(exc).__name__, exc))}}
+            data = json.dumps(answer).encode('utf-8')
+            writer.write(_HEADER.pack(len(data)) + data)
+            await writer.drain()
+            self.served += 1
+        except (OSError, EOFError, ValueError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            self.active -= 1
+            self.last = time.monotonic()
+            writer.close()
+
+    @staticmethod
+    async def _run_module(request: dict, shared: dict) -> dict:
+        module = importlib.import_module(MODULES[request['module']])
+        from ansible_collections.oidc_federation.azure.plugins.module_utils._module import DetachedModule
+        detached = DetachedModule(request['params'], check_mode=bool(request.get('check_mode')),
+                                  diff_mode=bool(request.get('diff_mode')))
+        if detached.outcome is None:
+            await detached.run_async(module.core, module.clients_factory(request['params'], shared))
+        return detached.answer()
+
+
+def serve_forever(socket_path: str, idle_timeout: float) -> None:
+    """The worker process's entry point (see ``_BOOTSTRAP``)."""
+    asyncio.run(Worker(socket_path, idle_timeout).serve())
