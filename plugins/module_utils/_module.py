@@ -31,18 +31,20 @@ from __future__ import annotations
 import asyncio
 import copy
 import traceback
-from typing import Any, Awaitable, Callable, Iterable, Mapping, Optional, Union
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterable, Mapping, Optional, Union
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
 from ansible_collections.oidc_federation.azure.plugins.module_utils._auth import AUTH_ARGSPEC, AUTH_CONSTRAINTS, resolve_auth
-from ansible_collections.oidc_federation.azure.plugins.module_utils._clients import Clients
 from ansible_collections.oidc_federation.azure.plugins.module_utils._errors import (
     AzureApiError,
     MissingLibraryError,
     ValidationError,
     redact,
 )
+
+if TYPE_CHECKING:  # pragma: no cover - a module process that hands its call to a persistent worker never needs it
+    from ansible_collections.oidc_federation.azure.plugins.module_utils._clients import Clients
 
 _LIST_CONSTRAINTS = ('mutually_exclusive', 'required_together', 'required_one_of', 'required_if')
 
@@ -210,7 +212,10 @@ class AzureModule:
     async def run_outcome(self, core: Callable[['AzureModule', Clients], Awaitable[Optional[dict]]],
                           clients_factory: Optional[Callable[..., Clients]] = None) -> '_Finish':
         """``run`` without the exit: the outcome of the core (never raises but for cancellation)."""
-        factory = clients_factory or Clients
+        if clients_factory is None:
+            from ansible_collections.oidc_federation.azure.plugins.module_utils._clients import Clients
+            clients_factory = Clients
+        factory = clients_factory
         self._running = True
         try:
             result = await self._main(core, factory)
