@@ -184,7 +184,17 @@ class WorkerClient:
             raise WorkerError('the socket path {0} is too long for a Unix socket'.format(self.socket_path))
 
     def call(self, request: dict, timeout: Optional[float] = None) -> dict:
-        """Run ``request`` on the worker (starting it when needed) and return its answer."""
+        """Run ``request`` on the worker (starting it when needed) and return its answer. A worker that closes the
+        connection before it takes the request (it was exiting, idle, as the request came) is asked once more,
+        through a worker started anew if need be."""
+        try:
+            return self._call(request, timeout)
+        except WorkerError as exc:
+            if exc.taken:
+                raise
+        return self._call(request, timeout)
+
+    def _call(self, request: dict, timeout: Optional[float]) -> dict:
         sock = self._connect()
         if sock is None:
             sock = self._start_and_connect()

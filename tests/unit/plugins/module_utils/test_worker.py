@@ -185,6 +185,25 @@ def test_a_socket_path_too_long_for_unix_sockets_means_no_worker(tmp_path):
         _worker.WorkerClient(str(tmp_path / ('x' * 80) / 'workers'))
 
 
+def test_a_worker_that_closes_before_taking_the_request_is_asked_once_more(client, monkeypatch):
+    attempts = []
+    real = _worker.WorkerClient._call
+
+    def flaky(self, request, timeout):
+        attempts.append(1)
+        if len(attempts) == 1:
+            raise _worker.WorkerError('the worker did not take the request: the worker closed the connection')
+        return real(self, request, timeout)
+
+    async def runner(request, shared):
+        return {'failed': False, 'result': {'changed': False}, 'warnings': []}
+
+    monkeypatch.setattr(_worker.WorkerClient, '_call', flaky)
+    with _Running(client.socket_path, runner):
+        assert client.call({'module': 'gitlab_oidc_projects', 'params': {}})['result'] == {'changed': False}
+    assert len(attempts) == 2
+
+
 def test_the_worker_exits_when_idle_and_removes_its_socket(tmp_path):
     async def runner(request, shared):
         return {}
