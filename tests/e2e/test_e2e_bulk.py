@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from e2e_support import (INVENTORY, ONBOARD, OFFBOARD, REPO, azure_writes, harness, kill_9_run_when, managed_state, orphans,
@@ -137,22 +138,26 @@ def test_bulk_with_throttling_errors_and_replication_lag_converges(sandbox, tmp_
     assert azure_writes(stats_of(sandbox)) == 0 and managed_state(state_of(sandbox)) == made
 
 
-def test_kill_9_in_the_middle_then_rerun_converges(sandbox, tmp_path):
+@pytest.mark.parametrize("strategy,projects", [("bulk", 24), ("per_host", 12)])
+def test_kill_9_in_the_middle_then_rerun_converges(sandbox, tmp_path, strategy, projects):
+    """per_host runs its calls in the persistent worker, which is not part of the killed process tree: the calls of
+    the killed module processes are cancelled there, and the re-run (served by the same worker or a new one)
+    converges all the same."""
     env = harness.ansible_env(sandbox.env, tmp_path)
     sandbox.reset()
     baseline = state_of(sandbox)
     inventory = tmp_path / "inventory.yml"
-    hosts = generated_inventory(inventory, 24, sandbox)
+    hosts = generated_inventory(inventory, projects, sandbox)
     # Slow every write down, so that the run is surely killed halfway.
     sandbox.faults(rules=[{"service": "*", "kind": "latency", "ms": 120, "methods": ["PATCH", "PUT", "POST", "DELETE"]}])
     killed, survivors = kill_9_run_when(
-        ONBOARD, inventory, env, tmp_path, {"gitlab_oidc_strategy": "bulk", "gitlab_oidc_report_dir": str(tmp_path / "report")},
+        ONBOARD, inventory, env, tmp_path, {"gitlab_oidc_strategy": strategy, "gitlab_oidc_report_dir": str(tmp_path / "report")},
         lambda: len(managed_state(state_of(sandbox))) >= 3, interval=0.2, ended="the run ended before it could be killed")
     assert killed and not survivors, survivors
     sandbox.faults()
     halfway = managed_state(state_of(sandbox))
     assert 0 < len(halfway) < len(hosts), "not killed halfway: %d of %d applications" % (len(halfway), len(hosts))
-    again = run(ONBOARD, inventory, env, tmp_path, gitlab_oidc_strategy="bulk")
+    again = run(ONBOARD, inventory, env, tmp_path, gitlab_oidc_strategy=strategy)
     expect_ok(again, env)
     made = managed_state(state_of(sandbox))
     assert sorted(made) == expected_unique_names(hosts)
@@ -160,6 +165,6 @@ def test_kill_9_in_the_middle_then_rerun_converges(sandbox, tmp_path):
     assert not orphans(state_of(sandbox), baseline)
     names = [a["uniqueName"] for a in state_of(sandbox)["applications"] if a.get("uniqueName")]
     assert len(names) == len(set(names))
-    gone = run(OFFBOARD, inventory, env, tmp_path, gitlab_oidc_strategy="bulk")
+    gone = run(OFFBOARD, inventory, env, tmp_path, gitlab_oidc_strategy=strategy)
     expect_ok(gone, env)
     assert managed_state(state_of(sandbox)) == {} and not orphans(state_of(sandbox), baseline)
