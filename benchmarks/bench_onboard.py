@@ -27,8 +27,8 @@ sustained write quota (20 writes/s) allows for the Graph writes made, ``quota_fl
 bucket's initial 3,000 writes are spent at once.
 
 A persistent worker (the role's ``gitlab_oidc_persistent_worker`` with ``per_host``) lives under the run's own token
-cache directory; after each run its CPU time and peak RSS are read (``workers``; its peak counts in
-``peak_module_rss_mib``) and it is stopped, so every run starts its own.
+cache directory; its CPU time and peak RSS are sampled from /proc every second during each run (``workers``; its
+peak counts in ``peak_module_rss_mib``), and it is stopped after the run, so every run starts its own.
 
 For each run: wall time, Graph/ARM requests per project split into reads and writes, access tokens issued, and the
 peak RSS of a module process (every module runs under an ``ansible_python_interpreter`` wrapper that records
@@ -48,6 +48,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -262,11 +263,11 @@ def rss_summary(records: list[dict[str, Any]]) -> dict[str, Any]:
 WORKER_MARK = "_worker import serve_forever"
 
 
-def stop_workers(workdir: Path) -> list[dict[str, Any]]:
-    """The persistent workers of this benchmark (their socket lies under ``workdir``): CPU seconds and peak RSS of
-    each, read from /proc; then they are stopped, so that every run starts its own (a worker serves the module
-    processes of the run, so its memory counts as a module process's)."""
-    found = []
+def worker_processes(workdir: Path) -> dict[int, dict[str, Any]]:
+    """The persistent workers of this benchmark (their socket lies under ``workdir``): pid -> CPU seconds and peak
+    RSS so far, read from /proc."""
+    found: dict[int, dict[str, Any]] = {}
+    ticks = os.sysconf("SC_CLK_TCK")
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -275,18 +276,50 @@ def stop_workers(workdir: Path) -> list[dict[str, Any]]:
             if WORKER_MARK not in cmdline or str(workdir) not in cmdline:
                 continue
             fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            ticks = os.sysconf("SC_CLK_TCK")
             status = dict(line.split(":", 1) for line in (entry / "status").read_text().splitlines() if ":" in line)
-            found.append({"pid": int(entry.name), "cpu_s": round((int(fields[11]) + int(fields[12])) / ticks, 2),
-                          "peak_rss_mib": round(int(status["VmHWM"].split()[0]) / 1024, 1)})
+            found[int(entry.name)] = {"cpu_s": round((int(fields[11]) + int(fields[12])) / ticks, 2),
+                                      "peak_rss_mib": round(int(status["VmHWM"].split()[0]) / 1024, 1)}
         except (OSError, ValueError, KeyError, IndexError):
             continue
-    for worker in found:
-        try:
-            os.kill(worker.pop("pid"), 15)
-        except OSError:
-            pass
     return found
+
+
+class WorkerWatch:
+    """Samples the persistent workers every ``interval`` seconds while a run goes on (a worker exits 20 s after its
+    last call, which can be before the run ends), then stops those still alive. ``figures()``: CPU seconds (as last
+    seen, so up to ``interval`` short) and peak RSS of each worker of the run."""
+
+    def __init__(self, workdir: Path, interval: float = 1.0) -> None:
+        self.workdir = workdir
+        self.interval = interval
+        self.seen: dict[int, dict[str, Any]] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def __enter__(self) -> "WorkerWatch":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._sample()
+        for pid in worker_processes(self.workdir):
+            try:
+                os.kill(pid, 15)
+            except OSError:
+                pass
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            self._sample()
+
+    def _sample(self) -> None:
+        for pid, figures in worker_processes(self.workdir).items():
+            self.seen[pid] = figures
+
+    def figures(self) -> list[dict[str, Any]]:
+        return [self.seen[pid] for pid in sorted(self.seen)]
 
 
 def run_summary(run: harness.PlaybookRun, stats: dict[str, Any] | None, projects: int,
@@ -372,13 +405,14 @@ def measure(args: argparse.Namespace, workdir: Path) -> tuple[dict[str, Any], li
                 sandbox.reset_stats()
             log(f"{name}: {args.projects} project(s), forks {args.forks} ...")
             times_file = workdir / f"{name}.task-times.json"
-            result = harness.run_playbook(playbook, inventory, env=dict(env, BENCH_TASK_TIMES_FILE=str(times_file)),
-                                          cwd=workdir, forks=args.forks, timeout=timeout)
+            with WorkerWatch(workdir) as workers:
+                result = harness.run_playbook(playbook, inventory, env=dict(env, BENCH_TASK_TIMES_FILE=str(times_file)),
+                                              cwd=workdir, forks=args.forks, timeout=timeout)
             (workdir / f"{name}.log").write_text(harness.redact(result.output, secrets), encoding="utf-8")
             stats = sandbox.stats() if with_stats else None
             records = harness.read_rss_log(rss_log)
             summary = run_summary(result, stats, args.projects, records)
-            summary["workers"] = stop_workers(workdir)
+            summary["workers"] = workers.figures()
             if summary["workers"]:
                 summary["peak_module_rss_mib"] = max([summary["peak_module_rss_mib"]]
                                                      + [w["peak_rss_mib"] for w in summary["workers"]])

@@ -49,6 +49,12 @@ def test_bench_prints_figures_and_the_rerun_writes_nothing(tmp_path):
     reconcile = [t["task"] for t in first["task_wall_s"] if "Reconcile the project" in t["task"]]
     assert len(reconcile) == 1, first["task_wall_s"]
     assert result["ratio_first_run_to_floor"] > 0 and result["ratio_rerun_to_floor"] > 0
+    # per_host hands its calls to one persistent worker per run, sampled and stopped by the benchmark
+    for name in ("first_run", "rerun"):
+        workers = result[name]["workers"]
+        assert len(workers) == 1 and workers[0]["cpu_s"] > 0 and workers[0]["peak_rss_mib"] > 0, (name, workers)
+        assert result[name]["peak_module_rss_mib"] >= workers[0]["peak_rss_mib"]
+    assert result["floor"]["workers"] == []
     # the floor with the role's automatic argument validation: the same task count, the validation one of them
     role_floor = result["floor_role_validation"]
     assert role_floor["returncode"] == 0 and role_floor["hosts"] == 3 and role_floor["failed_hosts"] == 0, role_floor
