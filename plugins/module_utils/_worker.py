@@ -57,6 +57,7 @@ IDLE_TIMEOUT = 20.0          # seconds a worker waits for a request before it ex
 START_WAIT = 15.0            # seconds a module process waits for the worker it started
 LOCK_WAIT = 20.0             # seconds a module process waits for another one starting the worker
 MAX_MESSAGE = 256 * 1024 * 1024
+STALE_AGE = 3600.0           # seconds after which the files of a worker that is gone without cleaning up are removed
 WORKERS_DIR = 'workers'
 # Environment variables that differ between the module processes of one run without changing what they do.
 _VOLATILE_ENV = frozenset(('_', 'OLDPWD', 'SHLVL', 'PS1', 'TERM'))
@@ -136,6 +137,85 @@ def _archive_digest(path: str) -> str:
             if info.filename != 'sitecustomize.py':
                 digest.update('{0}\0{1}\0{2}\n'.format(info.filename, info.file_size, info.CRC).encode('utf-8'))
     return digest.hexdigest()
+
+
+def _lock(directory: str, key: str, wait: float) -> Optional[int]:
+    """Take the exclusive ``flock`` of worker ``key`` (``<key>.lock``), waiting at most ``wait`` seconds: its file
+    descriptor, or None when it stayed taken. Whoever starts a worker, or removes a dead worker's files, holds it."""
+    if fcntl is None:  # pragma: no cover
+        raise WorkerError('no file locks on this system')
+    lock_path = os.path.join(directory, key + '.lock')
+    try:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | getattr(os, 'O_NOFOLLOW', 0) | getattr(os, 'O_CLOEXEC', 0), 0o600)
+    except OSError as exc:
+        raise WorkerError('cannot open {0}: {1}'.format(lock_path, exc.strerror or exc)) from None
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return fd
+        except OSError as exc:
+            if exc.errno not in (errno.EAGAIN, errno.EACCES) or time.monotonic() >= deadline:
+                os.close(fd)
+                if exc.errno in (errno.EAGAIN, errno.EACCES):
+                    return None
+                raise WorkerError('cannot lock {0}: {1}'.format(lock_path, exc.strerror or exc)) from None
+            time.sleep(0.02)
+
+
+def _remove_files_of(directory: str, key: str, socket_inode: Optional[int] = None) -> None:
+    """Remove worker ``key``'s socket (only the one with ``socket_inode`` when given) and payload copies; the caller
+    holds its lock. The lock file stays (a process may be waiting on it)."""
+    socket_path = os.path.join(directory, key + '.sock')
+    try:
+        if socket_inode is None or os.stat(socket_path).st_ino == socket_inode:
+            os.unlink(socket_path)
+    except OSError:
+        pass
+    for name in os.listdir(directory):
+        if name.startswith(key + '-') and name.endswith('.zip'):
+            try:
+                os.unlink(os.path.join(directory, name))
+            except OSError:
+                pass
+
+
+def sweep(directory: str, own_key: str, min_age: float = STALE_AGE, now: Optional[float] = None) -> list:
+    """Remove the files of workers that are gone without removing them (killed): a socket nobody answers on, or a
+    payload copy without a socket, older than ``min_age`` seconds, whose lock is free. Returns the keys cleaned."""
+    now = time.time() if now is None else now
+    keys = set()
+    for name in os.listdir(directory):
+        if name.endswith('.sock'):
+            keys.add(name[:-5])
+        elif name.endswith('.zip') and '-' in name:
+            keys.add(name.split('-', 1)[0])
+    cleaned = []
+    for key in sorted(keys - {own_key}):
+        paths = [os.path.join(directory, n) for n in os.listdir(directory)
+                 if n == key + '.sock' or (n.startswith(key + '-') and n.endswith('.zip'))]
+        try:
+            if any(now - os.lstat(path).st_mtime < min_age for path in paths):
+                continue
+        except OSError:
+            continue
+        fd = _lock(directory, key, 0)
+        if fd is None:
+            continue
+        try:
+            probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                probe.connect(os.path.join(directory, key + '.sock'))
+                continue  # alive
+            except OSError:
+                pass
+            finally:
+                probe.close()
+            _remove_files_of(directory, key)
+            cleaned.append(key)
+        finally:
+            os.close(fd)
+    return cleaned
 
 
 # --- framing ------------------------------------------------------------------------------------------------------
@@ -221,23 +301,17 @@ class WorkerClient:
         return sock
 
     def _start_and_connect(self) -> socket.socket:
-        if fcntl is None:  # pragma: no cover
-            raise WorkerError('no file locks on this system')
-        lock_path = os.path.join(self.directory, self.key + '.lock')
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | getattr(os, 'O_NOFOLLOW', 0) | getattr(os, 'O_CLOEXEC', 0), 0o600)
+        fd = _lock(self.directory, self.key, LOCK_WAIT)
+        if fd is None:
+            raise WorkerError('another process holds the lock of the worker for more than {0:.0f} s'.format(LOCK_WAIT))
         try:
-            deadline = time.monotonic() + LOCK_WAIT
-            while True:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except OSError as exc:
-                    if exc.errno not in (errno.EAGAIN, errno.EACCES) or time.monotonic() > deadline:
-                        raise WorkerError('cannot lock {0}: {1}'.format(lock_path, exc.strerror or exc)) from None
-                    time.sleep(0.02)
             sock = self._connect()  # started by the process that held the lock
             if sock is not None:
                 return sock
+            try:
+                sweep(self.directory, self.key)
+            except (OSError, WorkerError):
+                pass
             self._spawn()
             deadline = time.monotonic() + START_WAIT
             while time.monotonic() < deadline:
@@ -321,12 +395,31 @@ class Worker:
                 await asyncio.sleep(min(1.0, self.idle_timeout / 4))
         finally:
             server.close()
-            try:
-                if os.stat(self.socket_path).st_ino == inode:  # still ours, not a successor's
-                    os.unlink(self.socket_path)
-            except OSError:
-                pass
+            self._remove_own_files(inode)
             await server.wait_closed()
+
+    def _remove_own_files(self, inode: int) -> None:
+        """Remove the socket (if it is still this worker's, not a successor's) and, unless a module process is
+        starting a successor right now (it holds the lock and will need them), the payload copies of this key."""
+        directory, name = os.path.split(self.socket_path)
+        key = name[:-len('.sock')] if name.endswith('.sock') else name
+        fd = None
+        try:
+            fd = _lock(directory, key, 2.0)
+        except WorkerError:
+            pass
+        try:
+            if fd is not None:
+                _remove_files_of(directory, key, socket_inode=inode)
+            else:
+                try:
+                    if os.stat(self.socket_path).st_ino == inode:
+                        os.unlink(self.socket_path)
+                except OSError:
+                    pass
+        finally:
+            if fd is not None:
+                os.close(fd)
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.active += 1

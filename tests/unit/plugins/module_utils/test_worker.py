@@ -270,3 +270,58 @@ def test_a_detached_module_collects_warnings_and_gives_plain_data():
     detached = DetachedModule({}, check_mode=False, diff_mode=False, auth=False)
     asyncio.run(detached.run_async(failing))
     assert detached.answer() == {'failed': True, 'result': {'msg': 'no good', 'error': {'code': 'X'}}, 'warnings': []}
+
+
+def _dead_socket(path):
+    """A socket file nobody listens on (as a killed worker leaves it)."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.bind(path)
+    sock.close()
+
+
+def test_the_files_of_killed_workers_are_swept_and_the_others_kept(short_dir):
+    directory = _worker.private_dir(os.path.join(short_dir, 'workers'))
+    old = time.time() - 2 * _worker.STALE_AGE
+
+    def touch(name, when=old, dead_socket=False):
+        path = os.path.join(directory, name)
+        if dead_socket:
+            _dead_socket(path)
+        else:
+            with open(path, 'wb') as handle:
+                handle.write(b'zip')
+        os.utime(path, (when, when), follow_symlinks=False)
+        return path
+
+    touch('deadkey.sock', dead_socket=True)
+    touch('deadkey-0123456789abcdef.zip')
+    touch('orphankey-0123456789abcdef.zip')               # a payload copy without a socket
+    touch('youngkey.sock', when=time.time(), dead_socket=True)
+    touch('ownkey-0123456789abcdef.zip')                   # the caller's own: never swept here
+    touch('lockedkey.sock', dead_socket=True)
+    held = _worker._lock(directory, 'lockedkey', 0)       # somebody is starting that worker
+    try:
+        async def runner(request, shared):
+            return {}
+
+        with _Running(os.path.join(directory, 'livekey.sock'), runner):
+            os.utime(os.path.join(directory, 'livekey.sock'), (old, old), follow_symlinks=False)
+            cleaned = _worker.sweep(directory, 'ownkey')
+            assert sorted(cleaned) == ['deadkey', 'orphankey']
+            left = sorted(n for n in os.listdir(directory) if not n.endswith('.lock'))
+            assert left == ['livekey.sock', 'lockedkey.sock', 'ownkey-0123456789abcdef.zip', 'youngkey.sock'], left
+    finally:
+        os.close(held)
+
+
+def test_a_worker_removes_its_socket_and_payload_copy_when_it_exits(short_dir):
+    directory = _worker.private_dir(os.path.join(short_dir, 'workers'))
+    copy = os.path.join(directory, 'somekey-0123456789abcdef.zip')
+    with open(copy, 'wb') as handle:
+        handle.write(b'zip')
+
+    async def runner(request, shared):
+        return {}
+
+    asyncio.run(_worker.Worker(os.path.join(directory, 'somekey.sock'), 0.2, runner=runner).serve())
+    assert sorted(n for n in os.listdir(directory) if not n.endswith('.lock')) == []
