@@ -181,19 +181,20 @@ def _remove_files_of(directory: str, key: str, socket_inode: Optional[int] = Non
 
 
 def sweep(directory: str, own_key: str, min_age: float = STALE_AGE, now: Optional[float] = None) -> list:
-    """Remove the files of workers that are gone without removing them (killed): a socket nobody answers on, or a
-    payload copy without a socket, older than ``min_age`` seconds, whose lock is free. Returns the keys cleaned."""
+    """Remove the files of workers that are gone: a socket nobody answers on, a payload copy without a socket (a
+    killed worker's) and the lock file of a worker gone long ago, when all of them are older than ``min_age`` seconds
+    and the lock is free (nobody is starting that worker). Returns the keys cleaned."""
     now = time.time() if now is None else now
     keys = set()
     for name in os.listdir(directory):
-        if name.endswith('.sock'):
+        if name.endswith('.sock') or name.endswith('.lock'):
             keys.add(name[:-5])
         elif name.endswith('.zip') and '-' in name:
             keys.add(name.split('-', 1)[0])
     cleaned = []
     for key in sorted(keys - {own_key}):
         paths = [os.path.join(directory, n) for n in os.listdir(directory)
-                 if n == key + '.sock' or (n.startswith(key + '-') and n.endswith('.zip'))]
+                 if n in (key + '.sock', key + '.lock') or (n.startswith(key + '-') and n.endswith('.zip'))]
         try:
             if any(now - os.lstat(path).st_mtime < min_age for path in paths):
                 continue
@@ -212,6 +213,10 @@ def sweep(directory: str, own_key: str, min_age: float = STALE_AGE, now: Optiona
             finally:
                 probe.close()
             _remove_files_of(directory, key)
+            try:
+                os.unlink(os.path.join(directory, key + '.lock'))  # held by us: nobody is starting this worker
+            except OSError:
+                pass
             cleaned.append(key)
         finally:
             os.close(fd)

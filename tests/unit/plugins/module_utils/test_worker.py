@@ -299,6 +299,8 @@ def test_the_files_of_killed_workers_are_swept_and_the_others_kept(short_dir):
     touch('youngkey.sock', when=time.time(), dead_socket=True)
     touch('ownkey-0123456789abcdef.zip')                   # the caller's own: never swept here
     touch('lockedkey.sock', dead_socket=True)
+    touch('goneago.lock')                                  # a worker that exited cleanly long ago
+    touch('recent.lock', when=time.time())                 # one that exited a moment ago
     held = _worker._lock(directory, 'lockedkey', 0)       # somebody is starting that worker
     try:
         async def runner(request, shared):
@@ -307,9 +309,10 @@ def test_the_files_of_killed_workers_are_swept_and_the_others_kept(short_dir):
         with _Running(os.path.join(directory, 'livekey.sock'), runner):
             os.utime(os.path.join(directory, 'livekey.sock'), (old, old), follow_symlinks=False)
             cleaned = _worker.sweep(directory, 'ownkey')
-            assert sorted(cleaned) == ['deadkey', 'orphankey']
-            left = sorted(n for n in os.listdir(directory) if not n.endswith('.lock'))
-            assert left == ['livekey.sock', 'lockedkey.sock', 'ownkey-0123456789abcdef.zip', 'youngkey.sock'], left
+            assert sorted(cleaned) == ['deadkey', 'goneago', 'orphankey']
+            left = sorted(os.listdir(directory))
+            assert left == ['livekey.lock', 'livekey.sock', 'lockedkey.lock', 'lockedkey.sock',
+                            'ownkey-0123456789abcdef.zip', 'recent.lock', 'youngkey.sock'], left
     finally:
         os.close(held)
 
