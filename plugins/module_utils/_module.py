@@ -212,10 +212,10 @@ class AzureModule:
     async def run_outcome(self, core: Callable[['AzureModule', Clients], Awaitable[Optional[dict]]],
                           clients_factory: Optional[Callable[..., Clients]] = None) -> '_Finish':
         """``run`` without the exit: the outcome of the core (never raises but for cancellation)."""
-        if clients_factory is None:
-            from ansible_collections.oidc_federation.azure.plugins.module_utils._clients import Clients
-            clients_factory = Clients
         factory = clients_factory
+        if factory is None:
+            from ansible_collections.oidc_federation.azure.plugins.module_utils._clients import Clients
+            factory = Clients
         self._running = True
         try:
             result = await self._main(core, factory)

@@ -163,15 +163,19 @@ def _lock(directory: str, key: str, wait: float) -> Optional[int]:
             time.sleep(0.02)
 
 
-def _remove_files_of(directory: str, key: str, socket_inode: Optional[int] = None) -> None:
-    """Remove worker ``key``'s socket (only the one with ``socket_inode`` when given) and payload copies; the caller
-    holds its lock. The lock file stays (a process may be waiting on it)."""
-    socket_path = os.path.join(directory, key + '.sock')
+def _unlink_socket(socket_path: str, socket_inode: Optional[int] = None) -> None:
+    """Remove the socket at ``socket_path`` (only the one with ``socket_inode`` when given: not a successor's)."""
     try:
         if socket_inode is None or os.stat(socket_path).st_ino == socket_inode:
             os.unlink(socket_path)
     except OSError:
         pass
+
+
+def _remove_files_of(directory: str, key: str, socket_inode: Optional[int] = None) -> None:
+    """Remove worker ``key``'s socket (``_unlink_socket``) and payload copies; the caller holds its lock. The lock
+    file stays (a process may be waiting on it)."""
+    _unlink_socket(os.path.join(directory, key + '.sock'), socket_inode)
     for name in os.listdir(directory):
         if name.startswith(key + '-') and name.endswith('.zip'):
             try:
@@ -417,11 +421,7 @@ class Worker:
             if fd is not None:
                 _remove_files_of(directory, key, socket_inode=inode)
             else:
-                try:
-                    if os.stat(self.socket_path).st_ino == inode:
-                        os.unlink(self.socket_path)
-                except OSError:
-                    pass
+                _unlink_socket(self.socket_path, inode)
         finally:
             if fd is not None:
                 os.close(fd)
