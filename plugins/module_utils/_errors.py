@@ -20,7 +20,6 @@ I/O. ``MissingLibraryError`` is a missing Python SDK.
 
 from __future__ import annotations
 
-import email.utils
 import json
 import re
 import time
@@ -38,18 +37,20 @@ _CONNECTION_CLASS_NAMES = frozenset((
 _TLS_CLASS_NAMES = frozenset(('SSLCertVerificationError', 'ClientConnectorCertificateError', 'CertificateError'))
 _CREDENTIAL_CLASS_NAMES = frozenset(('ClientAuthenticationError', 'CredentialUnavailableError'))
 
-_AADSTS_RE = re.compile(r'AADSTS(\d+)')
-_HOST_RE = re.compile(r'connect to host ([A-Za-z0-9.:\[\]_-]+)', re.IGNORECASE)
+# Compiled on first use (re's cache does not outlive a process, and a module process that hands its call to the
+# persistent worker never needs them): 5 ms of every module process's start otherwise.
+_AADSTS_RE = r'AADSTS(\d+)'
+_HOST_RE = r'(?i)connect to host ([A-Za-z0-9.:\[\]_-]+)'
 _SECRET_PATTERNS = (
     # JSON Web Tokens (access tokens, GitLab ID tokens, client assertions)
-    (re.compile(r'eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*'), '<redacted-jwt>'),
-    (re.compile(r'(?i)(bearer\s+)[A-Za-z0-9._~+/=-]{8,}'), r'\1<redacted>'),
+    (r'eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*', '<redacted-jwt>'),
+    (r'(?i)(bearer\s+)[A-Za-z0-9._~+/=-]{8,}', r'\1<redacted>'),
     # GitLab tokens (personal, OAuth application, deploy, runner, CI job, pipeline trigger, feed, SCIM... prefixes)
-    (re.compile(r'\b(?:glpat|gloas|gldt|glrt|glrtr|glcbt|glptt|glft|glimt|glagent|glsoat|glffct|glwt|gltst)-[A-Za-z0-9_.-]{8,}'),
+    (r'\b(?:glpat|gloas|gldt|glrt|glrtr|glcbt|glptt|glft|glimt|glagent|glsoat|glffct|glwt|gltst)-[A-Za-z0-9_.-]{8,}',
      '<redacted-gitlab-token>'),
-    (re.compile(r'(?i)(private[-_]token["\']?\s*[:=]\s*["\']?)[^\s&\'",]+'), r'\1<redacted>'),
-    (re.compile(r'(?i)((?:client_secret|client_assertion|access_token|refresh_token|assertion|password)=)[^&\s\'"]+'), r'\1<redacted>'),
-    (re.compile(r'(?i)("(?:client_secret|client_assertion|access_token|refresh_token|secretText|password)"\s*:\s*")[^"]*(")'),
+    (r'(?i)(private[-_]token["\']?\s*[:=]\s*["\']?)[^\s&\'",]+', r'\1<redacted>'),
+    (r'(?i)((?:client_secret|client_assertion|access_token|refresh_token|assertion|password)=)[^&\s\'"]+', r'\1<redacted>'),
+    (r'(?i)("(?:client_secret|client_assertion|access_token|refresh_token|secretText|password)"\s*:\s*")[^"]*(")',
      r'\1<redacted>\2'),
 )
 _REGISTERED_SECRETS: set = set()
@@ -115,8 +116,8 @@ def redact(text: Any) -> str:
     for secret in sorted(_REGISTERED_SECRETS, key=len, reverse=True):
         if secret in result:
             result = result.replace(secret, '<redacted>')
-    for pattern, replacement in _SECRET_PATTERNS:
-        result = pattern.sub(replacement, result)
+    for pattern, replacement in _SECRET_PATTERNS:  # re.sub compiles each once per process (re's cache)
+        result = re.sub(pattern, replacement, result)
     return result
 
 
@@ -335,7 +336,7 @@ def _from_credential_error(exc: BaseException, service: Optional[str]) -> Option
     if isinstance(data, dict) and isinstance(data.get('error'), str):
         return AzureApiError.from_response('entra', getattr(exc, 'status_code', None), getattr(response, 'headers', None), data)
     url = str(getattr(getattr(response, 'request', None), 'url', '') or '')
-    is_token_request = response is None or '/oauth2/' in url or 'CredentialUnavailableError' in names or _AADSTS_RE.search(message)
+    is_token_request = response is None or '/oauth2/' in url or 'CredentialUnavailableError' in names or re.search(_AADSTS_RE, message)
     if not is_token_request:
         return _from_azure_core_error(exc, service)
     connection = _from_connection_error(exc.__cause__ or exc.__context__, 'entra') if (exc.__cause__ or exc.__context__) else None
@@ -413,6 +414,8 @@ def parse_retry_after(headers: Any, now: Optional[float] = None) -> Optional[flo
         return max(0.0, float(value))
     except ValueError:
         pass
+    import email.utils  # only for an HTTP-date Retry-After (rare); a module process rarely needs it
+
     try:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError, IndexError):
@@ -468,14 +471,14 @@ def _connection_text(chain: list) -> str:
     """The innermost message, prefixed with the host when only an outer exception names it."""
     inner = _innermost_text(chain)
     for item in chain:
-        match = _HOST_RE.search(str(item))
+        match = re.search(_HOST_RE, str(item))
         if match and match.group(1) not in inner:
             return 'host {0}: {1}'.format(match.group(1), inner)
     return inner
 
 
 def _aadsts_number(text: str) -> Optional[int]:
-    match = _AADSTS_RE.search(text or '')
+    match = re.search(_AADSTS_RE, text or '')
     return int(match.group(1)) if match else None
 
 
@@ -487,7 +490,7 @@ def _correlation_id(text: str) -> Optional[str]:
 def _clean_aadsts_text(text: str) -> str:
     """Strip SDK prefixes, the AADSTS code, and the trace/correlation/timestamp trailer from an Entra description."""
     text = text or ''
-    match = _AADSTS_RE.search(text)
+    match = re.search(_AADSTS_RE, text)
     if match:
         text = text[match.end():].lstrip(': ')
     text = re.split(r'\s*Trace ID:', text)[0]

@@ -28,7 +28,6 @@ Typical module::
 
 from __future__ import annotations
 
-import asyncio
 import copy
 import traceback
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterable, Mapping, Optional, Union
@@ -207,6 +206,8 @@ class AzureModule:
         ``ValidationError``/``AzureApiError`` become failures carrying ``error`` details and no traceback; a missing
         SDK becomes ``missing_required_lib``; anything else is an unexpected error with a (redacted) traceback.
         """
+        import asyncio  # here: a module process that hands its call to the persistent worker never needs it
+
         self.finish(final_result(asyncio.run(self.run_outcome(core, clients_factory))))
 
     async def run_outcome(self, core: Callable[['AzureModule', Clients], Awaitable[Optional[dict]]],
@@ -330,6 +331,8 @@ async def gather_limited(aws: Iterable[Union[Awaitable[Any], Callable[[], Awaita
     Items are awaitables or zero-argument callables returning one (started only when a slot is free). Without
     ``return_exceptions``, the first failure cancels the others and is raised.
     """
+    import asyncio
+
     if limit < 1:
         raise ValueError('limit must be at least 1')
     semaphore = asyncio.Semaphore(limit)

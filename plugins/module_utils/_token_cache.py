@@ -41,7 +41,6 @@ Imports only the standard library.
 
 from __future__ import annotations
 
-import asyncio
 import errno
 import hashlib
 import json
@@ -438,6 +437,8 @@ class CachedCredential:
         if token is not None:
             self.stats['memo'] += 1
             return token
+        import asyncio  # only where tokens are fetched (not in a module process that hands its call over)
+
         if self._lock is None:
             self._lock = asyncio.Lock()
         async with self._lock:
@@ -485,6 +486,8 @@ class CachedCredential:
 
     async def _take_lock(self, cache: TokenCache) -> Optional[int]:
         """The cache's lock, polling for at most ``lock_wait`` seconds; None (go on without it) after that."""
+        import asyncio
+
         deadline = self._clock() + self._lock_wait
         while True:
             try:

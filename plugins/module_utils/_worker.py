@@ -34,7 +34,6 @@ Imports only the standard library (the module core is imported by the worker whe
 
 from __future__ import annotations
 
-import asyncio
 import errno
 import hashlib
 import importlib
@@ -42,15 +41,17 @@ import json
 import os
 import socket
 import struct
-import subprocess
 import sys
 import time
-from typing import Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 try:
     import fcntl
 except ImportError:  # pragma: no cover - not a POSIX system: no worker
     fcntl = None
+
+if TYPE_CHECKING:  # asyncio is imported where the worker serves: a module process that only asks does not need it
+    import asyncio
 
 PROTOCOL = 1
 IDLE_TIMEOUT = 20.0          # seconds a worker waits for a request before it exits
@@ -345,6 +346,8 @@ class WorkerClient:
                 with open(self._archive, 'rb') as handle:
                     atomic_write(copy, handle.read(), prefix='.payload-')
             search_path.insert(0, copy)
+        import subprocess
+
         with open(os.devnull, 'rb') as devnull_in, open(os.devnull, 'wb') as devnull_out:
             # The worker outlives this process: no context manager, no wait.
             subprocess.Popen(  # pylint: disable=consider-using-with
@@ -396,6 +399,8 @@ class Worker:
         self._shared: dict = {}   # state the requests of this worker share (the Graph pacers)
 
     async def serve(self) -> None:
+        import asyncio
+
         server = await asyncio.start_unix_server(self._handle, path=self.socket_path)
         os.chmod(self.socket_path, 0o600)
         inode = os.stat(self.socket_path).st_ino
@@ -427,6 +432,8 @@ class Worker:
                 os.close(fd)
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        import asyncio
+
         self.active += 1
         try:
             sock = writer.get_extra_info('socket')
@@ -480,4 +487,6 @@ class Worker:
 
 def serve_forever(socket_path: str, idle_timeout: float) -> None:
     """The worker process's entry point (see ``_BOOTSTRAP``)."""
+    import asyncio
+
     asyncio.run(Worker(socket_path, idle_timeout).serve())
