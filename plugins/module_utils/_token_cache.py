@@ -185,24 +185,17 @@ class TokenCache:
         is a symbolic link, not a directory, owned by another user, or open to group or others."""
         if self._fd is not None:
             return self
-        parent = os.path.dirname(self.directory)
         try:
-            if not os.path.isdir(parent):
-                os.makedirs(parent, mode=0o700, exist_ok=True)
-            try:
-                os.mkdir(self.directory, 0o700)
-            except FileExistsError:
-                pass
-            st = os.lstat(self.directory)
+            st = make_private_dir(self.directory)
         except OSError as exc:
             raise TokenCacheError('cannot create {0}: {1}'.format(self.directory, exc.strerror or exc)) from None
-        problem = _private_dir_problem(st)
+        problem = private_dir_problem(st)
         if problem is None:
             try:
                 fd = os.open(self.directory, os.O_RDONLY | _O_DIRECTORY | _O_NOFOLLOW | _O_CLOEXEC)
             except OSError as exc:
                 raise TokenCacheError('cannot open {0}: {1}'.format(self.directory, exc.strerror or exc)) from None
-            problem = _private_dir_problem(os.fstat(fd))  # the directory we hold is the one we checked
+            problem = private_dir_problem(os.fstat(fd))  # the directory we hold is the one we checked
             if problem is not None:
                 os.close(fd)
         if problem is not None:
@@ -345,15 +338,7 @@ class TokenCache:
         if fcntl is None:  # pragma: no cover
             return -1
         path, at = self._at(LOCK_NAME)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | _O_NOFOLLOW | _O_CLOEXEC, 0o600, **at)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            os.close(fd)
-            if exc.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
-                return None
-            raise
-        return fd
+        return try_flock(path, **at)
 
     @staticmethod
     def unlock(fd: Optional[int]) -> None:
@@ -366,7 +351,39 @@ class TokenCache:
             os.close(fd)
 
 
-def _private_dir_problem(st: os.stat_result) -> Optional[str]:
+# --- private directories and lock files (also those of the persistent workers, _worker) ------------------------------
+
+def make_private_dir(path: str) -> os.stat_result:
+    """Create ``path`` with mode 0700 (its missing parents too) unless it exists; the ``lstat`` of what is there,
+    for ``private_dir_problem``. Raises ``OSError``."""
+    parent = os.path.dirname(path)
+    if not os.path.isdir(parent):
+        os.makedirs(parent, mode=0o700, exist_ok=True)
+    try:
+        os.mkdir(path, 0o700)
+    except FileExistsError:
+        pass
+    return os.lstat(path)
+
+
+def try_flock(path: str, dir_fd: Optional[int] = None) -> Optional[int]:
+    """Take the exclusive ``flock`` of lock file ``path`` (created with mode 0600, never through a symbolic link;
+    relative to ``dir_fd`` when given) without waiting: its file descriptor, or None when another process holds it.
+    Raises ``OSError`` when the file cannot be opened or locked."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | _O_NOFOLLOW | _O_CLOEXEC, 0o600,
+                 **({'dir_fd': dir_fd} if dir_fd is not None else {}))
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        os.close(fd)
+        if exc.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+            return None
+        raise
+    return fd
+
+
+def private_dir_problem(st: os.stat_result) -> Optional[str]:
+    """What makes the directory of ``st`` (an ``lstat``) unfit to hold secrets or sockets, or None."""
     if stat.S_ISLNK(st.st_mode):
         return 'is a symbolic link'
     if not stat.S_ISDIR(st.st_mode):

@@ -34,7 +34,6 @@ Imports only the standard library (the module core is imported by the worker whe
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import importlib
 import json
@@ -89,14 +88,9 @@ def workers_dir(token_cache_dir: Optional[str] = None) -> str:
 def private_dir(path: str) -> str:
     """Create ``path`` (mode 0700, parents as needed) or check it: a real directory of this user closed to others
     (``WorkerError`` otherwise). Returns ``path``."""
-    from ansible_collections.oidc_federation.azure.plugins.module_utils._token_cache import _private_dir_problem
+    from ansible_collections.oidc_federation.azure.plugins.module_utils._token_cache import make_private_dir, private_dir_problem
     try:
-        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-        try:
-            os.mkdir(path, 0o700)
-        except FileExistsError:
-            pass
-        problem = _private_dir_problem(os.lstat(path))
+        problem = private_dir_problem(make_private_dir(path))
     except OSError as exc:
         raise WorkerError('cannot create {0}: {1}'.format(path, exc.strerror or exc)) from None
     if problem is not None:
@@ -145,23 +139,17 @@ def _lock(directory: str, key: str, wait: float) -> Optional[int]:
     descriptor, or None when it stayed taken. Whoever starts a worker, or removes a dead worker's files, holds it."""
     if fcntl is None:  # pragma: no cover
         raise WorkerError('no file locks on this system')
+    from ansible_collections.oidc_federation.azure.plugins.module_utils._token_cache import try_flock
     lock_path = os.path.join(directory, key + '.lock')
-    try:
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | getattr(os, 'O_NOFOLLOW', 0) | getattr(os, 'O_CLOEXEC', 0), 0o600)
-    except OSError as exc:
-        raise WorkerError('cannot open {0}: {1}'.format(lock_path, exc.strerror or exc)) from None
     deadline = time.monotonic() + wait
     while True:
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return fd
+            fd = try_flock(lock_path)
         except OSError as exc:
-            if exc.errno not in (errno.EAGAIN, errno.EACCES) or time.monotonic() >= deadline:
-                os.close(fd)
-                if exc.errno in (errno.EAGAIN, errno.EACCES):
-                    return None
-                raise WorkerError('cannot lock {0}: {1}'.format(lock_path, exc.strerror or exc)) from None
-            time.sleep(0.02)
+            raise WorkerError('cannot lock {0}: {1}'.format(lock_path, exc.strerror or exc)) from None
+        if fd is not None or time.monotonic() >= deadline:
+            return fd
+        time.sleep(0.02)
 
 
 def _unlink_socket(socket_path: str, socket_inode: Optional[int] = None) -> None:

@@ -546,3 +546,35 @@ def test_tokens_never_appear_in_reprs_warnings_or_logs(tmp_path, caplog):
     assert token.token not in shown and SECRET not in shown and '<redacted>' in repr(token)
     assert token.token not in redact('answer: {0}'.format(token.token))  # registered, although it is not a JWT
     assert os.listdir(cache.directory) == ['.lock', key_for(settings, GRAPH_SCOPE) + '.json']
+
+
+def test_the_shared_private_directory_and_lock_file_helpers(tmp_path):
+    """make_private_dir/private_dir_problem/try_flock serve the token cache and the persistent workers alike."""
+    made = tmp_path / 'a' / 'b' / 'private'
+    st = _token_cache.make_private_dir(str(made))
+    assert _token_cache.private_dir_problem(st) is None and stat.S_IMODE(st.st_mode) == 0o700
+    assert stat.S_IMODE(os.stat(made.parent).st_mode) == 0o700          # missing parents are private too
+    assert _token_cache.make_private_dir(str(made)).st_ino == st.st_ino  # an existing one is kept
+    os.chmod(made, 0o750)
+    assert 'open to group or others' in _token_cache.private_dir_problem(_token_cache.make_private_dir(str(made)))
+    os.chmod(made, 0o700)
+    link = tmp_path / 'link'
+    link.symlink_to(made)
+    assert _token_cache.private_dir_problem(_token_cache.make_private_dir(str(link))) == 'is a symbolic link'
+
+    held = _token_cache.try_flock(str(made / 'x.lock'))
+    assert held is not None and _token_cache.try_flock(str(made / 'x.lock')) is None   # taken: no wait, None
+    assert stat.S_IMODE(os.stat(made / 'x.lock').st_mode) == 0o600
+    dir_fd = os.open(made, os.O_RDONLY)
+    try:
+        assert _token_cache.try_flock('x.lock', dir_fd=dir_fd) is None                  # the same file, by its handle
+        os.close(held)
+        again = _token_cache.try_flock('x.lock', dir_fd=dir_fd)
+        assert again is not None
+        os.close(again)
+    finally:
+        os.close(dir_fd)
+    (made / 'elsewhere').write_text('')
+    (made / 'y.lock').symlink_to(made / 'elsewhere')
+    with pytest.raises(OSError):                                                          # never through a link
+        _token_cache.try_flock(str(made / 'y.lock'))
