@@ -23,18 +23,24 @@ One credential is shared by all clients; ``Clients`` is an async context manager
 own retries are switched off (kiota's RetryHandler is left out of the Graph middleware, azure-core gets
 ``retry_total=0``): retries live only in ``_retry.py``. The one exception is authentication: a token from the
 shared cache that Graph or ARM refuses with 401 is dropped and the request is sent once more with a new token.
+
+``SharedClients``: in a persistent worker, the calls with the same settings that start within a minute of each other
+share one ``Clients`` (connections, tokens, what is read once per run), each with its own warnings.
 """
 
 from __future__ import annotations
 
 import base64
 import contextlib
+import contextvars
+import hashlib
 import importlib
 import json
 import logging
 import os
 import ssl
 import sys
+import time
 import traceback
 import uuid
 from typing import Any, Awaitable, Callable, Iterable, Iterator, Mapping, Optional
@@ -63,6 +69,9 @@ REQUEST_TIMEOUT = 100.0
 CONNECT_TIMEOUT = 30.0
 MAX_PAGES = 1000
 _CLIENT_PACER = object()  # graph_request's default: the client's own graph_pacer
+SHARED_CLIENTS_MAX_AGE = 60.0  # seconds during which new calls of a persistent worker reuse one Clients (SharedClients)
+# The warnings of the call running in this context, when its Clients serve other calls too (SharedClients.lease).
+_CALL_WARNINGS: 'contextvars.ContextVar[Optional[list]]' = contextvars.ContextVar('oidc_call_warnings', default=None)
 
 # Python module -> pip package, for ``missing_required_lib``.
 PACKAGES = {
@@ -223,7 +232,7 @@ class Clients:
         self.retry_policy = retry_policy or RetryPolicy(replication_timeout=settings.replication_timeout)
         self.graph_pacer = graph_pacer
         self.user_agent = user_agent
-        self.warnings = []
+        self._warnings: list = []
         self._graph_transport = graph_transport
         self._arm_transport = arm_transport
         self._injected_credential = credential
@@ -237,6 +246,12 @@ class Clients:
         self._retired = []
         self._closed = False
         quiet_sdk_loggers()
+
+    @property
+    def warnings(self) -> list:
+        """What the module should report: with ``SharedClients``, those of the call running in this context only."""
+        call = _CALL_WARNINGS.get()
+        return self._warnings if call is None else call
 
     async def __aenter__(self) -> 'Clients':
         return self
@@ -609,3 +624,81 @@ def _labelled_errors(service: str, label: str, token_side: Callable[[BaseExcepti
 def _path_only(url: str) -> str:
     parts = urlsplit(url)
     return parts.path
+
+
+class SharedClients:
+    """One ``Clients`` per settings for the calls a persistent worker (``_worker.py``) runs, instead of one per call.
+
+    ``lease(settings)`` is what a module's core enters (``async with``) in place of ``Clients(settings)``: calls
+    with the same settings that start within ``max_age`` seconds of the first one get the same ``Clients``, so they
+    share its connections, its access tokens and what it has read once per run (role definitions, scope checks and
+    the operator's identity, ``_arm.py``; a bulk call shares them for its whole run in the same way; failed reads are
+    never kept). A call that starts later gets a new ``Clients``; an old one is closed once its last call has left.
+    Each call sees only its own warnings. ``aclose()`` closes everything (the worker's exit).
+    """
+
+    def __init__(self, make: Callable[[AuthSettings], 'Clients'], max_age: float = SHARED_CLIENTS_MAX_AGE,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._make = make
+        self._max_age = max_age
+        self._clock = clock
+        self._current: dict = {}   # settings key -> _SharedEntry
+        self._entries: list = []   # every entry not closed yet, current or retired
+
+    def lease(self, settings: AuthSettings) -> '_Lease':
+        return _Lease(self, settings)
+
+    def _take(self, settings: AuthSettings) -> '_SharedEntry':
+        key = _settings_key(settings)
+        entry = self._current.get(key)
+        if entry is None or self._clock() - entry.born > self._max_age:
+            entry = self._current[key] = _SharedEntry(self._make(settings), self._clock())
+            self._entries.append(entry)
+        entry.users += 1
+        return entry
+
+    async def _give_back(self, entry: '_SharedEntry') -> None:
+        entry.users -= 1
+        if entry.users == 0 and all(current is not entry for current in self._current.values()):
+            self._entries.remove(entry)
+            await entry.clients.close()
+
+    async def aclose(self) -> None:
+        entries, self._entries, self._current = self._entries, [], {}
+        for entry in entries:
+            await entry.clients.close()
+
+
+class _SharedEntry:
+    def __init__(self, clients: 'Clients', born: float) -> None:
+        self.clients = clients
+        self.born = born
+        self.users = 0
+
+
+class _Lease:
+    """``async with`` one call's use of a ``SharedClients`` entry (its warnings kept apart from other calls')."""
+
+    def __init__(self, owner: SharedClients, settings: AuthSettings) -> None:
+        self._owner = owner
+        self._settings = settings
+        self._entry: Optional[_SharedEntry] = None
+        self._token: Any = None
+
+    async def __aenter__(self) -> 'Clients':
+        self._entry = self._owner._take(self._settings)
+        self._token = _CALL_WARNINGS.set([])
+        return self._entry.clients
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        _CALL_WARNINGS.reset(self._token)
+        await self._owner._give_back(self._entry)
+
+
+def _settings_key(settings: AuthSettings) -> str:
+    """A digest of everything in ``settings`` (secrets included, so that other credentials never share clients)."""
+    def plain(value: Any) -> Any:
+        if hasattr(value, '__dict__'):  # the cloud's endpoints
+            return sorted((name, plain(item)) for name, item in vars(value).items())
+        return repr(value)
+    return hashlib.sha256(repr(plain(settings)).encode('utf-8', 'surrogateescape')).hexdigest()

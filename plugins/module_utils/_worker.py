@@ -384,7 +384,7 @@ class Worker:
         self.served = 0
         self.last = time.monotonic()
         self._runner = runner or self._run_module
-        self._shared: dict = {}   # state the requests of this worker share (the Graph pacers)
+        self._shared: dict = {}   # state the requests of this worker share (Graph pacers, SharedClients)
 
     async def serve(self) -> None:
         import asyncio
@@ -399,6 +399,17 @@ class Worker:
             server.close()
             self._remove_own_files(inode)
             await server.wait_closed()
+            await self._close_shared()
+
+    async def _close_shared(self) -> None:
+        """Close what the requests shared and can be closed (``aclose``: the clients' connections)."""
+        for value in list(self._shared.values()):
+            aclose = getattr(value, 'aclose', None)
+            if aclose is not None:
+                try:
+                    await aclose()
+                except Exception:  # pylint: disable=broad-exception-caught
+                    pass  # the worker is exiting; nothing left to report to
 
     def _remove_own_files(self, inode: int) -> None:
         """Remove the socket (if it is still this worker's, not a successor's) and, unless a module process is

@@ -328,6 +328,10 @@ options:
         SDKs loaded, runs concurrent calls side by side (one Graph pacer for all of them) and exits after 20 seconds
         without a call. For many calls of one project each (the role's C(per_host) strategy) this saves most of the
         cost of a module process (its SDK imports); one call with many projects gains nothing.
+      - Calls with the same Azure settings that start within a minute of each other share their clients in the
+        worker (connections, access tokens, and the role definitions, scope checks and operator identity read once
+        per run, as the projects of one call share them); reads that failed are never kept, and each call reports
+        only its own warnings.
       - The worker lives in C(workers) under the token cache directory (O(token_cache_dir)), which must be private to
         the user (mode 0700); its Unix socket (mode 0600) accepts connections of the same user only. It writes no
         logs. A call whose module process goes away is cancelled in the worker.
@@ -678,9 +682,10 @@ async def core(module: AzureModule, clients) -> dict:
 
 def clients_factory(params: dict, shared: Optional[dict] = None):
     """``Clients`` for the run: one credential (so one token per service) and, with ``graph_pacing``, one
-    ``GraphPacer`` for every Graph request of the call (direct and inside ``$batch``), or, given ``shared`` (the
-    state of a persistent worker), one per tenant size for every call the worker runs."""
-    from ansible_collections.oidc_federation.azure.plugins.module_utils._clients import Clients
+    ``GraphPacer`` for every Graph request of the call (direct and inside ``$batch``). Given ``shared`` (the state
+    of a persistent worker): one pacer per tenant size for every call the worker runs, and the ``Clients`` of calls
+    with the same settings shared for a minute (``SharedClients``)."""
+    from ansible_collections.oidc_federation.azure.plugins.module_utils._clients import Clients, SharedClients
     from ansible_collections.oidc_federation.azure.plugins.module_utils._pacing import GraphPacer
     pacer = None
     if params['graph_pacing']:
@@ -689,7 +694,13 @@ def clients_factory(params: dict, shared: Optional[dict] = None):
         else:
             pacer = shared.setdefault(('graph_pacer', params['graph_tenant_size']),
                                       GraphPacer(tenant_size=params['graph_tenant_size']))
-    return lambda settings: Clients(settings, graph_pacer=pacer)
+    if shared is None:
+        return lambda settings: Clients(settings, graph_pacer=pacer)
+    key = ('clients', params['graph_tenant_size'] if pacer is not None else None)
+    clients = shared.get(key)
+    if clients is None:
+        clients = shared[key] = SharedClients(lambda settings: Clients(settings, graph_pacer=pacer))
+    return clients.lease
 
 
 def main() -> None:

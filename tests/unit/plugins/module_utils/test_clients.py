@@ -499,3 +499,76 @@ def test_one_ssl_context_per_ca_bundle_and_a_new_one_when_the_bundle_changes(tmp
     assert _clients.shared_ssl_context(str(cert)) is not first
     with pytest.raises(OSError):
         _clients.shared_ssl_context(str(tmp_path / 'missing.pem'))
+
+
+# --- SharedClients (the persistent worker's calls) ------------------------------------------------------------------
+
+def test_shared_clients_one_per_settings_for_a_while_then_a_new_one_and_the_old_one_closed_when_its_last_call_leaves():
+    clock = [0.0]
+    made = []
+
+    def make(s):
+        made.append(Clients(s))
+        return made[-1]
+
+    shared = _clients.SharedClients(make, max_age=60.0, clock=lambda: clock[0])
+
+    async def scenario():
+        async with shared.lease(settings()) as first:
+            async with shared.lease(settings()) as second:      # the same settings (another AuthSettings object)
+                assert second is first
+            async with shared.lease(settings(client_id='00000000-0000-0000-0000-00000000abcd')) as other:
+                assert other is not first                       # other settings, other clients
+            clock[0] = 61.0
+            async with shared.lease(settings()) as later:       # a call that starts later gets new clients
+                assert later is not first
+            assert not first._closed                            # ... while the old ones still serve a call
+        assert first._closed                                    # closed when their last call left
+        assert not later._closed and not other._closed
+        async with shared.lease(settings()) as again:
+            assert again is later
+        await shared.aclose()
+        assert later._closed and other._closed
+
+    asyncio.run(scenario())
+    assert len(made) == 3
+
+
+def test_shared_clients_keep_each_calls_warnings_apart():
+    shared = _clients.SharedClients(Clients)
+
+    async def call(name, started, seen):
+        async with shared.lease(settings()) as clients:
+            clients._warn('warning of ' + name)
+            started.append(name)
+            while len(started) < 2:                             # both calls hold the same clients now
+                await asyncio.sleep(0)
+            clients._warn('warning of ' + name)                 # twice: reported once
+            seen[name] = (id(clients), list(clients.warnings))
+
+    async def scenario():
+        started, seen = [], {}
+        await asyncio.gather(call('a', started, seen), call('b', started, seen))
+        await shared.aclose()
+        return seen
+
+    seen = asyncio.run(scenario())
+    assert seen['a'][0] == seen['b'][0]
+    assert seen['a'][1] == ['warning of a'] and seen['b'][1] == ['warning of b']
+    standalone = Clients(settings())
+    standalone._warn('outside a lease')
+    assert standalone.warnings == ['outside a lease']
+
+
+def test_shared_clients_never_share_between_different_secrets():
+    shared = _clients.SharedClients(Clients)
+
+    async def scenario():
+        base = dict(auth_source='client_secret', tenant_id='00000000-0000-0000-0000-000000000001',
+                    client_id='00000000-0000-0000-0000-000000000002')
+        async with shared.lease(settings(client_secret='secret-one', **base)) as one:
+            async with shared.lease(settings(client_secret='secret-two', **base)) as two:
+                assert one is not two
+        await shared.aclose()
+
+    asyncio.run(scenario())

@@ -56,6 +56,10 @@ def writes(sb):
     return data['graph']['writes'] + data['arm']['writes']
 
 
+def role_definition_reads(sb):
+    return sum(count for route, count in stats(sb)['by_route'].items() if '/roleDefinitions' in route)
+
+
 def reset_stats(sb):
     assert sb.control('POST', 'stats/reset').status_code in (200, 204)
 
@@ -507,6 +511,11 @@ def test_the_persistent_worker_runs_the_call_as_the_module_process_would(run_mod
         reset_stats(sb)
         again = ok(run_module, sb, projects=projects(sb))  # in this process: nothing left to do
         assert not again['changed'] and writes(sb) == 0
+        definitions_read_here = role_definition_reads(sb)
+        assert definitions_read_here > 0
+        reset_stats(sb)
+        again = ok(run_module, sb, projects=projects(sb), **worker)  # the worker's clients of the last call, shared
+        assert not again['changed'] and writes(sb) == 0 and role_definition_reads(sb) == 0, stats(sb)['by_route']
         bad = dict(projects(sb)[0], role_assignments=[{'role': 'Reader', 'resource_group': 'rg-that-does-not-exist'}])
         code, failed = run(run_module, sb, projects=[bad], **worker)
         assert code != 0 and 'rg-that-does-not-exist' in failed['msg'], failed
