@@ -648,10 +648,13 @@ class SharedClients:
     def lease(self, settings: AuthSettings) -> '_Lease':
         return _Lease(self, settings)
 
-    def _take(self, settings: AuthSettings) -> '_SharedEntry':
+    async def _take(self, settings: AuthSettings) -> '_SharedEntry':
         key = _settings_key(settings)
         entry = self._current.get(key)
         if entry is None or self._clock() - entry.born > self._max_age:
+            if entry is not None and entry.users == 0:  # too old and idle: closed now (else by its last call)
+                self._entries.remove(entry)
+                await entry.clients.close()
             entry = self._current[key] = _SharedEntry(self._make(settings), self._clock())
             self._entries.append(entry)
         entry.users += 1
@@ -686,7 +689,7 @@ class _Lease:
         self._token: Any = None
 
     async def __aenter__(self) -> 'Clients':
-        self._entry = self._owner._take(self._settings)
+        self._entry = await self._owner._take(self._settings)
         self._token = _CALL_WARNINGS.set([])
         return self._entry.clients
 

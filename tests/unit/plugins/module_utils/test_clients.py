@@ -527,11 +527,14 @@ def test_shared_clients_one_per_settings_for_a_while_then_a_new_one_and_the_old_
         assert not later._closed and not other._closed
         async with shared.lease(settings()) as again:
             assert again is later
+        clock[0] = 200.0
+        async with shared.lease(settings()) as newest:          # too old and idle: closed when replaced
+            assert newest is not later and later._closed
         await shared.aclose()
-        assert later._closed and other._closed
+        assert newest._closed and other._closed
 
     asyncio.run(scenario())
-    assert len(made) == 3
+    assert len(made) == 4
 
 
 def test_shared_clients_keep_each_calls_warnings_apart():
