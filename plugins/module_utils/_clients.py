@@ -648,7 +648,8 @@ class SharedClients:
     def lease(self, settings: AuthSettings) -> '_Lease':
         return _Lease(self, settings)
 
-    async def _take(self, settings: AuthSettings) -> '_SharedEntry':
+    async def take(self, settings: AuthSettings) -> '_SharedEntry':
+        """The entry a call starting now uses (``_Lease``; ``give_back`` when it is done)."""
         key = _settings_key(settings)
         entry = self._current.get(key)
         if entry is None or self._clock() - entry.born > self._max_age:
@@ -660,7 +661,7 @@ class SharedClients:
         entry.users += 1
         return entry
 
-    async def _give_back(self, entry: '_SharedEntry') -> None:
+    async def give_back(self, entry: '_SharedEntry') -> None:
         entry.users -= 1
         if entry.users == 0 and all(current is not entry for current in self._current.values()):
             self._entries.remove(entry)
@@ -689,13 +690,13 @@ class _Lease:
         self._token: Any = None
 
     async def __aenter__(self) -> 'Clients':
-        self._entry = await self._owner._take(self._settings)
+        self._entry = await self._owner.take(self._settings)
         self._token = _CALL_WARNINGS.set([])
         return self._entry.clients
 
     async def __aexit__(self, *exc_info: Any) -> None:
         _CALL_WARNINGS.reset(self._token)
-        await self._owner._give_back(self._entry)
+        await self._owner.give_back(self._entry)
 
 
 def _settings_key(settings: AuthSettings) -> str:
