@@ -651,14 +651,14 @@ class SharedClients:
     async def take(self, settings: AuthSettings) -> '_SharedEntry':
         """The entry a call starting now uses (``_Lease``; ``give_back`` when it is done)."""
         key = _settings_key(settings)
-        entry = self._current.get(key)
+        entry = old = self._current.get(key)
         if entry is None or self._clock() - entry.born > self._max_age:
-            if entry is not None and entry.users == 0:  # too old and idle: closed now (else by its last call)
-                self._entries.remove(entry)
-                await entry.clients.close()
             entry = self._current[key] = _SharedEntry(self._make(settings), self._clock())
             self._entries.append(entry)
         entry.users += 1
+        if old is not None and old is not entry and old.users == 0:  # too old and idle: closed now (else by its
+            self._entries.remove(old)                                  # last call); no longer current, so no other
+            await old.clients.close()                                  # call can take it while it closes
         return entry
 
     async def give_back(self, entry: '_SharedEntry') -> None:

@@ -575,3 +575,32 @@ def test_shared_clients_never_share_between_different_secrets():
         await shared.aclose()
 
     asyncio.run(scenario())
+
+
+def test_shared_clients_two_calls_replacing_old_idle_clients_at_once_close_them_once():
+    clock = [0.0]
+    closing = []
+
+    class SlowClose(Clients):
+        async def close(self):
+            closing.append(self)
+            await asyncio.sleep(0)       # another call starts while these clients close
+            await super().close()
+
+    shared = _clients.SharedClients(SlowClose, max_age=60.0, clock=lambda: clock[0])
+
+    async def call():
+        async with shared.lease(settings()) as clients:
+            await asyncio.sleep(0)
+            return clients
+
+    async def scenario():
+        first = await call()
+        clock[0] = 100.0
+        second, third = await asyncio.gather(call(), call())
+        await shared.aclose()
+        return first, second, third
+
+    first, second, third = asyncio.run(scenario())
+    assert second is third and second is not first
+    assert closing.count(first) == 1 and first._closed and second._closed
