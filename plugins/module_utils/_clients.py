@@ -658,7 +658,11 @@ class SharedClients:
         entry.users += 1
         if old is not None and old is not entry and old.users == 0:  # too old and idle: closed now (else by its
             self._entries.remove(old)                                  # last call); no longer current, so no other
-            await old.clients.close()                                  # call can take it while it closes
+            try:                                                       # call can take it while it closes
+                await old.clients.close()
+            except BaseException:  # cancelled meanwhile: this call will not use (nor give back) the new entry
+                entry.users -= 1
+                raise
         return entry
 
     async def give_back(self, entry: '_SharedEntry') -> None:
