@@ -178,16 +178,18 @@ def sweep(directory: str, own_key: str, min_age: float = STALE_AGE, now: Optiona
     killed worker's) and the lock file of a worker gone long ago, when all of them are older than ``min_age`` seconds
     and the lock is free (nobody is starting that worker). Returns the keys cleaned."""
     now = time.time() if now is None else now
-    keys = set()
+    files: dict = {}  # key -> the paths of its socket, lock file and payload copies (one listing for all keys)
     for name in os.listdir(directory):
         if name.endswith('.sock') or name.endswith('.lock'):
-            keys.add(name[:-5])
+            key = name[:-5]
         elif name.endswith('.zip') and '-' in name:
-            keys.add(name.split('-', 1)[0])
+            key = name.split('-', 1)[0]
+        else:
+            continue
+        files.setdefault(key, []).append(os.path.join(directory, name))
     cleaned = []
-    for key in sorted(keys - {own_key}):
-        paths = [os.path.join(directory, n) for n in os.listdir(directory)
-                 if n in (key + '.sock', key + '.lock') or (n.startswith(key + '-') and n.endswith('.zip'))]
+    for key in sorted(set(files) - {own_key}):
+        paths = files[key]
         try:
             if any(now - os.lstat(path).st_mtime < min_age for path in paths):
                 continue
@@ -218,9 +220,14 @@ def sweep(directory: str, own_key: str, min_age: float = STALE_AGE, now: Optiona
 
 # --- framing ------------------------------------------------------------------------------------------------------
 
-def _send(sock: socket.socket, payload: dict) -> None:
+def _frame(payload: dict) -> bytes:
+    """One message as it travels, either way: its length, then its JSON."""
     data = json.dumps(payload).encode('utf-8')
-    sock.sendall(_HEADER.pack(len(data)) + data)
+    return _HEADER.pack(len(data)) + data
+
+
+def _send(sock: socket.socket, payload: dict) -> None:
+    sock.sendall(_frame(payload))
 
 
 def _recv_exact(sock: socket.socket, size: int) -> bytes:
@@ -462,8 +469,7 @@ class Worker:
                 from ansible_collections.oidc_federation.azure.plugins.module_utils._errors import redact
                 answer = {'failed': True, 'warnings': [],
                           'result': {'msg': redact('persistent worker: unexpected error: {0}: {1}'.format(type(exc).__name__, exc))}}
-            data = json.dumps(answer).encode('utf-8')
-            writer.write(_HEADER.pack(len(data)) + data)
+            writer.write(_frame(answer))
             await writer.drain()
             self.served += 1
         except (OSError, EOFError, ValueError, asyncio.IncompleteReadError):
