@@ -653,7 +653,7 @@ class SharedClients:
         key = _settings_key(settings)
         entry = old = self._current.get(key)
         if entry is None or self._clock() - entry.born > self._max_age:
-            entry = self._current[key] = _SharedEntry(self._make(settings), self._clock())
+            entry = self._current[key] = _SharedEntry(key, self._make(settings), self._clock())
             self._entries.append(entry)
         entry.users += 1
         if old is not None and old is not entry and old.users == 0:  # too old and idle: closed now (else by its
@@ -667,7 +667,7 @@ class SharedClients:
 
     async def give_back(self, entry: '_SharedEntry') -> None:
         entry.users -= 1
-        if entry.users == 0 and all(current is not entry for current in self._current.values()):
+        if entry.users == 0 and self._current.get(entry.key) is not entry:
             self._entries.remove(entry)
             await entry.clients.close()
 
@@ -678,7 +678,8 @@ class SharedClients:
 
 
 class _SharedEntry:
-    def __init__(self, clients: 'Clients', born: float) -> None:
+    def __init__(self, key: str, clients: 'Clients', born: float) -> None:
+        self.key = key
         self.clients = clients
         self.born = born
         self.users = 0

@@ -687,18 +687,13 @@ def clients_factory(params: dict, shared: Optional[dict] = None):
     with the same settings shared for a minute (``SharedClients``)."""
     from ansible_collections.oidc_federation.azure.plugins.module_utils._clients import Clients, SharedClients
     from ansible_collections.oidc_federation.azure.plugins.module_utils._pacing import GraphPacer
-    pacer = None
-    if params['graph_pacing']:
-        if shared is None:
-            pacer = GraphPacer(tenant_size=params['graph_tenant_size'])
-        else:
-            pacer = shared.setdefault(('graph_pacer', params['graph_tenant_size']),
-                                      GraphPacer(tenant_size=params['graph_tenant_size']))
-    if shared is None:
-        return lambda settings: Clients(settings, graph_pacer=pacer)
-    key = ('clients', params['graph_tenant_size'] if pacer is not None else None)
-    clients = shared.get(key)
+    tenant_size = params['graph_tenant_size'] if params['graph_pacing'] else None
+    key = ('clients', tenant_size)
+    clients = None if shared is None else shared.get(key)
     if clients is None:
+        pacer = GraphPacer(tenant_size=tenant_size) if tenant_size else None
+        if shared is None:
+            return lambda settings: Clients(settings, graph_pacer=pacer)
         clients = shared[key] = SharedClients(lambda settings: Clients(settings, graph_pacer=pacer))
     return clients.lease
 
