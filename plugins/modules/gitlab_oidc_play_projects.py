@@ -1,0 +1,108 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+
+# Copyright (c) 2026 oidc_federation.azure contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import annotations
+
+DOCUMENTATION = r'''
+module: gitlab_oidc_play_projects
+short_description: Resolve every GitLab project of the play, each in its own host's context, in one task
+version_added: 0.2.0
+description:
+  - Resolves one variable (by default the project that the P(oidc_federation.azure.gitlab_oidc#role) role describes
+    for its host) for every host of the play, each with that host's variables as one of its own tasks would see them
+    (inventory, play, role defaults and vars, facts), and returns them as a list for one
+    M(oidc_federation.azure.gitlab_oidc_projects) call.
+  - Run it once for the play (C(run_once)). It replaces a C(set_fact) on every host followed by
+    C(hostvars) lookups - at 1,000 hosts that is 1,000 forked worker processes, about 20 seconds, against a few seconds here
+    (docs/benchmarks.md). The role's C(bulk) strategy uses it.
+  - An action that runs on the controller without a module process. It reads the variables through the play's
+    variable manager, the way Ansible's strategy does for every task.
+  - A host whose variable cannot be resolved (an undefined variable, a failing lookup) does not stop the others. With
+    O(results_dir) its failure is written there as that project's result, for
+    M(oidc_federation.azure.gitlab_oidc_result) to report on its host; without it the task fails and names the hosts.
+options:
+  variable:
+    description:
+      - Name of the variable that holds a host's project (one item of the C(projects) option of
+        M(oidc_federation.azure.gitlab_oidc_projects)). The role's is C(__gitlab_oidc_project).
+    type: str
+    required: true
+  hosts:
+    description:
+      - The hosts to resolve, in this order. Defaults to the hosts of the play that are still running
+        (C(ansible_play_hosts)).
+    type: list
+    elements: str
+  results_dir:
+    description:
+      - The C(results_dir) of the M(oidc_federation.azure.gitlab_oidc_projects) call that follows, on the controller.
+        The hosts that cannot be resolved get a failed entry there, so that
+        M(oidc_federation.azure.gitlab_oidc_result) fails each of them with its own message.
+    type: path
+author:
+  - oidc_federation.azure contributors (@oidc-federation)
+attributes:
+  check_mode:
+    support: full
+    details:
+      - Reads only; it runs the same in check mode.
+  diff_mode:
+    support: none
+  action:
+    support: full
+  async:
+    support: none
+  bypass_host_loop:
+    support: none
+  platform:
+    platforms: all
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+  - ansible.builtin.action_common_attributes.flow
+notes:
+  - It never reports a change.
+  - The variables are those of the task's play and role as the strategy gives them to a task (C(get_vars) of the
+    play's variable manager); the connection variables of a delegated task play no part.
+'''
+
+EXAMPLES = r'''
+- name: Describe every project of the play
+  oidc_federation.azure.gitlab_oidc_play_projects:
+    variable: my_project          # for example defined in the play's vars or group_vars, templated per host
+    results_dir: "{{ results.path }}"
+  register: described
+  run_once: true
+  delegate_to: localhost
+
+- name: Reconcile them in one call
+  oidc_federation.azure.gitlab_oidc_projects:
+    projects: "{{ described.projects }}"
+    continue_on_error: true
+    results_dir: "{{ results.path }}"
+  run_once: true
+  delegate_to: localhost
+
+- name: Only the hosts of one group, in the group's order
+  oidc_federation.azure.gitlab_oidc_play_projects:
+    variable: my_project
+    hosts: "{{ groups['team_a'] | intersect(ansible_play_hosts) }}"
+  register: team_a
+  run_once: true
+'''
+
+RETURN = r'''
+projects:
+  description: The value of O(variable) for each host that could be resolved, in the order of O(hosts).
+  returned: always
+  type: list
+  elements: raw
+failed_hosts:
+  description: The hosts that could not be resolved, with the reason.
+  returned: always
+  type: dict
+  sample: {"mygroup/web-app": "the variables of project mygroup/web-app cannot be resolved: 'x' is undefined"}
+'''
