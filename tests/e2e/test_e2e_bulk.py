@@ -15,6 +15,7 @@ State is compared through the sandbox's control API (``e2e_support.managed_state
 """
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -105,14 +106,25 @@ def test_a_failing_project_fails_its_host_only(sandbox, tmp_path):
     inventory = tmp_path / "inventory.yml"
     hosts = generated_inventory(inventory, 6, sandbox)
     data = yaml.safe_load(inventory.read_text(encoding="utf-8"))
-    bad = hosts[2]
+    bad, unresolved = hosts[2], hosts[4]
     data["all"]["children"]["gitlab_projects"]["hosts"][bad]["gitlab_oidc_role_assignments"] = [{"role": "No Such Role"}]
+    # a host whose variables cannot be resolved: Ansible's validation of the role's arguments fails it on its own
+    data["all"]["children"]["gitlab_projects"]["hosts"][unresolved]["gitlab_oidc_branches"] = "{{ no_such_variable }}"
     inventory.write_text(yaml.safe_dump(data), encoding="utf-8")
     result = run(ONBOARD, inventory, env, tmp_path, gitlab_oidc_strategy="bulk")
-    assert result.returncode != 0 and result.hosts_with("failed") == [bad], result.recap
+    assert result.returncode != 0 and result.hosts_with("failed") == sorted([bad, unresolved]), result.recap
     assert "No Such Role" in result.output and "gitlab_oidc_role_assignments[0].role" in result.output
+    assert "no_such_variable" in result.output
     made = managed_state(state_of(sandbox))
-    assert sorted(made) == sorted(n for n in expected_unique_names(hosts) if not n.endswith(bad.replace("/", "~")))
+    assert sorted(made) == sorted(n for n in expected_unique_names(hosts)
+                                  if not n.endswith((bad.replace("/", "~"), unresolved.replace("/", "~"))))
+    # the report has every project: the failed ones (one with the module's reason; one that never reached it)
+    report = json.loads((tmp_path / "report" / "onboarding.json").read_text(encoding="utf-8"))
+    assert report["summary"] == {"projects": 6, "changed": 4, "failed": 2}, report["summary"]
+    by_host = {p["host"]: p for p in report["projects"]}
+    assert by_host[bad]["status"] == "failed" and "No Such Role" in by_host[bad]["msg"]
+    assert by_host[unresolved]["status"] == "failed" and by_host[unresolved]["project_path"] == unresolved
+    assert all(by_host[h]["status"] != "failed" and by_host[h]["client_id"] for h in hosts if h not in (bad, unresolved))
     assert not orphans(state_of(sandbox), baseline)
 
 
