@@ -50,7 +50,9 @@ class ActionModule(ActionBase):
         validation, args = self.validate_argument_spec(argument_spec=ARGUMENT_SPEC)
         del validation
         variable = args['variable']
-        hosts = args['hosts'] if args.get('hosts') is not None else list(task_vars.get('ansible_play_hosts') or [])
+        # ansible_play_batch: the hosts of this batch still running (with serial, the others are not due yet);
+        # without serial, every host of the play still running
+        hosts = args['hosts'] if args.get('hosts') is not None else list(task_vars.get('ansible_play_batch') or [])
         try:
             manager = self._task.get_variable_manager()
             play = self._task.get_play()
@@ -58,7 +60,7 @@ class ActionModule(ActionBase):
         except AttributeError as exc:
             raise AnsibleError('gitlab_oidc_play_projects: this ansible-core gives an action no access to the play\'s '
                                'variables ({0}). Fix: use the role\'s per_host strategy.'.format(exc)) from exc
-        play_hosts = list(task_vars.get('ansible_play_hosts') or hosts)
+        play_hosts = list(task_vars.get('ansible_play_batch') or hosts)
         play_hosts_all = list(task_vars.get('ansible_play_hosts_all') or play_hosts)
         projects = []
         failed = {}

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -126,6 +127,33 @@ def test_a_failing_project_fails_its_host_only(sandbox, tmp_path):
     assert by_host[unresolved]["status"] == "failed" and by_host[unresolved]["project_path"] == unresolved
     assert all(by_host[h]["status"] != "failed" and by_host[h]["client_id"] for h in hosts if h not in (bad, unresolved))
     assert not orphans(state_of(sandbox), baseline)
+
+
+def test_bulk_with_serial_makes_one_call_per_batch(sandbox, tmp_path):
+    """serial: each batch describes and reconciles its own hosts only; the last report has every project."""
+    env = harness.ansible_env(sandbox.env, tmp_path)
+    sandbox.reset()
+    inventory = tmp_path / "inventory.yml"
+    hosts = generated_inventory(inventory, 5, sandbox)
+    playbook = tmp_path / "serial.yml"
+    playbook.write_text(yaml.safe_dump([{
+        "name": "Onboard in batches", "hosts": "gitlab_projects", "connection": "local", "gather_facts": False,
+        "serial": 2, "roles": [{"role": "oidc_federation.azure.gitlab_oidc", "vars": {"gitlab_oidc_state": "present"}}],
+    }]), encoding="utf-8")
+    result = run(playbook, inventory, env, tmp_path, "-v", gitlab_oidc_strategy="bulk")
+    expect_ok(result, env)
+    assert sorted(managed_state(state_of(sandbox))) == expected_unique_names(hosts)
+    # one call per batch (2 + 2 + 1 projects), each with its own batch's projects only
+    calls = []
+    for task in result.output.split("TASK [")[1:]:
+        if task.startswith("oidc_federation.azure.gitlab_oidc : Reconcile"):
+            found = re.search(r'"summary": (\{[^}]*\})', task)
+            assert found, task[:2000]
+            calls.append(json.loads(found.group(1)))
+    assert [c["projects"] for c in calls] == [2, 2, 1], calls
+    report = json.loads((tmp_path / "report" / "onboarding.json").read_text(encoding="utf-8"))
+    assert report["summary"] == {"projects": 5, "changed": 5, "failed": 0}, report["summary"]
+    assert all(p["client_id"] for p in report["projects"])
 
 
 def test_bulk_with_throttling_errors_and_replication_lag_converges(sandbox, tmp_path):
