@@ -34,7 +34,7 @@ options:
   hosts:
     description:
       - The hosts to resolve, in this order. Defaults to the hosts of the current batch that are still running
-        (C(ansible_play_batch)): without C(serial), every host of the play still running; with C(serial), the hosts
+        (C(ansible_play_batch)) - without C(serial), every host of the play still running; with C(serial), the hosts
         of this batch only, so that each batch makes its own call.
     type: list
     elements: str
