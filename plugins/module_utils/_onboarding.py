@@ -124,6 +124,7 @@ from ansible_collections.oidc_federation.azure.plugins.module_utils._onboarding_
     reconcile_identity,
 )
 from ansible_collections.oidc_federation.azure.plugins.module_utils._results import atomic_write
+from ansible_collections.oidc_federation.azure.plugins.module_utils._token_cache import NamedLocks, default_cache_dir
 
 PROJECT_MARKER_PREFIX = 'oidc_federation.azure:gitlab-project:'
 MAX_TAG_LENGTH = 256
@@ -135,6 +136,10 @@ STATES = ('present', 'absent')
 # one request per key; the same for role assignments per scope.
 BULK_READ_THRESHOLD = 25
 DEFAULT_CONCURRENCY = 16
+# Calls on one shared application run one at a time (Run._shared_app_locks): lock files in <token cache dir>/locks; a
+# call waits at most this long for another run to finish with it.
+SHARED_APP_LOCKS_DIR = 'locks'
+SHARED_APP_LOCK_TIMEOUT_S = 900.0
 # Graph $batch requests in flight at once (each carries up to 20 requests); at most the run's concurrency.
 DEFAULT_BATCH_LIMIT = 4
 # Stand-in principal when planning role assignments for a service principal that does not exist yet (check mode).
@@ -888,6 +893,24 @@ class Run:
         groups = group_projects([p for p in self.projects if not self.outcomes[p.key].failed], self.outcomes)
         groups = [self._live(g) for g in groups]
         groups = [g for g in groups if g.projects]
+        async with self._shared_app_locks(groups):
+            groups = [g for g in groups if g.projects]
+            await self._execute(groups)
+        return self.outcomes
+
+    def _shared_app_locks(self, groups: List[AppGroup]) -> Any:
+        """Runs that touch one shared application, read it and write it one at a time, across processes: each call
+        reads the application's credentials before it writes, so two concurrent calls (the per_host projects of one
+        shared application, or two runs) would each plan against what the other is about to change (offboarding:
+        each would keep the application for the other's credential). A lock per shared application (tenant and
+        uniqueName) in ``<token cache dir>/locks``, held from the reads to the last write of the call."""
+        settings = getattr(self.clients, 'settings', None)
+        names = ['{0}|{1}'.format(getattr(settings, 'tenant_id', '') or '', g.unique_name.lower()) for g in groups if g.shared]
+        directory = os.path.join(getattr(settings, 'token_cache_dir', None) or default_cache_dir(), SHARED_APP_LOCKS_DIR)
+        return _GroupLocks(NamedLocks(directory, names, timeout=SHARED_APP_LOCK_TIMEOUT_S), [g for g in groups if g.shared],
+                           self.outcomes)
+
+    async def _execute(self, groups: List[AppGroup]) -> None:
         await self._read(groups)
         await self._gitlab_preplan(groups)
         groups = [g for g in (self._live(g) for g in groups) if g.projects]
@@ -898,7 +921,6 @@ class Run:
                                             self.options.limit))
         await gather_limited([self._group_factory(g) for g in groups if g.shared], self.options.limit)
         await self._gitlab_variables()
-        return self.outcomes
 
     # --- GitLab (projects with gitlab_api) ---------------------------------------------------------------------------
 
@@ -1537,6 +1559,40 @@ def _assignment_result(change: Any, plan: PrincipalPlan) -> dict:
     if plan.principal_id == NO_PRINCIPAL:
         out.update(principal_id=None, id=None, name=None)
     return out
+
+
+class _GroupLocks:
+    """``NamedLocks`` for the shared applications of a call. A lock that cannot be had in time fails the projects of
+    every shared application of the call (the others go on); a lock directory that cannot be used is a warning on
+    them, and the call goes on unlocked."""
+
+    def __init__(self, locks: Any, shared: List[AppGroup], outcomes: Dict[str, Outcome]) -> None:
+        self.locks = locks
+        self.shared = shared
+        self.outcomes = outcomes
+        self.held = False
+
+    async def __aenter__(self) -> '_GroupLocks':
+        try:
+            await self.locks.__aenter__()
+            self.held = True
+        except TimeoutError as exc:
+            for group in self.shared:
+                for project in group.projects:
+                    self.outcomes[project.key].fail(ValidationError(
+                        'shared application {0}: another run is working on it ({1}). Fix: run again when it has '
+                        'finished.'.format(group.unique_name, exc), field='shared_app'))
+                group.projects = []
+        except OSError as exc:
+            for group in self.shared:
+                for project in group.projects:
+                    self.outcomes[project.key].warnings.append(
+                        'shared application {0}: runs on it are not serialised (lock directory: {1})'.format(group.unique_name, exc))
+        return self
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        if self.held:
+            await self.locks.__aexit__(*exc_info)
 
 
 async def reconcile(clients: Any, projects: Sequence[ProjectInput], options: RunOptions) -> Tuple[Run, Dict[str, Outcome]]:

@@ -382,6 +382,54 @@ def try_flock(path: str, dir_fd: Optional[int] = None) -> Optional[int]:
     return fd
 
 
+class NamedLocks:
+    """Exclusive locks by name for one async call, across processes: one lock file per name (``try_flock``) in a
+    private directory, polled without blocking the event loop (so two calls of one process exclude each other too).
+    ``async with NamedLocks(directory, names, timeout=...)`` takes them in sorted order (no deadlock between calls
+    that share several names) and gives them back on exit; ``TimeoutError`` after ``timeout`` seconds."""
+
+    POLL_S = 0.05
+
+    def __init__(self, directory: str, names: Any, *, timeout: float) -> None:
+        self.directory = directory
+        self.names = sorted(set(names))
+        self.timeout = timeout
+        self._fds: list = []
+
+    def path_of(self, name: str) -> str:
+        return os.path.join(self.directory, hashlib.sha256(name.encode('utf-8')).hexdigest() + '.lock')
+
+    async def __aenter__(self) -> 'NamedLocks':
+        import asyncio  # pylint: disable=import-outside-toplevel  (only the callers that lock pay for it)
+        if self.names:
+            problem = private_dir_problem(make_private_dir(self.directory))
+            if problem:
+                raise OSError('{0} {1}'.format(self.directory, problem))
+        deadline = time.monotonic() + self.timeout
+        try:
+            for name in self.names:
+                while True:
+                    fd = try_flock(self.path_of(name))
+                    if fd is not None:
+                        self._fds.append(fd)
+                        break
+                    if time.monotonic() >= deadline:
+                        raise TimeoutError('{0} is held by another run for more than {1:.0f} s'.format(
+                            self.path_of(name), self.timeout))
+                    await asyncio.sleep(self.POLL_S)
+        except BaseException:
+            self._release()
+            raise
+        return self
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        self._release()
+
+    def _release(self) -> None:
+        while self._fds:
+            os.close(self._fds.pop())  # closing the file gives its flock back
+
+
 def private_dir_problem(st: os.stat_result) -> Optional[str]:
     """What makes the directory of ``st`` (an ``lstat``) unfit to hold secrets or sockets, or None."""
     if stat.S_ISLNK(st.st_mode):

@@ -354,7 +354,12 @@ extends_documentation_fragment:
   - oidc_federation.azure.attributes.changes
   - oidc_federation.azure.attributes.action_group
 notes:
-  - Shared applications are handled inside the call, one project after the other, so they need no C(throttle).
+  - Shared applications are handled inside the call, one project after the other. Calls that touch the same shared
+    application (the projects of one shared application in separate calls, or two runs at once) run one at a time -
+    each holds a lock per shared application (a file in C(<token cache directory>/locks), mode 0600) from its reads
+    to its last write, and waits up to 15 minutes for another call to give it back (then its projects on that
+    application fail, and the others go on). Without it, two calls that offboard the last two projects of a shared
+    application would each keep the application for the other's credential.
 seealso:
   - module: oidc_federation.azure.azure_ad_app
   - module: oidc_federation.azure.federated_identity_credential
