@@ -400,7 +400,8 @@ class NamedLocks:
         return os.path.join(self.directory, hashlib.sha256(name.encode('utf-8')).hexdigest() + '.lock')
 
     async def __aenter__(self) -> 'NamedLocks':
-        import asyncio  # pylint: disable=import-outside-toplevel  (only the callers that lock pay for it)
+        # Imported here: only the callers that lock pay for it.
+        import asyncio  # pylint: disable=import-outside-toplevel
         if self.names:
             problem = private_dir_problem(make_private_dir(self.directory))
             if problem:

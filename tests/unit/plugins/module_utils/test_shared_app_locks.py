@@ -78,7 +78,7 @@ def test_concurrent_offboarding_of_one_shared_application_removes_it(clean_sandb
         assert not errors, errors
         clients = Clients(resolve_auth(auth, environ={}))
         try:
-            _, outcomes = await reconcile(clients, projects, RunOptions())
+            outcomes = (await reconcile(clients, projects, RunOptions()))[1]
         finally:
             await clients.close()
         assert not any(o.failed for o in outcomes.values()), [o.msg for o in outcomes.values()]
