@@ -20,20 +20,13 @@ from __future__ import annotations
 from ansible.errors import AnsibleError
 from ansible.plugins.action import ActionBase
 
-from ansible_collections.oidc_federation.azure.plugins.module_utils._results import write_results
+from ansible_collections.oidc_federation.azure.plugins.module_utils._results import failed_entry, write_results
 
 ARGUMENT_SPEC = {
     'variable': {'type': 'str', 'required': True},
     'hosts': {'type': 'list', 'elements': 'str'},
     'results_dir': {'type': 'path'},
 }
-
-
-def failed_entry(host: str, msg: str) -> dict:
-    """A project that could not be described, as ``gitlab_oidc_projects`` reports a project it could not parse."""
-    return {'failed': True, 'changed': False, 'msg': msg, 'warnings': [],
-            'result': {'project_path': host, 'status': 'failed', 'changed': False, 'msg': msg,
-                       'credentials': [], 'role_assignments': []}}
 
 
 class ActionModule(ActionBase):
@@ -52,7 +45,8 @@ class ActionModule(ActionBase):
         variable = args['variable']
         # ansible_play_batch: the hosts of this batch still running (with serial, the others are not due yet);
         # without serial, every host of the play still running
-        hosts = args['hosts'] if args.get('hosts') is not None else list(task_vars.get('ansible_play_batch') or [])
+        batch = list(task_vars.get('ansible_play_batch') or [])
+        hosts = args['hosts'] if args.get('hosts') is not None else batch
         try:
             manager = self._task.get_variable_manager()
             play = self._task.get_play()
@@ -60,7 +54,7 @@ class ActionModule(ActionBase):
         except AttributeError as exc:
             raise AnsibleError('gitlab_oidc_play_projects: this ansible-core gives an action no access to the play\'s '
                                'variables ({0}). Fix: use the role\'s per_host strategy.'.format(exc)) from exc
-        play_hosts = list(task_vars.get('ansible_play_batch') or hosts)
+        play_hosts = batch or hosts
         play_hosts_all = list(task_vars.get('ansible_play_hosts_all') or play_hosts)
         projects = []
         failed = {}

@@ -124,7 +124,7 @@ from ansible_collections.oidc_federation.azure.plugins.module_utils._onboarding_
     reconcile_identity,
 )
 from ansible_collections.oidc_federation.azure.plugins.module_utils._results import atomic_write
-from ansible_collections.oidc_federation.azure.plugins.module_utils._token_cache import NamedLocks, default_cache_dir
+from ansible_collections.oidc_federation.azure.plugins.module_utils._token_cache import NamedLocks, cache_subdir
 
 PROJECT_MARKER_PREFIX = 'oidc_federation.azure:gitlab-project:'
 MAX_TAG_LENGTH = 256
@@ -905,10 +905,10 @@ class Run:
         each would keep the application for the other's credential). A lock per shared application (tenant and
         uniqueName) in ``<token cache dir>/locks``, held from the reads to the last write of the call."""
         settings = getattr(self.clients, 'settings', None)
-        names = ['{0}|{1}'.format(getattr(settings, 'tenant_id', '') or '', g.unique_name.lower()) for g in groups if g.shared]
-        directory = os.path.join(getattr(settings, 'token_cache_dir', None) or default_cache_dir(), SHARED_APP_LOCKS_DIR)
-        return _GroupLocks(NamedLocks(directory, names, timeout=SHARED_APP_LOCK_TIMEOUT_S), [g for g in groups if g.shared],
-                           self.outcomes)
+        shared = [g for g in groups if g.shared]
+        names = ['{0}|{1}'.format(getattr(settings, 'tenant_id', '') or '', g.unique_name.lower()) for g in shared]
+        directory = cache_subdir(getattr(settings, 'token_cache_dir', None), SHARED_APP_LOCKS_DIR)
+        return _GroupLocks(NamedLocks(directory, names, timeout=SHARED_APP_LOCK_TIMEOUT_S), shared, self.outcomes)
 
     async def _execute(self, groups: List[AppGroup]) -> None:
         await self._read(groups)

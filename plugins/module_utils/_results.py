@@ -40,6 +40,13 @@ def atomic_write(path: str, text: Union[str, bytes], *, prefix: str, mode: Optio
         raise
 
 
+def failed_entry(project_path: Optional[str], msg: str) -> dict:
+    """The entry of a project that failed before its reconciliation (its input could not be parsed or resolved)."""
+    return {'failed': True, 'changed': False, 'msg': msg, 'warnings': [],
+            'result': {'project_path': project_path, 'status': 'failed', 'changed': False, 'msg': msg,
+                       'credentials': [], 'role_assignments': []}}
+
+
 def write_results(directory: str, results: Mapping[str, Any]) -> None:
     """One JSON file per project entry (mode 0600), each replaced atomically."""
     if not os.path.isdir(directory):

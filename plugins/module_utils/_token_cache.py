@@ -353,6 +353,12 @@ class TokenCache:
 
 # --- private directories and lock files (also those of the persistent workers, _worker) ------------------------------
 
+def cache_subdir(token_cache_dir: Optional[str], name: str) -> str:
+    """``<token cache dir>/<name>`` (``token_cache_dir``, else the default): where the persistent workers and the
+    shared-application locks live, beside the tokens."""
+    return os.path.join(token_cache_dir or default_cache_dir(), name)
+
+
 def make_private_dir(path: str) -> os.stat_result:
     """Create ``path`` with mode 0700 (its missing parents too) unless it exists; the ``lstat`` of what is there,
     for ``private_dir_problem``. Raises ``OSError``."""

@@ -81,8 +81,8 @@ class WorkerError(Exception):
 
 def workers_dir(token_cache_dir: Optional[str] = None) -> str:
     """``<token cache dir>/workers``."""
-    from ansible_collections.oidc_federation.azure.plugins.module_utils._token_cache import default_cache_dir
-    return os.path.join(token_cache_dir or default_cache_dir(), WORKERS_DIR)
+    from ansible_collections.oidc_federation.azure.plugins.module_utils._token_cache import cache_subdir
+    return cache_subdir(token_cache_dir, WORKERS_DIR)
 
 
 def private_dir(path: str) -> str:

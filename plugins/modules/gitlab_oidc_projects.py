@@ -639,7 +639,7 @@ async def core(module: AzureModule, clients) -> dict:
     """Parse every project, reconcile them, report per project."""
     # Imported here: a module process that hands the call to a persistent worker never needs them.
     from ansible_collections.oidc_federation.azure.plugins.module_utils._onboarding import RunOptions, parse_projects, reconcile
-    from ansible_collections.oidc_federation.azure.plugins.module_utils._results import write_results
+    from ansible_collections.oidc_federation.azure.plugins.module_utils._results import failed_entry, write_results
     params = module.params
     projects, errors = parse_projects(params['projects'], variable_prefix=params.get('variable_prefix'), defaults=_defaults(params))
     options = RunOptions(check_mode=module.check_mode, diff=module.diff_mode, limit=params['concurrency'],
@@ -650,9 +650,7 @@ async def core(module: AzureModule, clients) -> dict:
     for item in params['projects']:
         key = _key(item)
         if key in errors and key not in outcomes:
-            results[key] = {'failed': True, 'changed': False, 'msg': str(errors[key]), 'warnings': [],
-                            'result': {'project_path': item.get('project_path'), 'status': 'failed', 'changed': False,
-                                       'msg': str(errors[key]), 'credentials': [], 'role_assignments': []}}
+            results[key] = failed_entry(item.get('project_path'), str(errors[key]))
             continue
         outcome = outcomes.get(key)
         if outcome is None:
