@@ -20,7 +20,6 @@ ARGUMENT_SPEC = {
     'outcome': {'type': 'dict'},
     'key': {'type': 'str'},
     'fact': {'type': 'str', 'default': 'gitlab_oidc_result'},
-    'keys': {'type': 'list', 'elements': 'str'},
 }
 
 
@@ -35,13 +34,9 @@ class ActionModule(ActionBase):
         result = super().run(tmp, task_vars)
         del tmp
         validation, args = self.validate_argument_spec(argument_spec=ARGUMENT_SPEC,
-                                                       mutually_exclusive=[('results_dir', 'outcome'), ('keys', 'outcome'),
-                                                                           ('keys', 'key')],
-                                                       required_one_of=[('results_dir', 'outcome')],
-                                                       required_by={'keys': 'results_dir'})
+                                                       mutually_exclusive=[('results_dir', 'outcome')],
+                                                       required_one_of=[('results_dir', 'outcome')])
         del validation
-        if args.get('keys') is not None:
-            return self._outcomes(result, args['results_dir'], args['keys'])
         key = args.get('key') or (task_vars or {}).get('inventory_hostname')
         outcome = args.get('outcome')
         if outcome is None:
@@ -62,20 +57,4 @@ class ActionModule(ActionBase):
         if outcome.get('failed'):
             result['failed'] = True
             result['msg'] = outcome.get('msg') or 'project {0} failed'.format(key)
-        return result
-
-    @staticmethod
-    def _outcomes(result, results_dir, keys):
-        """The entries of ``keys`` found in ``results_dir`` (for a report of the play: one task, no hostvars lookups)."""
-        outcomes = {}
-        for key in keys:
-            try:
-                outcomes[key] = read_result(results_dir, key)
-            except FileNotFoundError:
-                continue
-            except (OSError, ValueError) as exc:
-                result.update(failed=True, msg='gitlab_oidc_result: cannot read the result of project {0} in {1} ({2}).'.format(
-                    key, results_dir, exc))
-                return result
-        result.update(changed=False, outcomes=outcomes)
         return result

@@ -38,14 +38,6 @@ options:
       - Name of the fact to set.
     type: str
     default: gitlab_oidc_result
-  keys:
-    description:
-      - Read the entries of these projects from O(results_dir) instead of giving the host its own, and return them
-        as RV(outcomes); nothing is set as a fact, nothing is reported as changed or failed. For a report of the whole
-        play in one task (run once), without a C(hostvars) lookup per host.
-      - Requires O(results_dir); not with O(key) or O(outcome).
-    type: list
-    elements: str
 author:
   - oidc_federation.azure contributors (@oidc-federation)
 attributes:
@@ -90,13 +82,6 @@ EXAMPLES = r'''
     key: "{{ inventory_hostname }}"
     fact: gitlab_oidc_result
 
-- name: Every project's outcome at once, for a report of the play
-  oidc_federation.azure.gitlab_oidc_result:
-    results_dir: "{{ results.path }}"
-    keys: "{{ ansible_play_hosts_all }}"
-  register: everyone
-  run_once: true
-
 - name: From a registered result instead of files
   oidc_federation.azure.gitlab_oidc_result:
     outcome: "{{ onboarding.projects['mygroup/web-app'] }}"
@@ -105,12 +90,6 @@ EXAMPLES = r'''
 RETURN = r'''
 ansible_facts:
   description: The fact named O(fact), holding the project's C(result).
-  returned: success, without O(keys)
-  type: dict
-outcomes:
-  description:
-    - With O(keys), the entry of each of those projects that has one in O(results_dir) (C(result), C(changed),
-      C(failed), C(msg)), by key. A project without an entry (one that never reached the module) is left out.
-  returned: with O(keys)
+  returned: success
   type: dict
 '''
