@@ -45,6 +45,18 @@ docsite() {
   return $missing
 }
 role_spec() {
+  # The spec stays in JSON syntax: ansible-core 2.19 then tags its values without a line and column each, and every
+  # host's automatic argument validation carries the whole spec (docs/dev/architecture.md, "The role's argument spec")
+  python - roles/*/meta/argument_specs.yml <<'PY' || return 1
+import json, sys
+for path in sys.argv[1:]:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            json.load(handle)
+    except ValueError as exc:
+        sys.exit("docs: {0} is not JSON ({1}). Fix: keep the role's argument spec in JSON syntax (valid YAML too); "
+                 "the role validates it on every host, and JSON loads with fewer data tags".format(path, exc))
+PY
   ansible-doc -t role oidc_federation.azure.gitlab_oidc >/dev/null || return 1
   ansible-doc -t role --json oidc_federation.azure.gitlab_oidc | python -c '
 import json, sys
