@@ -533,54 +533,10 @@ from typing import Optional  # noqa: E402
 from ansible.module_utils.basic import env_fallback  # noqa: E402
 
 from ansible_collections.oidc_federation.azure.plugins.module_utils._module import AzureModule  # noqa: E402
-
-_PROJECT_OPTIONS = dict(
-    key=dict(type='str', no_log=False),
-    state=dict(type='str', choices=['present', 'absent']),
-    project_path=dict(type='str', required=True),
-    project_id=dict(type='str'),
-    sub_claim_components=dict(type='list', elements='str'),
-    claim_values=dict(type='dict'),
-    issuer=dict(type='str'),
-    audience=dict(type='str'),
-    gitlab_issuers=dict(type='list', elements='str'),
-    branches=dict(type='list', elements='str'),
-    tags=dict(type='list', elements='str'),
-    any_ref=dict(type='bool'),
-    credential_name_prefix=dict(type='str'),
-    shared_app=dict(type='str'),
-    app_unique_name=dict(type='str'),
-    app_display_name=dict(type='str'),
-    app_description=dict(type='str'),
-    app_tags=dict(type='list', elements='str'),
-    app_owners=dict(type='list', elements='str'),
-    app_service_management_reference=dict(type='str'),
-    role_assignments=dict(type='list', elements='dict', options=dict(
-        role=dict(type='str', required=True),
-        scope=dict(type='str'),
-        subscription_id=dict(type='str'),
-        resource_group=dict(type='str'),
-        description=dict(type='str'),
-    )),
-    subscription_id=dict(type='str'),
-    tenant_id=dict(type='str'),
-    allow_privileged_roles=dict(type='bool'),
-    shared_app_cleanup=dict(type='bool'),
-    purge=dict(type='bool'),
-    gitlab_api=dict(type='bool'),
-    gitlab_url=dict(type='str'),
-    gitlab_token=dict(type='str', no_log=True),
-    gitlab_validate_certs=dict(type='bool'),
-    gitlab_ca_bundle=dict(type='path'),
-    ci_variables=dict(type='bool'),
-    ci_variables_protected=dict(type='bool'),
-    ci_variables_masked=dict(type='bool'),
-    ci_variables_environment_scope=dict(type='str'),
-    ci_variables_extra=dict(type='dict'),
-)
+from ansible_collections.oidc_federation.azure.plugins.module_utils._project_options import PROJECT_OPTIONS  # noqa: E402
 
 ARGUMENT_SPEC = dict(
-    projects=dict(type='list', elements='dict', required=True, options=_PROJECT_OPTIONS),
+    projects=dict(type='list', elements='dict', required=True, options=PROJECT_OPTIONS),
     defaults=dict(type='dict', default={}),
     state=dict(type='str', default='present', choices=['present', 'absent']),
     continue_on_error=dict(type='bool', default=False),
@@ -600,10 +556,10 @@ ARGUMENT_SPEC = dict(
 def check_params(params: dict) -> None:
     """Checks Ansible cannot express, before any SDK import or request."""
     from ansible_collections.oidc_federation.azure.plugins.module_utils._errors import ValidationError
-    unknown = sorted(set(params.get('defaults') or {}) - set(_PROJECT_OPTIONS) - {'key'})
+    unknown = sorted(set(params.get('defaults') or {}) - set(PROJECT_OPTIONS) - {'key'})
     if unknown:
         raise ValidationError('defaults: unknown option(s) {0}. Fix: use the options of projects ({1}).'.format(
-            ', '.join(unknown), ', '.join(sorted(k for k in _PROJECT_OPTIONS if k != 'key'))), field='defaults')
+            ', '.join(unknown), ', '.join(sorted(k for k in PROJECT_OPTIONS if k != 'key'))), field='defaults')
     if 'key' in (params.get('defaults') or {}):
         raise ValidationError('defaults: key cannot have a default. Fix: set key on each project.', field='defaults')
     if 'gitlab_token' in (params.get('defaults') or {}):

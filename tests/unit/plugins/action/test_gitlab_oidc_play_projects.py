@@ -122,3 +122,71 @@ def test_check_mode_resolves_the_same(tmp_path):
     completed, described = run(tmp_path, '--check')
     assert completed.returncode == 2, completed.stdout + completed.stderr
     assert_resolved(completed, described)
+
+
+AGREE_INVENTORY = textwrap.dedent('''\
+    all:
+      vars:
+        ansible_connection: local
+        ansible_python_interpreter: {python}
+        my_scope: /subscriptions/s/resourceGroups/rg
+      hosts:
+        group/plain: {{}}
+        group/tuned:
+          gitlab_oidc_project_id: 42
+          gitlab_oidc_branches: [main, develop]
+          gitlab_oidc_any_ref: "yes"
+          gitlab_oidc_role_assignments:
+            - role: Reader
+              scope: "{{{{ my_scope }}}}"
+          gitlab_oidc_gitlab_token: a-secret-token
+    ''')
+AGREE_TASKS = textwrap.dedent('''\
+    - name: The role's composite (per_host's project)
+      oidc_federation.azure.gitlab_oidc_play_projects:
+        variable: __gitlab_oidc_project
+      register: composite
+      run_once: true
+
+    - name: Field by field (bulk's project)
+      oidc_federation.azure.gitlab_oidc_play_projects:
+        variable_prefix: gitlab_oidc_
+      register: fields
+      run_once: true
+
+    - name: Keep both
+      ansible.builtin.copy:
+        content: "{{ {'composite': composite.projects, 'fields': fields.projects} | to_json }}"
+        dest: "{{ out }}"
+        mode: "0600"
+      run_once: true
+      delegate_to: localhost
+    ''')
+
+
+def test_field_by_field_agrees_with_the_roles_composite(tmp_path):
+    """bulk (variable_prefix) and per_host (the role's __gitlab_oidc_project) describe the same project, from the
+    real role's defaults and vars, with overrides, templates and a lookup; the GitLab token is in neither."""
+    role = tmp_path / 'roles' / 'agree'
+    for sub in ('defaults', 'vars'):
+        (role / sub).mkdir(parents=True)
+        (role / sub / 'main.yml').write_text((ROOT / 'roles' / 'gitlab_oidc' / sub / 'main.yml').read_text(encoding='utf-8'),
+                                             encoding='utf-8')
+    (role / 'tasks').mkdir()
+    (role / 'tasks' / 'main.yml').write_text(AGREE_TASKS, encoding='utf-8')
+    (tmp_path / 'inventory.yml').write_text(AGREE_INVENTORY.format(python=sys.executable), encoding='utf-8')
+    (tmp_path / 'play.yml').write_text('- hosts: all\n  gather_facts: false\n  roles: [agree]\n', encoding='utf-8')
+    out = tmp_path / 'both.json'
+    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=collections_root(), ANSIBLE_NOCOLOR='1', AZURE_SUBSCRIPTION_ID='sub-from-env',
+               ANSIBLE_LOCALHOST_WARNING='false', ANSIBLE_ROLES_PATH=str(tmp_path / 'roles'))
+    completed = subprocess.run([str(Path(sys.executable).parent / 'ansible-playbook'), '-i', str(tmp_path / 'inventory.yml'),
+                                str(tmp_path / 'play.yml'), '-e', 'out={0}'.format(out)],
+                               env=env, capture_output=True, text=True, timeout=240, check=False, cwd=tmp_path)
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    both = json.loads(out.read_text(encoding='utf-8'))
+    assert both['fields'] == both['composite']
+    tuned = both['fields'][1]
+    assert tuned['key'] == 'group/tuned' and tuned['project_path'] == 'group/tuned' and tuned['project_id'] == 42
+    assert tuned['branches'] == ['main', 'develop'] and tuned['subscription_id'] == 'sub-from-env'
+    assert tuned['role_assignments'] == [{'role': 'Reader', 'scope': '/subscriptions/s/resourceGroups/rg'}]
+    assert 'a-secret-token' not in out.read_text(encoding='utf-8')
