@@ -18,34 +18,28 @@ is not lost: its failure goes to ``results_dir``, where ``gitlab_oidc_result`` r
 from __future__ import annotations
 
 from ansible.errors import AnsibleError
-from ansible.plugins.action import ActionBase
 
 from ansible_collections.oidc_federation.azure.plugins.module_utils._project_options import variable_fields
 from ansible_collections.oidc_federation.azure.plugins.module_utils._results import failed_entry, write_results
-
-ARGUMENT_SPEC = {
-    'variable': {'type': 'str'},
-    'variable_prefix': {'type': 'str'},
-    'hosts': {'type': 'list', 'elements': 'str'},
-    'results_dir': {'type': 'path'},
-}
+from ansible_collections.oidc_federation.azure.plugins.plugin_utils._controller_action import ControllerAction
 
 
-class ActionModule(ActionBase):
+class ActionModule(ControllerAction):
     """Resolve a variable for every host of the play, each in its own context."""
 
-    TRANSFERS_FILES = False
-    _requires_connection = False
-    _VALID_ARGS = frozenset(ARGUMENT_SPEC)
+    ARGUMENT_SPEC = {
+        'variable': {'type': 'str'},
+        'variable_prefix': {'type': 'str'},
+        'hosts': {'type': 'list', 'elements': 'str'},
+        'results_dir': {'type': 'path'},
+    }
+    CONSTRAINTS = {'mutually_exclusive': [('variable', 'variable_prefix')], 'required_one_of': [('variable', 'variable_prefix')]}
 
     def run(self, tmp=None, task_vars=None):
         result = super().run(tmp, task_vars)
         del tmp
         task_vars = task_vars or {}
-        validation, args = self.validate_argument_spec(argument_spec=ARGUMENT_SPEC,
-                                                       mutually_exclusive=[('variable', 'variable_prefix')],
-                                                       required_one_of=[('variable', 'variable_prefix')])
-        del validation
+        args = self._args()
         variable, prefix = args.get('variable'), args.get('variable_prefix')
         fields = variable_fields() if prefix is not None else ()
         # ansible_play_batch: the hosts of this batch still running (with serial, the others are not due yet);

@@ -19,9 +19,9 @@ import os
 
 from ansible.errors import AnsibleError
 from ansible.module_utils.common.text.converters import to_text
-from ansible.plugins.action import ActionBase
 
 from ansible_collections.oidc_federation.azure.plugins.module_utils._results import atomic_write, read_result
+from ansible_collections.oidc_federation.azure.plugins.plugin_utils._controller_action import ControllerAction
 
 try:  # ansible-core >= 2.19: a template read from a file must be trusted explicitly
     from ansible.template import trust_as_template
@@ -29,36 +29,31 @@ except ImportError:  # pragma: no cover - older ansible-core trusts every string
     def trust_as_template(value):
         return value
 
-ARGUMENT_SPEC = {
-    'results_dir': {'type': 'path', 'required': True},
-    'hosts': {'type': 'list', 'elements': 'str'},
-    'batch': {'type': 'list', 'elements': 'str'},
-    'state': {'type': 'str', 'choices': ['present', 'absent'], 'default': 'present'},
-    'fact': {'type': 'str', 'default': 'gitlab_oidc_result'},
-    'registered': {'type': 'str'},
-    'project_path_variable': {'type': 'str'},
-    'report_dir': {'type': 'path'},
-    'report_name': {'type': 'str', 'default': 'report'},
-    'markdown_template': {'type': 'path'},
-    'stats': {'type': 'str', 'default': 'gitlab_oidc_report'},
-    'generator': {'type': 'str', 'default': 'oidc_federation.azure.gitlab_oidc'},
-}
 
-
-class ActionModule(ActionBase):
+class ActionModule(ControllerAction):
     """Report every project of the play at once."""
 
-    TRANSFERS_FILES = False
-    _requires_connection = False
-    _VALID_ARGS = frozenset(ARGUMENT_SPEC)
+    ARGUMENT_SPEC = {
+        'results_dir': {'type': 'path', 'required': True},
+        'hosts': {'type': 'list', 'elements': 'str'},
+        'batch': {'type': 'list', 'elements': 'str'},
+        'state': {'type': 'str', 'choices': ['present', 'absent'], 'default': 'present'},
+        'fact': {'type': 'str', 'default': 'gitlab_oidc_result'},
+        'registered': {'type': 'str'},
+        'project_path_variable': {'type': 'str'},
+        'report_dir': {'type': 'path'},
+        'report_name': {'type': 'str', 'default': 'report'},
+        'markdown_template': {'type': 'path'},
+        'stats': {'type': 'str', 'default': 'gitlab_oidc_report'},
+        'generator': {'type': 'str', 'default': 'oidc_federation.azure.gitlab_oidc'},
+    }
+    CONSTRAINTS = {'required_by': {'markdown_template': 'report_dir'}}
 
     def run(self, tmp=None, task_vars=None):
         result = super().run(tmp, task_vars)
         del tmp
         task_vars = task_vars or {}
-        validation, args = self.validate_argument_spec(argument_spec=ARGUMENT_SPEC,
-                                                       required_by={'markdown_template': 'report_dir'})
-        del validation
+        args = self._args()
         batch = args['batch'] if args.get('batch') is not None else list(task_vars.get('ansible_play_batch') or [])
         hosts = args['hosts'] if args.get('hosts') is not None else list(task_vars.get('ansible_play_hosts_all') or batch)
         try:

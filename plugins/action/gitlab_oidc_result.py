@@ -11,32 +11,26 @@ Runs on the controller, without a module process: reads this host's entry writte
 
 from __future__ import annotations
 
-from ansible.plugins.action import ActionBase
 
 from ansible_collections.oidc_federation.azure.plugins.module_utils._results import read_result
-
-ARGUMENT_SPEC = {
-    'results_dir': {'type': 'path'},
-    'outcome': {'type': 'dict'},
-    'key': {'type': 'str'},
-    'fact': {'type': 'str', 'default': 'gitlab_oidc_result'},
-}
+from ansible_collections.oidc_federation.azure.plugins.plugin_utils._controller_action import ControllerAction
 
 
-class ActionModule(ActionBase):
+class ActionModule(ControllerAction):
     """Set one project's outcome as a fact, with its changed and failed status."""
 
-    TRANSFERS_FILES = False
-    _requires_connection = False
-    _VALID_ARGS = frozenset(ARGUMENT_SPEC)
+    ARGUMENT_SPEC = {
+        'results_dir': {'type': 'path'},
+        'outcome': {'type': 'dict'},
+        'key': {'type': 'str'},
+        'fact': {'type': 'str', 'default': 'gitlab_oidc_result'},
+    }
+    CONSTRAINTS = {'mutually_exclusive': [('results_dir', 'outcome')], 'required_one_of': [('results_dir', 'outcome')]}
 
     def run(self, tmp=None, task_vars=None):
         result = super().run(tmp, task_vars)
         del tmp
-        validation, args = self.validate_argument_spec(argument_spec=ARGUMENT_SPEC,
-                                                       mutually_exclusive=[('results_dir', 'outcome')],
-                                                       required_one_of=[('results_dir', 'outcome')])
-        del validation
+        args = self._args()
         key = args.get('key') or (task_vars or {}).get('inventory_hostname')
         outcome = args.get('outcome')
         if outcome is None:
