@@ -126,7 +126,7 @@ class ActionModule(ControllerAction):
     def _lookup(host_vars, name):
         """A host's variable, templated; None when it is undefined or cannot be resolved."""
         try:
-            return host_vars.get(name) if hasattr(host_vars, 'get') else None
+            return host_vars.get(name)
         except AnsibleError:
             return None
 
