@@ -36,7 +36,6 @@ class ActionModule(ControllerAction):
     ARGUMENT_SPEC = {
         'results_dir': {'type': 'path', 'required': True},
         'hosts': {'type': 'list', 'elements': 'str'},
-        'batch': {'type': 'list', 'elements': 'str'},
         'state': {'type': 'str', 'choices': ['present', 'absent'], 'default': 'present'},
         'fact': {'type': 'str', 'default': 'gitlab_oidc_result'},
         'registered': {'type': 'str'},
@@ -54,10 +53,10 @@ class ActionModule(ControllerAction):
         del tmp
         task_vars = task_vars or {}
         args = self._args()
-        batch = args['batch'] if args.get('batch') is not None else list(task_vars.get('ansible_play_batch') or [])
+        batch = list(task_vars.get('ansible_play_batch') or [])
         hosts = args['hosts'] if args.get('hosts') is not None else list(task_vars.get('ansible_play_hosts_all') or batch)
         try:
-            projects = self._projects(args, hosts, set(batch), set(task_vars.get('ansible_play_hosts') or batch), task_vars)
+            projects = self._projects(args, hosts, set(task_vars.get('ansible_play_hosts') or batch), task_vars)
         except (OSError, ValueError) as exc:
             result.update(failed=True, msg='gitlab_oidc_report: cannot read the results in {0} ({1}).'.format(
                 args['results_dir'], exc))
@@ -86,19 +85,17 @@ class ActionModule(ControllerAction):
             result['ansible_stats'] = {'data': {args['stats']: report}, 'per_host': False, 'aggregate': False}
         return result
 
-    def _projects(self, args, hosts, batch, active, task_vars):
-        """Every host's project, in the order of ``hosts``: its entry in the result files (hosts of this batch), else its
-        fact (hosts of earlier batches still in the play), else its registered call's entry, else a placeholder naming
-        its project."""
+    def _projects(self, args, hosts, active, task_vars):
+        """Every host's project, in the order of ``hosts``: its entry in the result files (the hosts of this batch that
+        reached the module or failed the validation before it, failed ones included), else its fact (hosts of earlier
+        batches still in the play), else its registered call's entry, else a placeholder naming its project."""
         hostvars = task_vars.get('hostvars') or {}
         projects = []
         for host in hosts:
-            entry = None
-            if host in batch:
-                try:
-                    entry = read_result(args['results_dir'], host).get('result')
-                except FileNotFoundError:
-                    entry = None
+            try:
+                entry = read_result(args['results_dir'], host).get('result')
+            except FileNotFoundError:
+                entry = None
             if not isinstance(entry, dict):
                 entry = self._from_hostvars(hostvars, host, args, host in active)
             projects.append(dict(entry, host=host))

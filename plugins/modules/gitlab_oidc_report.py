@@ -21,10 +21,11 @@ description:
     publish, write twice) - each run-once task costs about a second at 1,000 hosts. The
     P(oidc_federation.azure.gitlab_oidc#role) role writes its report with it.
   - An action that runs on the controller without a module process; the files are written on the controller.
-  - 'Where each host''s project comes from, in this order: its entry in O(results_dir) (the hosts of O(batch)); the
-    fact O(fact) of a host of an earlier batch (with C(serial)) still in the play; the entry for the host in the result
-    it registered as O(registered); else a failed placeholder named after the host''s O(project_path_variable) (a host
-    that never reached the module, for example one whose input failed validation).'
+  - 'Where each host''s project comes from, in this order: its entry in O(results_dir) (a host of this batch that reached
+    the module, or whose variables M(oidc_federation.azure.gitlab_oidc_play_projects) found invalid, failed ones
+    included); the fact O(fact) of a host of an earlier batch (with C(serial)) still in the play; the entry for the
+    host in the result it registered as O(registered); else a failed placeholder named after the host''s
+    O(project_path_variable) (a host that never reached the module, for example one that failed an earlier task).'
 options:
   results_dir:
     description:
@@ -35,11 +36,6 @@ options:
     description:
       - The hosts to report, in this order (one project each, the host name being the project's key).
       - Defaults to every host of the play (C(ansible_play_hosts_all)), failed ones included.
-    type: list
-    elements: str
-  batch:
-    description:
-      - The hosts whose entries are in O(results_dir). Defaults to the current batch (C(ansible_play_batch)).
     type: list
     elements: str
   state:
@@ -140,7 +136,6 @@ EXAMPLES = r'''
   oidc_federation.azure.gitlab_oidc_report:
     results_dir: "{{ results.path }}"
     hosts: "{{ ansible_play_hosts_all }}"
-    batch: "{{ ansible_play_batch }}"
     state: absent
     fact: gitlab_oidc_result
     registered: my_call

@@ -59,6 +59,11 @@ PLAYBOOK = textwrap.dedent('''\
           when: inventory_hostname in ['grp/a', 'grp/b']
           check_mode: false
 
+        - name: b fails (it leaves ansible_play_batch; its result file is still read)
+          ansible.builtin.fail:
+            msg: b left the batch
+          when: inventory_hostname == 'grp/b'
+
         - name: An earlier batch's outcome (c)
           ansible.builtin.set_fact:
             gitlab_oidc_result: {project_path: grp/c, status: ok, changed: false, client_id: id-c}
@@ -72,7 +77,6 @@ PLAYBOOK = textwrap.dedent('''\
         - name: Report
           oidc_federation.azure.gitlab_oidc_report:
             results_dir: "{{ results.path }}"
-            batch: [grp/a, grp/b]
             registered: call
             project_path_variable: proj_path
             report_dir: "{{ report_dir }}"
@@ -112,7 +116,9 @@ def run(tmp_path, report_dir, *options):
 
 
 def assert_report(completed, reported, report_dir, name, check_mode):
-    assert completed.returncode == 0, completed.stdout + completed.stderr
+    assert completed.returncode == 2 and reported is not None, completed.stdout + completed.stderr  # grp/b failed
+    recap = {line.split()[0]: line for line in completed.stdout.splitlines() if ' : ok=' in line}
+    assert 'failed=1' in recap['grp/b'] and all('failed=0' in recap[h] for h in recap if h != 'grp/b'), recap
     report = reported['report']
     assert reported['changed'] is False
     assert report['check_mode'] is check_mode and report['state'] == 'present'
@@ -120,7 +126,7 @@ def assert_report(completed, reported, report_dir, name, check_mode):
     by_host = {p['host']: p for p in report['projects']}
     assert [p['host'] for p in report['projects']] == ['grp/a', 'grp/b', 'grp/c', 'grp/d', 'grp/e']
     assert by_host['grp/a']['client_id'] == 'id-a' and by_host['grp/a']['changed'] is True  # its result file
-    assert by_host['grp/b']['status'] == 'failed'                                          # its result file
+    assert by_host['grp/b']['status'] == 'failed' and by_host['grp/b']['msg'] == 'b | broke'  # its file, failed host
     assert by_host['grp/c']['client_id'] == 'id-c'                                         # the fact (earlier batch)
     assert by_host['grp/d']['msg'] == 'from the call'                                      # the registered call
     assert by_host['grp/e'] == {'host': 'grp/e', 'project_path': 'grp/e-path', 'status': 'failed', 'changed': False,
