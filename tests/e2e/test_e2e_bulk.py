@@ -100,32 +100,39 @@ def test_per_host_and_bulk_leave_identical_state(sandbox, tmp_path):
     assert managed_state(state_of(sandbox)) == {}
 
 
-def test_a_failing_project_fails_its_host_only(sandbox, tmp_path):
+@pytest.mark.parametrize("strategy", ["bulk", "per_host"])
+def test_a_failing_project_fails_its_host_only(sandbox, tmp_path, strategy):
+    """Three bad projects among good ones, each failing its own host only: one refused by the module, one whose
+    variables cannot be resolved, one that fails the role's argument spec (validated by the role itself in one task:
+    the sample playbook turns Ansible's automatic per-host validation off)."""
     env = harness.ansible_env(sandbox.env, tmp_path)
     sandbox.reset()
     baseline = state_of(sandbox)
     inventory = tmp_path / "inventory.yml"
     hosts = generated_inventory(inventory, 6, sandbox)
     data = yaml.safe_load(inventory.read_text(encoding="utf-8"))
-    bad, unresolved = hosts[2], hosts[4]
+    bad, unresolved, invalid = hosts[2], hosts[4], hosts[5]
     data["all"]["children"]["gitlab_projects"]["hosts"][bad]["gitlab_oidc_role_assignments"] = [{"role": "No Such Role"}]
-    # a host whose variables cannot be resolved: Ansible's validation of the role's arguments fails it on its own
     data["all"]["children"]["gitlab_projects"]["hosts"][unresolved]["gitlab_oidc_branches"] = "{{ no_such_variable }}"
+    data["all"]["children"]["gitlab_projects"]["hosts"][invalid]["gitlab_oidc_any_ref"] = "maybe"
     inventory.write_text(yaml.safe_dump(data), encoding="utf-8")
-    result = run(ONBOARD, inventory, env, tmp_path, gitlab_oidc_strategy="bulk")
-    assert result.returncode != 0 and result.hosts_with("failed") == sorted([bad, unresolved]), result.recap
+    result = run(ONBOARD, inventory, env, tmp_path, gitlab_oidc_strategy=strategy)
+    assert result.returncode != 0 and result.hosts_with("failed") == sorted([bad, unresolved, invalid]), result.recap
     assert "No Such Role" in result.output and "gitlab_oidc_role_assignments[0].role" in result.output
     assert "no_such_variable" in result.output
+    assert "Validation of arguments failed" in result.output and "gitlab_oidc_any_ref" in result.output
+    assert "Validating arguments against arg spec" not in result.output  # the sample playbook's rolespec_validate: false
     made = managed_state(state_of(sandbox))
     assert sorted(made) == sorted(n for n in expected_unique_names(hosts)
-                                  if not n.endswith((bad.replace("/", "~"), unresolved.replace("/", "~"))))
-    # the report has every project: the failed ones (one with the module's reason; one that never reached it)
+                                  if not n.endswith(tuple(h.replace("/", "~") for h in (bad, unresolved, invalid))))
+    # the report has every project: the failed ones (one with the module's reason; two that never reached it)
     report = json.loads((tmp_path / "report" / "onboarding.json").read_text(encoding="utf-8"))
-    assert report["summary"] == {"projects": 6, "changed": 4, "failed": 2}, report["summary"]
+    assert report["summary"] == {"projects": 6, "changed": 3, "failed": 3}, report["summary"]
     by_host = {p["host"]: p for p in report["projects"]}
     assert by_host[bad]["status"] == "failed" and "No Such Role" in by_host[bad]["msg"]
     assert by_host[unresolved]["status"] == "failed" and by_host[unresolved]["project_path"] == unresolved
-    assert all(by_host[h]["status"] != "failed" and by_host[h]["client_id"] for h in hosts if h not in (bad, unresolved))
+    assert by_host[invalid]["status"] == "failed" and "gitlab_oidc_any_ref" in by_host[invalid]["msg"]
+    assert all(by_host[h]["status"] != "failed" and by_host[h]["client_id"] for h in hosts if h not in (bad, unresolved, invalid))
     assert not orphans(state_of(sandbox), baseline)
 
 

@@ -190,3 +190,157 @@ def test_field_by_field_agrees_with_the_roles_composite(tmp_path):
     assert tuned['branches'] == ['main', 'develop'] and tuned['subscription_id'] == 'sub-from-env'
     assert tuned['role_assignments'] == [{'role': 'Reader', 'scope': '/subscriptions/s/resourceGroups/rg'}]
     assert 'a-secret-token' not in out.read_text(encoding='utf-8')
+
+
+VALIDATE_INVENTORY = textwrap.dedent('''\
+    all:
+      vars:
+        ansible_connection: local
+        ansible_python_interpreter: {python}
+      hosts:
+        group/good:
+          gitlab_oidc_branches: [main, develop]
+        group/bad-bool:
+          gitlab_oidc_any_ref: maybe
+        group/bad-list:
+          gitlab_oidc_branches: {{not: a list}}
+        group/bad-choice:
+          gitlab_oidc_sub_claim_components: [project_path, nope]
+        group/bad-setting:
+          gitlab_oidc_concurrency: lots
+    ''')
+VALIDATE_TASKS = textwrap.dedent('''\
+    - name: Results directory
+      ansible.builtin.tempfile:
+        state: directory
+      register: results
+      run_once: true
+      check_mode: false
+
+    - name: Validate and describe, as the role does
+      oidc_federation.azure.gitlab_oidc_play_projects:
+        argument_spec_file: "{{ role_path }}/meta/argument_specs.yml"
+        variable_prefix: gitlab_oidc_
+        describe: "{{ describe | default(false) }}"
+        results_dir: "{{ results.path }}"
+      register: described
+      run_once: true
+
+    - name: Keep what it returned, with the result files
+      ansible.builtin.copy:
+        content: "{{ {'described': described, 'files': query('ansible.builtin.file', *query('ansible.builtin.fileglob',
+                     results.path ~ '/*.json')) | map('from_json') | list} | to_json }}"
+        dest: "{{ out }}"
+        mode: "0600"
+      run_once: true
+      check_mode: false
+    ''')
+
+
+def _validation_role(tmp_path, spec_text=None):
+    """The real role's defaults, vars and argument spec, with tasks that validate (and describe) every host."""
+    role = tmp_path / 'roles' / 'checked'
+    for sub in ('defaults', 'vars'):
+        (role / sub).mkdir(parents=True)
+        (role / sub / 'main.yml').write_text((ROOT / 'roles' / 'gitlab_oidc' / sub / 'main.yml').read_text(encoding='utf-8'),
+                                             encoding='utf-8')
+    (role / 'meta').mkdir()
+    (role / 'meta' / 'argument_specs.yml').write_text(
+        spec_text or (ROOT / 'roles' / 'gitlab_oidc' / 'meta' / 'argument_specs.yml').read_text(encoding='utf-8'), encoding='utf-8')
+    (role / 'tasks').mkdir()
+    (role / 'tasks' / 'main.yml').write_text(VALIDATE_TASKS, encoding='utf-8')
+
+
+def _play(tmp_path, play, inventory_text, *options):
+    (tmp_path / 'inventory.yml').write_text(inventory_text.format(python=sys.executable), encoding='utf-8')
+    (tmp_path / 'play.yml').write_text(play, encoding='utf-8')
+    out = tmp_path / 'out.json'
+    out.unlink(missing_ok=True)
+    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=collections_root(), ANSIBLE_NOCOLOR='1', AZURE_SUBSCRIPTION_ID='sub-from-env',
+               ANSIBLE_LOCALHOST_WARNING='false', ANSIBLE_ROLES_PATH=str(tmp_path / 'roles'), ANSIBLE_CALLBACK_RESULT_FORMAT='json',
+               ANSIBLE_CALLBACK_FORMAT_PRETTY='false', PYTHONHASHSEED='0')  # the same order of a set in a message
+    completed = subprocess.run([str(Path(sys.executable).parent / 'ansible-playbook'), '-i', str(tmp_path / 'inventory.yml'),
+                                str(tmp_path / 'play.yml'), '-e', 'out={0}'.format(out), *options],
+                               env=env, capture_output=True, text=True, timeout=240, check=False, cwd=tmp_path)
+    return completed, json.loads(out.read_text(encoding='utf-8')) if out.exists() else None
+
+
+IMPORTED = textwrap.dedent('''\
+    - hosts: all
+      gather_facts: false
+      tasks:
+        - name: The role, without Ansible's automatic validation
+          ansible.builtin.import_role:
+            name: checked
+            rolespec_validate: false
+          vars:
+            gitlab_oidc_state: present
+    ''')
+
+
+def test_validation_agrees_with_ansibles_automatic_role_validation(tmp_path):
+    """Every host validated against the real role's spec in one task: the same hosts fail with the same messages as
+    Ansible's own validation of the role (roles:, one validation task per host); each invalid host gets its failed
+    result file and is left out of the projects; the others are described."""
+    _validation_role(tmp_path)
+    automatic_play = IMPORTED.replace('rolespec_validate: false', 'rolespec_validate: true')
+    automatic = _play(tmp_path, automatic_play, VALIDATE_INVENTORY)[0]
+    assert automatic.returncode == 2 and 'Validating arguments against arg spec' in automatic.stdout, automatic.stdout
+    expected = {}  # "fatal: [host]: FAILED! => {...}", one line each (result format json, not pretty)
+    for line in automatic.stdout.splitlines():
+        if line.startswith('fatal: ['):
+            expected[line[len('fatal: ['):line.index(']')]] = json.loads(line[line.index(' => ') + 4:])['msg']
+    assert sorted(expected) == ['group/bad-bool', 'group/bad-choice', 'group/bad-list', 'group/bad-setting'], expected
+
+    for options in ((), ('-e', 'describe=true')):
+        completed, kept = _play(tmp_path, IMPORTED, VALIDATE_INVENTORY, *options)
+        assert completed.returncode == 0, completed.stdout + completed.stderr
+        assert 'Validating arguments against arg spec' not in completed.stdout
+        described = kept['described']
+        assert described['failed_hosts'] == expected
+        files = {entry['key']: entry for entry in kept['files']}
+        assert sorted(files) == sorted(expected)
+        assert all(files[h]['failed'] and files[h]['result']['msg'] == expected[h] for h in expected)
+        if options:  # described field by field, the invalid hosts left out
+            assert [p['key'] for p in described['projects']] == ['group/good']
+            assert described['projects'][0]['branches'] == ['main', 'develop']
+            assert described['projects'][0]['subscription_id'] == 'sub-from-env'
+        else:  # validation only (per_host)
+            assert described['projects'] == []
+
+
+def test_invalid_settings_of_the_host_that_runs_the_call_fail_the_run(tmp_path):
+    """bulk: the call's own settings (not a project's fields) come from the host that runs it; if they are invalid
+    no project can be reconciled, so the task fails with them (on a later host they fail that host only)."""
+    _validation_role(tmp_path)
+    inventory = VALIDATE_INVENTORY.replace('    group/good:\n', '    group/first:\n      gitlab_oidc_graph_pacing: often\n'
+                                           '    group/good:\n', 1)
+    assert 'group/first' in inventory
+    completed, kept = _play(tmp_path, IMPORTED, inventory, '-e', 'describe=true')
+    assert completed.returncode == 2 and kept is None, completed.stdout + completed.stderr
+    fatal = [line for line in completed.stdout.splitlines() if line.startswith('fatal: [group/first]')]
+    message = json.loads(fatal[0][fatal[0].index(' => ') + 4:])['msg']
+    assert message.startswith('The settings of this run, taken from host group/first'), message
+    assert 'gitlab_oidc_graph_pacing' in message and 'gitlab_oidc_concurrency' not in message and 'Fix:' in message
+    recap = {line.split()[0]: line for line in completed.stdout.splitlines() if ' : ok=' in line}
+    assert all('failed=1' in line for line in recap.values()), recap
+    # validation only (per_host): each host runs its own call, so the same host fails alone
+    completed, kept = _play(tmp_path, IMPORTED, inventory)
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    assert 'gitlab_oidc_graph_pacing' in kept['described']['failed_hosts']['group/first']
+
+
+def test_a_no_log_value_never_reaches_a_validation_message(tmp_path):
+    """Ansible's validator puts a value that cannot be converted in its message; a no_log option's value is masked."""
+    spec = json.dumps({'argument_specs': {'main': {'options': {
+        'probe_secret': {'type': 'int', 'no_log': True, 'description': 'a secret'},
+        'gitlab_oidc_gitlab_token': {'type': 'int', 'description': 'the project secret, no_log in the module'}}}}})
+    _validation_role(tmp_path, spec)
+    inventory = VALIDATE_INVENTORY.replace('gitlab_oidc_branches: [main, develop]',
+                                           'probe_secret: s3cret-value\n      gitlab_oidc_gitlab_token: t0ken-value', 1)
+    assert 't0ken-value' in inventory
+    completed, kept = _play(tmp_path, IMPORTED, inventory)  # validation only: the host fails alone
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    message = kept['described']['failed_hosts']['group/good']
+    assert 'probe_secret' in message and 'gitlab_oidc_gitlab_token' in message, message
+    assert 's3cret-value' not in json.dumps(kept) and 't0ken-value' not in json.dumps(kept)
