@@ -63,6 +63,14 @@ class ActionModule(ControllerAction):
             raise AnsibleError('argument_spec_file: argument_specs.{0}.options of {1} is not a mapping'.format(entry_point, path))
         return options
 
+    @staticmethod
+    def _errors(validator, values, secret_names):
+        """Ansible's messages for the spec's options among ``values`` (templated), secret values masked; [] if valid."""
+        spec = validator.argument_spec
+        errors = validator.validate({option: values[option] for option in spec if option in values}).error_messages
+        secrets = [str(values[option]) for option in secret_names if values.get(option) not in (None, '')]
+        return [remove_values(message, secrets) for message in errors]
+
     def run(self, tmp=None, task_vars=None):
         result = super().run(tmp, task_vars)
         del tmp
@@ -72,6 +80,12 @@ class ActionModule(ControllerAction):
         fields = variable_fields() if prefix is not None else ()
         spec = self._role_spec(args['argument_spec_file'], args['argument_spec_entry_point']) if args.get('argument_spec_file') else {}
         validator = ArgumentSpecValidator(spec) if args.get('argument_spec_file') else None
+        # with one call for the play (bulk), the options that are not a project's fields are that call's settings,
+        # taken from the host that runs it (this task's host): if they are invalid there, no project can be reconciled
+        settings = None
+        if validator is not None and describe and prefix is not None:
+            settings = ArgumentSpecValidator({option: spec[option] for option in spec
+                                              if not option.startswith(prefix) or option[len(prefix):] not in fields})
         # the values never shown in a validation message: the spec's no_log options and the project's secrets
         secret_names = {name for name, option in spec.items() if isinstance(option, dict) and option.get('no_log')}
         secret_names.update(prefix + name for name, option in PROJECT_OPTIONS.items() if prefix is not None and option.get('no_log'))
@@ -106,18 +120,11 @@ class ActionModule(ControllerAction):
                     names = [option for option in spec if option in host_vars]
                     names.extend(prefix + field for field in fields if prefix + field not in spec and prefix + field in host_vars)
                     values = templar.template({option: host_vars[option] for option in names})
-                    errors = validator.validate({option: values[option] for option in spec if option in values}).error_messages
+                    errors = self._errors(validator, values, secret_names)
                     if errors:
-                        secrets = [str(values[option]) for option in secret_names if values.get(option) not in (None, '')]
-                        errors = [remove_values(message, secrets) for message in errors]
                         failed[name] = 'Validation of arguments failed:\n{0}'.format('\n'.join(errors))
-                        if describe and prefix is not None and name == task_vars.get('inventory_hostname'):
-                            # the settings of the one call for the play (not a project's fields) come from the host
-                            # that runs it, this one: if they are invalid, no project can be reconciled
-                            settings = {option: spec[option] for option in spec
-                                        if not option.startswith(prefix) or option[len(prefix):] not in fields}
-                            invalid_settings = [remove_values(message, secrets) for message in ArgumentSpecValidator(settings).validate(
-                                {option: values[option] for option in settings if option in values}).error_messages]
+                        if settings is not None and name == task_vars.get('inventory_hostname'):
+                            invalid_settings = self._errors(settings, values, secret_names)
                         continue
                     if not describe:
                         continue
