@@ -138,8 +138,8 @@ def test_templates_reference_defined_objects_and_existing_playbooks() -> None:
         tasks, shipped_tasks = plays[0]["tasks"], shipped[0]["tasks"]
         assert len(tasks) == len(shipped_tasks) == 1 and "roles" not in plays[0] and "roles" not in shipped[0]
         imported = tasks[0]["ansible.builtin.import_role"]
-        assert imported == shipped_tasks[0]["ansible.builtin.import_role"] == {"name": "oidc_federation.azure.gitlab_oidc",
-                                                                              "rolespec_validate": False}
+        expected = {"name": "oidc_federation.azure.gitlab_oidc", "rolespec_validate": False}
+        assert imported == shipped_tasks[0]["ansible.builtin.import_role"] == expected
         assert tasks[0]["vars"]["gitlab_oidc_state"] == states[template["playbook"]]
         assert tasks[0]["vars"] == shipped_tasks[0]["vars"]
         assert plays[0]["connection"] == "local" and plays[0]["gather_facts"] is False
