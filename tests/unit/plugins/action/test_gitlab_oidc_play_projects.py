@@ -164,16 +164,24 @@ AGREE_TASKS = textwrap.dedent('''\
     ''')
 
 
+def _real_role(tmp_path, name, tasks, spec_text=None):
+    """A role ``name`` with the gitlab_oidc role's defaults and vars, ``tasks``, and (with ``spec_text``) that argument
+    spec."""
+    role = tmp_path / 'roles' / name
+    files = {'defaults/main.yml': (ROOT / 'roles' / 'gitlab_oidc' / 'defaults' / 'main.yml').read_text(encoding='utf-8'),
+             'vars/main.yml': (ROOT / 'roles' / 'gitlab_oidc' / 'vars' / 'main.yml').read_text(encoding='utf-8'),
+             'tasks/main.yml': tasks}
+    if spec_text is not None:
+        files['meta/argument_specs.yml'] = spec_text
+    for relative, text in files.items():
+        (role / relative).parent.mkdir(parents=True, exist_ok=True)
+        (role / relative).write_text(text, encoding='utf-8')
+
+
 def test_field_by_field_agrees_with_the_roles_composite(tmp_path):
     """bulk (variable_prefix) and per_host (the role's __gitlab_oidc_project) describe the same project, from the
     real role's defaults and vars, with overrides, templates and a lookup; the GitLab token is in neither."""
-    role = tmp_path / 'roles' / 'agree'
-    for sub in ('defaults', 'vars'):
-        (role / sub).mkdir(parents=True)
-        (role / sub / 'main.yml').write_text((ROOT / 'roles' / 'gitlab_oidc' / sub / 'main.yml').read_text(encoding='utf-8'),
-                                             encoding='utf-8')
-    (role / 'tasks').mkdir()
-    (role / 'tasks' / 'main.yml').write_text(AGREE_TASKS, encoding='utf-8')
+    _real_role(tmp_path, 'agree', AGREE_TASKS)
     (tmp_path / 'inventory.yml').write_text(AGREE_INVENTORY.format(python=sys.executable), encoding='utf-8')
     (tmp_path / 'play.yml').write_text('- hosts: all\n  gather_facts: false\n  roles: [agree]\n', encoding='utf-8')
     out = tmp_path / 'both.json'
@@ -239,16 +247,8 @@ VALIDATE_TASKS = textwrap.dedent('''\
 
 def _validation_role(tmp_path, spec_text=None):
     """The real role's defaults, vars and argument spec, with tasks that validate (and describe) every host."""
-    role = tmp_path / 'roles' / 'checked'
-    for sub in ('defaults', 'vars'):
-        (role / sub).mkdir(parents=True)
-        (role / sub / 'main.yml').write_text((ROOT / 'roles' / 'gitlab_oidc' / sub / 'main.yml').read_text(encoding='utf-8'),
-                                             encoding='utf-8')
-    (role / 'meta').mkdir()
-    (role / 'meta' / 'argument_specs.yml').write_text(
-        spec_text or (ROOT / 'roles' / 'gitlab_oidc' / 'meta' / 'argument_specs.yml').read_text(encoding='utf-8'), encoding='utf-8')
-    (role / 'tasks').mkdir()
-    (role / 'tasks' / 'main.yml').write_text(VALIDATE_TASKS, encoding='utf-8')
+    _real_role(tmp_path, 'checked', VALIDATE_TASKS,
+               spec_text or (ROOT / 'roles' / 'gitlab_oidc' / 'meta' / 'argument_specs.yml').read_text(encoding='utf-8'))
 
 
 def _play(tmp_path, play, inventory_text, *options):
