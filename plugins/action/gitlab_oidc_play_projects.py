@@ -86,6 +86,8 @@ class ActionModule(ControllerAction):
         if validator is not None and describe and prefix is not None:
             settings = ArgumentSpecValidator({option: spec[option] for option in spec
                                               if not option.startswith(prefix) or option[len(prefix):] not in fields})
+        # the variables each host's values are read from: the spec's options, then the project's other fields
+        wanted = list(spec) + [prefix + field for field in fields if prefix + field not in spec]
         # the values never shown in a validation message: the spec's no_log options and the project's secrets
         secret_names = {name for name, option in spec.items() if isinstance(option, dict) and option.get('no_log')}
         secret_names.update(prefix + name for name, option in PROJECT_OPTIONS.items() if prefix is not None and option.get('no_log'))
@@ -114,35 +116,28 @@ class ActionModule(ControllerAction):
                 host_vars = manager.get_vars(play=play, host=host, task=self._task, include_hostvars=True,
                                              _hosts=play_hosts, _hosts_all=play_hosts_all)
                 templar = self._templar.copy_with_new_env(available_variables=host_vars)
+                # the spec's options and the project's fields found in the host's variables, in one template call:
+                # each value templated where it is a template (a composite template of every field would be compiled
+                # again for every host, about 5 ms each)
+                values = templar.template({option: host_vars[option] for option in wanted if option in host_vars})
                 if validator is not None:
-                    # what the automatic role validation does: the spec's options found in the host's variables,
-                    # templated, validated; one template call for them and the project's fields
-                    names = [option for option in spec if option in host_vars]
-                    names.extend(prefix + field for field in fields if prefix + field not in spec and prefix + field in host_vars)
-                    values = templar.template({option: host_vars[option] for option in names})
+                    # what the automatic role validation does: those options, templated, validated
                     errors = self._errors(validator, values, secret_names)
                     if errors:
                         failed[name] = 'Validation of arguments failed:\n{0}'.format('\n'.join(errors))
                         if settings is not None and name == task_vars.get('inventory_hostname'):
                             invalid_settings = self._errors(settings, values, secret_names)
                         continue
-                    if not describe:
-                        continue
-                    if prefix is not None:
-                        project = {'key': name}
-                        project.update((field, values[prefix + field]) for field in fields if prefix + field in values)
-                        projects.append(project)
-                        continue
+                if not describe:
+                    continue
                 if prefix is not None:
-                    # each field's own value, templated where it is a template: a composite template of every field
-                    # would be compiled again for every host (about 5 ms each)
-                    raw = {'key': name}
-                    raw.update((field, host_vars[prefix + field]) for field in fields if prefix + field in host_vars)
+                    project = {'key': name}
+                    project.update((field, values[prefix + field]) for field in fields if prefix + field in values)
                 elif variable not in host_vars:
                     raise AnsibleError('{0} is not defined'.format(variable))
                 else:
-                    raw = host_vars[variable]
-                projects.append(templar.template(raw))
+                    project = templar.template(host_vars[variable])
+                projects.append(project)
             except AnsibleError as exc:
                 failed[name] = 'the variables of project {0} cannot be resolved: {1}'.format(name, exc)
         result['changed'] = False
