@@ -6,10 +6,10 @@
 # The interfaces in this file are meant for use within the oidc_federation.azure collection
 # and may not remain stable to outside uses. Changes may be made in ANY release, even a bugfix release.
 
-"""Shared authentication/connection options and their pure resolution.
+"""Shared authentication/connection options: their pure resolution.
 
-``AUTH_ARGSPEC`` is the option spec every module merges (documented by the ``oidc_federation.azure.auth`` doc
-fragment); ``AUTH_SPEC`` is the same bundled with its constraints. ``resolve_auth(params)`` turns validated
+The options themselves (``AUTH_ARGSPEC``, documented by the ``oidc_federation.azure.auth`` doc fragment) are in
+``_auth_spec``; ``AUTH_CONSTRAINTS`` here are the checks that travel with them (``_module.AUTH_SPEC``). ``resolve_auth(params)`` turns validated
 parameters into an ``AuthSettings``: the concrete credential to build, the cloud's endpoints and token scopes.
 It imports no SDK and touches no network, so bad options fail before anything heavy is loaded; its errors name
 the missing inputs together with the environment variables that could supply them.
@@ -22,39 +22,26 @@ import re
 from typing import Any, Callable, Mapping, Optional, Tuple
 from urllib.parse import urlsplit
 
-from ansible.module_utils.basic import env_fallback
 from ansible.module_utils.parsing.convert_bool import boolean
 
+from ansible_collections.oidc_federation.azure.plugins.module_utils._auth_spec import (
+    AUTH_SOURCES,
+    CLOUD_ALIASES,
+    CLOUD_NAMES,
+    DEFAULT_CLOUD,
+    DEFAULT_REPLICATION_TIMEOUT,
+    ENV_VARS,
+)
 from ansible_collections.oidc_federation.azure.plugins.module_utils._errors import ValidationError, register_secret
 
-AUTH_SOURCES = ('auto', 'env', 'client_secret', 'federated_token', 'managed_identity', 'cli')
 # What ``auth_source: auto`` tries, in order. ``env`` means azure-identity's EnvironmentCredential: a client secret.
 AUTO_ORDER = ('client_secret', 'federated_token', 'managed_identity', 'cli')
-
-# Environment variables read by each option, first found wins (docs/dev/architecture.md).
-ENV_VARS = {
-    'tenant_id': ('AZURE_TENANT_ID', 'AZURE_TENANT'),
-    'client_id': ('AZURE_CLIENT_ID',),
-    'client_secret': ('AZURE_CLIENT_SECRET', 'AZURE_SECRET'),
-    'federated_token': ('AZURE_FEDERATED_TOKEN', 'GITLAB_OIDC_TOKEN'),
-    'federated_token_file': ('AZURE_FEDERATED_TOKEN_FILE',),
-    'subscription_id': ('AZURE_SUBSCRIPTION_ID',),
-    'cloud_environment': ('AZURE_CLOUD_ENVIRONMENT',),
-    'authority_host': ('AZURE_AUTHORITY_HOST',),
-    'graph_endpoint': ('AZURE_GRAPH_ENDPOINT',),
-    'resource_manager_endpoint': ('AZURE_RESOURCE_MANAGER_ENDPOINT',),
-    'ca_bundle': ('AZURE_CA_BUNDLE', 'REQUESTS_CA_BUNDLE'),
-    'token_cache': ('AZURE_TOKEN_CACHE',),
-    'token_cache_dir': ('AZURE_TOKEN_CACHE_DIR',),
-}
 
 # Environment variables that reveal a managed identity endpoint (App Service, Functions, Container Apps, Arc,
 # Service Fabric, Cloud Shell). A plain VM only has IMDS, which cannot be detected without a request: use
 # ``auth_source: managed_identity`` there.
 MANAGED_IDENTITY_ENV_VARS = ('IDENTITY_ENDPOINT', 'MSI_ENDPOINT')
 
-DEFAULT_CLOUD = 'AzurePublicCloud'
-DEFAULT_REPLICATION_TIMEOUT = 120
 MAX_REPLICATION_TIMEOUT = 3600
 
 
@@ -86,32 +73,6 @@ CLOUDS = {
     'AzureUSGovernment': CloudEnvironment(
         'AzureUSGovernment', 'https://login.microsoftonline.us', 'https://graph.microsoft.us', 'https://management.usgovcloudapi.net',
         'https://graph.microsoft.us/.default', 'https://management.usgovcloudapi.net/.default'),
-}
-
-# Other names of the same clouds: the Azure CLI and AWX's Azure credential call the public cloud AzureCloud.
-CLOUD_ALIASES = {'AzureCloud': 'AzurePublicCloud'}
-
-
-def _env(option: str) -> dict:
-    return {'fallback': (env_fallback, list(ENV_VARS[option]))}
-
-
-AUTH_ARGSPEC = {
-    'auth_source': {'type': 'str', 'default': 'auto', 'choices': list(AUTH_SOURCES)},
-    'tenant_id': dict(type='str', **_env('tenant_id')),
-    'client_id': dict(type='str', **_env('client_id')),
-    'client_secret': dict(type='str', no_log=True, **_env('client_secret')),
-    'federated_token': dict(type='str', no_log=True, **_env('federated_token')),
-    'federated_token_file': dict(type='path', **_env('federated_token_file')),
-    'subscription_id': dict(type='str', **_env('subscription_id')),
-    'cloud_environment': dict(type='str', default=DEFAULT_CLOUD, choices=list(CLOUDS) + list(CLOUD_ALIASES), **_env('cloud_environment')),
-    'authority_host': dict(type='str', **_env('authority_host')),
-    'graph_endpoint': dict(type='str', **_env('graph_endpoint')),
-    'resource_manager_endpoint': dict(type='str', **_env('resource_manager_endpoint')),
-    'ca_bundle': dict(type='path', **_env('ca_bundle')),
-    'replication_timeout': {'type': 'int', 'default': DEFAULT_REPLICATION_TIMEOUT},
-    'token_cache': dict(type='bool', default=True, **_env('token_cache')),
-    'token_cache_dir': dict(type='path', **_env('token_cache_dir')),
 }
 
 
@@ -272,7 +233,7 @@ def resolve_cloud(params: Mapping[str, Any]) -> Tuple[CloudEnvironment, bool]:
     name = params.get('cloud_environment') or DEFAULT_CLOUD
     name = CLOUD_ALIASES.get(name, name)
     if name not in CLOUDS:
-        raise ValidationError('cloud_environment must be one of {0}, got {1!r}'.format(', '.join(list(CLOUDS) + list(CLOUD_ALIASES)), name))
+        raise ValidationError('cloud_environment must be one of {0}, got {1!r}'.format(', '.join(list(CLOUD_NAMES) + list(CLOUD_ALIASES)), name))
     base = CLOUDS[name]
     authority = base.authority_host
     if _given(params, 'authority_host'):

@@ -54,11 +54,11 @@ from ansible_collections.oidc_federation.azure.plugins.module_utils._errors impo
     ValidationError,
 )
 from ansible_collections.oidc_federation.azure.plugins.module_utils._retry import RetryPolicy, run_with_retry
+from ansible_collections.oidc_federation.azure.plugins.module_utils._private_files import default_cache_dir
 from ansible_collections.oidc_federation.azure.plugins.module_utils._token_cache import (
     CACHEABLE_SOURCES,
     CachedCredential,
     TokenCache,
-    default_cache_dir,
     key_for,
     read_token_file,
 )

@@ -34,13 +34,15 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterable, Mapping, O
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
-from ansible_collections.oidc_federation.azure.plugins.module_utils._auth import AUTH_ARGSPEC, AUTH_CONSTRAINTS, resolve_auth
+from ansible_collections.oidc_federation.azure.plugins.module_utils._auth import AUTH_CONSTRAINTS, resolve_auth
+from ansible_collections.oidc_federation.azure.plugins.module_utils._auth_spec import AUTH_ARGSPEC
 from ansible_collections.oidc_federation.azure.plugins.module_utils._errors import (
     AzureApiError,
     MissingLibraryError,
     ValidationError,
     redact,
 )
+from ansible_collections.oidc_federation.azure.plugins.module_utils._final import exit_with, final_result
 
 if TYPE_CHECKING:  # pragma: no cover - a module process that hands its call to a persistent worker never needs it
     from ansible_collections.oidc_federation.azure.plugins.module_utils._clients import Clients
@@ -104,6 +106,18 @@ class ArgumentSpec:
 AUTH_SPEC = ArgumentSpec(AUTH_ARGSPEC, **AUTH_CONSTRAINTS)
 
 
+def _kwargs_of(ansible_module: AnsibleModule) -> dict:
+    """The spec and constraints an ``AnsibleModule`` was built with, as ``ArgumentSpec.ansible_kwargs`` gives them."""
+    kwargs = {'argument_spec': ansible_module.argument_spec}
+    for name in _LIST_CONSTRAINTS:
+        if getattr(ansible_module, name, None):
+            kwargs[name] = [list(x) for x in getattr(ansible_module, name)]
+    if getattr(ansible_module, 'required_by', None):
+        kwargs['required_by'] = {k: list(v) if isinstance(v, (list, tuple)) else [v]
+                                 for k, v in ansible_module.required_by.items()}
+    return kwargs
+
+
 class _Finish(BaseException):
     """Raised by ``exit``/``fail`` while ``run`` is active, so clients close before the result is printed.
 
@@ -122,6 +136,9 @@ class AzureModule:
     ``argument_spec`` is a dict or an ``ArgumentSpec``; the constraint keywords and ``checks`` add to it.
     ``auth=False`` leaves out the shared auth options (for modules that never call Azure).
     ``environ`` (tests) replaces ``os.environ`` for managed identity detection.
+    ``ansible_module``: an ``AnsibleModule`` the module process already built with the same options
+    (``_auth_spec.with_auth_options``), used instead of a new one (a module that first offered its call to a
+    persistent worker); its options must be this spec's.
     After construction: ``params``, ``auth`` (``AuthSettings``), ``check_mode``, ``diff_mode``, ``ansible``.
     """
 
@@ -129,7 +146,7 @@ class AzureModule:
                  supports_check_mode: bool = True, auth: bool = True, mutually_exclusive: Iterable = (),
                  required_together: Iterable = (), required_one_of: Iterable = (), required_if: Iterable = (),
                  required_by: Optional[Mapping[str, Any]] = None, checks: Iterable[Callable[[Mapping[str, Any]], None]] = (),
-                 environ: Optional[Mapping[str, str]] = None) -> None:
+                 environ: Optional[Mapping[str, str]] = None, ansible_module: Optional[AnsibleModule] = None) -> None:
         spec = argument_spec if isinstance(argument_spec, ArgumentSpec) else ArgumentSpec(argument_spec)
         spec = spec.merge(ArgumentSpec(mutually_exclusive=mutually_exclusive, required_together=required_together,
                                        required_one_of=required_one_of, required_if=required_if,
@@ -137,7 +154,11 @@ class AzureModule:
         if auth:
             spec = AUTH_SPEC.merge(spec)
         self.spec = spec
-        self.ansible = spec.create_ansible_module(supports_check_mode=supports_check_mode)
+        if ansible_module is None:
+            ansible_module = spec.create_ansible_module(supports_check_mode=supports_check_mode)
+        elif spec.ansible_kwargs() != _kwargs_of(ansible_module):
+            raise ValueError('the AnsibleModule given was built with other options or constraints than this spec')
+        self.ansible = ansible_module
         self.params = self.ansible.params
         self.auth = None
         self.clients = None
@@ -232,12 +253,7 @@ class AzureModule:
 
     def finish(self, final: Mapping[str, Any]) -> None:
         """Exit with a final result (``final_result``): its warnings, then ``exit_json``/``fail_json``."""
-        for message in final.get('warnings') or ():
-            self.ansible.warn(message)
-        result = dict(final['result'])
-        if final['failed']:
-            self.ansible.fail_json(**result)
-        self.ansible.exit_json(**result)
+        exit_with(self.ansible, final)
 
     async def _main(self, core: Callable, factory: Callable[..., Clients]) -> Any:
         if self.auth is None:  # auth=False: nothing to connect to
@@ -251,27 +267,19 @@ class AzureModule:
                     self.warn(message)
 
 
-def final_result(outcome: _Finish, warnings: Iterable[str] = ()) -> dict:
-    """The outcome of a core as plain data (JSON-serialisable, what a persistent worker sends back): ``failed``,
-    ``result`` (the keyword arguments of ``fail_json``/``exit_json``: ``msg``, ``exception`` for a traceback or
-    a missing library) and the ``warnings`` to add first."""
-    result = dict(outcome.result)
-    if outcome.failed and 'missing_library' in result:
-        lib = result.pop('missing_library')
-        result['msg'] = missing_required_lib(lib.library, url=lib.url)
-        result['exception'] = lib.tb or ''
-    elif outcome.failed and 'traceback' in result:
-        result['exception'] = result.pop('traceback')
-    return {'failed': bool(outcome.failed), 'result': result, 'warnings': list(warnings)}
-
-
 class DetachedModule(AzureModule):
-    """An ``AzureModule`` for options already parsed and checked by a module process (the persistent worker runs the
-    core with it): no ``AnsibleModule``; warnings are collected; ``answer()`` is the final result as plain data."""
+    """An ``AzureModule`` for options already parsed by a module process's ``AnsibleModule`` (the persistent worker
+    runs the core with it): no ``AnsibleModule`` here; the module's ``checks`` and the auth checks run as
+    ``AzureModule`` runs them (a failure is the outcome, the core does not run); warnings are collected; ``answer()``
+    is the final result as plain data."""
 
     def __init__(self, params: Mapping[str, Any], *, check_mode: bool, diff_mode: bool, auth: bool = True,
+                 checks: Iterable[Callable[[Mapping[str, Any]], None]] = (),
                  environ: Optional[Mapping[str, str]] = None) -> None:  # pylint: disable=super-init-not-called
-        self.spec = None
+        spec = ArgumentSpec(checks=checks)
+        if auth:
+            spec = AUTH_SPEC.merge(spec)
+        self.spec = spec
         self.ansible = None
         self.params = dict(params)
         self.auth = None
@@ -281,11 +289,12 @@ class DetachedModule(AzureModule):
         self._check_mode = bool(check_mode)
         self._diff_mode = bool(diff_mode)
         self._running = False
-        if auth:
-            try:
+        try:
+            spec.run_checks(self.params)
+            if auth:
                 self.auth = resolve_auth(self.params, environ)
-            except ValidationError as exc:
-                self.outcome = _Finish(True, dict(exc.extra, msg=str(exc)))
+        except ValidationError as exc:
+            self.outcome = _Finish(True, dict(exc.extra, msg=redact(str(exc))))
 
     @property
     def check_mode(self) -> bool:

@@ -123,8 +123,9 @@ from ansible_collections.oidc_federation.azure.plugins.module_utils._onboarding_
     plan_items,
     reconcile_identity,
 )
+from ansible_collections.oidc_federation.azure.plugins.module_utils._private_files import cache_subdir
 from ansible_collections.oidc_federation.azure.plugins.module_utils._results import atomic_write
-from ansible_collections.oidc_federation.azure.plugins.module_utils._token_cache import NamedLocks, cache_subdir
+from ansible_collections.oidc_federation.azure.plugins.module_utils._token_cache import NamedLocks
 
 PROJECT_MARKER_PREFIX = 'oidc_federation.azure:gitlab-project:'
 MAX_TAG_LENGTH = 256

@@ -41,7 +41,6 @@ Imports only the standard library.
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import json
 import os
@@ -55,6 +54,11 @@ except ImportError:  # pragma: no cover - not a POSIX system: no cross-process l
     fcntl = None
 
 from ansible_collections.oidc_federation.azure.plugins.module_utils._errors import ValidationError, register_secret
+from ansible_collections.oidc_federation.azure.plugins.module_utils._private_files import (
+    make_private_dir,
+    private_dir_problem,
+    try_flock,
+)
 
 CACHEABLE_SOURCES = ('client_secret', 'federated_token')
 MIN_REMAINING = 300          # seconds of validity a token must still have to be used
@@ -62,7 +66,6 @@ LOCK_WAIT = 30.0             # seconds a process waits for another one fetching 
 LOCK_POLL = 0.02
 STALE_TEMP = 600             # temporary files older than this are leftovers of a killed process
 MAX_ENTRY_BYTES = 64 * 1024
-DIR_NAME = 'oidc_federation_azure'
 LOCK_NAME = '.lock'
 ENTRY_SUFFIX = '.json'
 KEY_VERSION = 1
@@ -88,24 +91,6 @@ class AccessToken(NamedTuple):
 
 class TokenCacheError(Exception):
     """The cache directory cannot be used (the message says why and names no secret)."""
-
-
-def default_cache_dir(environ: Optional[dict] = None) -> str:
-    """``$XDG_RUNTIME_DIR/oidc_federation_azure/tokens`` when that is the user's own directory, else
-    ``${XDG_CACHE_HOME:-~/.cache}/oidc_federation_azure/tokens``."""
-    environ = os.environ if environ is None else environ
-    runtime = environ.get('XDG_RUNTIME_DIR') or ''
-    if os.path.isabs(runtime):
-        try:
-            st = os.stat(runtime)
-            if stat.S_ISDIR(st.st_mode) and st.st_uid == os.geteuid():
-                return os.path.join(runtime, DIR_NAME, 'tokens')
-        except OSError:
-            pass
-    cache_home = environ.get('XDG_CACHE_HOME') or ''
-    if not os.path.isabs(cache_home):
-        cache_home = os.path.join(os.path.expanduser('~'), '.cache')
-    return os.path.join(cache_home, DIR_NAME, 'tokens')
 
 
 def fingerprint(material: str) -> str:
@@ -351,43 +336,6 @@ class TokenCache:
             os.close(fd)
 
 
-# --- private directories and lock files (also those of the persistent workers, _worker) ------------------------------
-
-def cache_subdir(token_cache_dir: Optional[str], name: str) -> str:
-    """``<token cache dir>/<name>`` (``token_cache_dir``, else the default): where the persistent workers and the
-    shared-application locks live, beside the tokens."""
-    return os.path.join(token_cache_dir or default_cache_dir(), name)
-
-
-def make_private_dir(path: str) -> os.stat_result:
-    """Create ``path`` with mode 0700 (its missing parents too) unless it exists; the ``lstat`` of what is there,
-    for ``private_dir_problem``. Raises ``OSError``."""
-    parent = os.path.dirname(path)
-    if not os.path.isdir(parent):
-        os.makedirs(parent, mode=0o700, exist_ok=True)
-    try:
-        os.mkdir(path, 0o700)
-    except FileExistsError:
-        pass
-    return os.lstat(path)
-
-
-def try_flock(path: str, dir_fd: Optional[int] = None) -> Optional[int]:
-    """Take the exclusive ``flock`` of lock file ``path`` (created with mode 0600, never through a symbolic link;
-    relative to ``dir_fd`` when given) without waiting: its file descriptor, or None when another process holds it.
-    Raises ``OSError`` when the file cannot be opened or locked."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | _O_NOFOLLOW | _O_CLOEXEC, 0o600,
-                 **({'dir_fd': dir_fd} if dir_fd is not None else {}))
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as exc:
-        os.close(fd)
-        if exc.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
-            return None
-        raise
-    return fd
-
-
 class NamedLocks:
     """Exclusive locks by name for one async call, across processes: one lock file per name (``try_flock``) in a
     private directory, polled without blocking the event loop (so two calls of one process exclude each other too).
@@ -435,19 +383,6 @@ class NamedLocks:
     def _release(self) -> None:
         while self._fds:
             os.close(self._fds.pop())  # closing the file gives its flock back
-
-
-def private_dir_problem(st: os.stat_result) -> Optional[str]:
-    """What makes the directory of ``st`` (an ``lstat``) unfit to hold secrets or sockets, or None."""
-    if stat.S_ISLNK(st.st_mode):
-        return 'is a symbolic link'
-    if not stat.S_ISDIR(st.st_mode):
-        return 'is not a directory'
-    if st.st_uid != os.geteuid():
-        return 'is owned by user id {0}, not by this user ({1})'.format(st.st_uid, os.geteuid())
-    if st.st_mode & 0o077:
-        return 'is open to group or others (mode {0:04o}); make it private with chmod 700'.format(stat.S_IMODE(st.st_mode))
-    return None
 
 
 class CachedCredential:

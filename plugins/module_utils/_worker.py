@@ -9,10 +9,13 @@
 """A persistent worker: one process that runs the module core for the module processes of a run.
 
 Every task of a play starts a new module process, which pays for an interpreter, AnsiballZ and the SDK imports
-(about 0.5 s of CPU) before it does anything. With ``persistent_worker``, the module process (parsing and checking
-its options as always) hands its validated parameters to a worker that already has the SDKs loaded, and returns
-the worker's result; the worker runs the requests of concurrent module processes side by side in one event loop,
-with one Graph pacer for all of them.
+(about 0.5 s of CPU) before it does anything. With ``persistent_worker``, the module process parses its options
+(Ansible's own validation, with ``_auth_spec``) and hands them to a worker that already has the module core loaded;
+the worker runs the module's checks (the auth checks included) and its core, and the module process exits with the
+worker's result (``_final.exit_with``). So the module process imports this file, ``_auth_spec``, ``_final`` and
+``_private_files``, not the core (``_module``, ``_auth``, ``_errors``, ``_token_cache``...): about 30 ms of CPU less
+per process. The worker runs the requests of concurrent module processes side by side in one event loop, with one
+Graph pacer for all of them.
 
 * One worker per user, module payload, Python, working directory, umask and environment (all hashed into its key):
   a module of another collection version, another interpreter or other environment variables (proxies, CA bundles,
@@ -29,7 +32,8 @@ with one Graph pacer for all of them.
 * The worker writes nothing to logs or files besides the socket and the payload copy; secrets travel only over
   the private socket, and every message is redacted as in the module process.
 
-Imports only the standard library (the module core is imported by the worker when a request arrives).
+Imports only the standard library and ``_private_files`` (the module core is imported by the worker when a request
+arrives).
 """
 
 from __future__ import annotations
@@ -48,6 +52,13 @@ try:
     import fcntl
 except ImportError:  # pragma: no cover - not a POSIX system: no worker
     fcntl = None
+
+from ansible_collections.oidc_federation.azure.plugins.module_utils._private_files import (
+    cache_subdir,
+    make_private_dir,
+    private_dir_problem,
+    try_flock,
+)
 
 if TYPE_CHECKING:  # asyncio is imported where the worker serves: a module process that only asks does not need it
     import asyncio
@@ -81,14 +92,12 @@ class WorkerError(Exception):
 
 def workers_dir(token_cache_dir: Optional[str] = None) -> str:
     """``<token cache dir>/workers``."""
-    from ansible_collections.oidc_federation.azure.plugins.module_utils._token_cache import cache_subdir
     return cache_subdir(token_cache_dir, WORKERS_DIR)
 
 
 def private_dir(path: str) -> str:
     """Create ``path`` (mode 0700, parents as needed) or check it: a real directory of this user closed to others
     (``WorkerError`` otherwise). Returns ``path``."""
-    from ansible_collections.oidc_federation.azure.plugins.module_utils._token_cache import make_private_dir, private_dir_problem
     try:
         problem = private_dir_problem(make_private_dir(path))
     except OSError as exc:
@@ -139,7 +148,6 @@ def _lock(directory: str, key: str, wait: float) -> Optional[int]:
     descriptor, or None when it stayed taken. Whoever starts a worker, or removes a dead worker's files, holds it."""
     if fcntl is None:  # pragma: no cover
         raise WorkerError('no file locks on this system')
-    from ansible_collections.oidc_federation.azure.plugins.module_utils._token_cache import try_flock
     lock_path = os.path.join(directory, key + '.lock')
     deadline = time.monotonic() + wait
     while True:
@@ -352,13 +360,14 @@ class WorkerClient:
 
 
 def run_in_worker(module: Any, module_name: str, token_cache_dir: Optional[str]) -> Optional[dict]:
-    """Run ``module``'s core on the worker: the final result (``failed``, ``result``, ``warnings``), or None when
-    the module process must run the core itself (no worker could take the request; a warning says so when the
-    worker stopped after it took it)."""
+    """Run the call of ``module`` (the module process's ``AnsibleModule``: its options parsed, nothing else done)
+    on the worker, which runs the module's checks and its core: the final result (``_final.final_result``: ``failed``,
+    ``result``, ``warnings``), or None when the module process must run the call itself (no worker could take the
+    request; a warning says so when the worker stopped after it took it)."""
     try:
         client = WorkerClient(workers_dir(token_cache_dir))
-        return client.call({'module': module_name, 'params': module.params, 'check_mode': module.check_mode,
-                            'diff_mode': module.diff_mode})
+        return client.call({'module': module_name, 'params': module.params, 'check_mode': bool(module.check_mode),
+                            'diff_mode': bool(getattr(module, '_diff', False))})
     except WorkerError as exc:
         if exc.taken:
             module.warn('persistent_worker: {0}; the module ran the request itself (writes are keyed, so this '
@@ -368,7 +377,8 @@ def run_in_worker(module: Any, module_name: str, token_cache_dir: Optional[str])
 
 # --- the worker's side --------------------------------------------------------------------------------------------
 
-# The modules a worker runs, and where their core is (each module's file defines ``core`` and ``clients_factory``).
+# The modules a worker runs, and where their core is (each module's file defines ``CHECKS``, ``core`` and
+# ``clients_factory``).
 MODULES = {'gitlab_oidc_projects': 'ansible_collections.oidc_federation.azure.plugins.modules.gitlab_oidc_projects'}
 
 
@@ -484,7 +494,7 @@ class Worker:
         module = importlib.import_module(MODULES[request['module']])
         from ansible_collections.oidc_federation.azure.plugins.module_utils._module import DetachedModule
         detached = DetachedModule(request['params'], check_mode=bool(request.get('check_mode')),
-                                  diff_mode=bool(request.get('diff_mode')))
+                                  diff_mode=bool(request.get('diff_mode')), checks=module.CHECKS)
         if detached.outcome is None:
             await detached.run_async(module.core, module.clients_factory(request['params'], shared))
         return detached.answer()

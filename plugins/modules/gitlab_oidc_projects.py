@@ -328,6 +328,8 @@ options:
         SDKs loaded, runs concurrent calls side by side (one Graph pacer for all of them) and exits after 20 seconds
         without a call. For many calls of one project each (the role's C(per_host) strategy) this saves most of the
         cost of a module process (its SDK imports); one call with many projects gains nothing.
+      - The module process only parses the options; the worker checks them as the module would (the same failures
+        and messages, before any request) and runs the call.
       - Calls with the same Azure settings that start within a minute of each other share their clients in the
         worker (connections, access tokens, and the role definitions, scope checks and operator identity read once
         per run, as the projects of one call share them); reads that failed are never kept, and each call reports
@@ -528,12 +530,18 @@ summary:
   sample: {projects: 2, changed: 1, failed: 0}
 '''
 
-from typing import Optional  # noqa: E402
+from typing import TYPE_CHECKING, Optional  # noqa: E402
 
-from ansible.module_utils.basic import env_fallback  # noqa: E402
+from ansible.module_utils.basic import AnsibleModule, env_fallback  # noqa: E402
 
-from ansible_collections.oidc_federation.azure.plugins.module_utils._module import AzureModule  # noqa: E402
+# Only what parsing the options needs: with persistent_worker, the module process hands them to the worker without
+# importing the module core (_module, _auth, _errors, ...; see _worker). The core is imported where it runs.
+from ansible_collections.oidc_federation.azure.plugins.module_utils._auth_spec import with_auth_options  # noqa: E402
+from ansible_collections.oidc_federation.azure.plugins.module_utils._final import exit_with  # noqa: E402
 from ansible_collections.oidc_federation.azure.plugins.module_utils._project_options import PROJECT_OPTIONS  # noqa: E402
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ansible_collections.oidc_federation.azure.plugins.module_utils._module import AzureModule
 
 ARGUMENT_SPEC = dict(
     projects=dict(type='list', elements='dict', required=True, options=PROJECT_OPTIONS),
@@ -657,14 +665,20 @@ def clients_factory(params: dict, shared: Optional[dict] = None):
     return clients.lease
 
 
+# The checks Ansible cannot express, run after its validation by AzureModule here, or by the persistent worker.
+CHECKS = (check_params,)
+
+
 def main() -> None:
     """Module entry point."""
-    module = AzureModule(ARGUMENT_SPEC, supports_check_mode=True, checks=[check_params])
-    if module.params['persistent_worker']:
+    ansible_module = AnsibleModule(argument_spec=with_auth_options(ARGUMENT_SPEC), supports_check_mode=True)
+    if ansible_module.params['persistent_worker']:
         from ansible_collections.oidc_federation.azure.plugins.module_utils._worker import run_in_worker
-        final = run_in_worker(module, 'gitlab_oidc_projects', module.params.get('token_cache_dir'))
+        final = run_in_worker(ansible_module, 'gitlab_oidc_projects', ansible_module.params.get('token_cache_dir'))
         if final is not None:
-            module.finish(final)
+            exit_with(ansible_module, final)
+    from ansible_collections.oidc_federation.azure.plugins.module_utils import _module
+    module = _module.AzureModule(ARGUMENT_SPEC, supports_check_mode=True, checks=CHECKS, ansible_module=ansible_module)
     module.run(core, clients_factory=clients_factory(module.params))
 
 

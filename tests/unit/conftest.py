@@ -25,7 +25,8 @@ from ansible.module_utils import _internal as _module_utils_internal
 
 from ansible.module_utils.testing import patch_module_args
 
-from ansible_collections.oidc_federation.azure.plugins.module_utils._auth import ENV_VARS, MANAGED_IDENTITY_ENV_VARS
+from ansible_collections.oidc_federation.azure.plugins.module_utils._auth import MANAGED_IDENTITY_ENV_VARS
+from ansible_collections.oidc_federation.azure.plugins.module_utils._auth_spec import ENV_VARS
 from ansible_collections.oidc_federation.azure.plugins.module_utils._gitlab_api import ENV_CA_BUNDLE, ENV_TOKEN, ENV_URL
 
 AZURE_ENV_NAMES = sorted({name for names in ENV_VARS.values() for name in names} | set(MANAGED_IDENTITY_ENV_VARS)

@@ -14,13 +14,18 @@ from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 
 from ansible_collections.oidc_federation.azure.plugins.doc_fragments.auth import ModuleDocFragment
 from ansible_collections.oidc_federation.azure.plugins.module_utils._auth import (
-    AUTH_ARGSPEC,
     AUTO_ORDER,
     CLOUDS,
-    ENV_VARS,
     choose_auth_source,
     normalize_endpoint,
     resolve_auth,
+)
+from ansible_collections.oidc_federation.azure.plugins.module_utils._auth_spec import (
+    AUTH_ARGSPEC,
+    CLOUD_ALIASES,
+    CLOUD_NAMES,
+    ENV_VARS,
+    with_auth_options,
 )
 from ansible_collections.oidc_federation.azure.plugins.module_utils._errors import ValidationError, redact
 
@@ -312,3 +317,18 @@ def test_token_cache_options_are_checked():
         resolve_auth({'auth_source': 'cli', 'token_cache_dir': 'relative/tokens'}, environ={})
     settings = resolve_auth({'auth_source': 'cli', 'token_cache_dir': '/run/user/1000/tokens'}, environ={})
     assert settings.token_cache_dir == '/run/user/1000/tokens'
+
+
+def test_the_option_spec_names_the_clouds_resolve_auth_knows():
+    # _auth_spec is data only (the module process of a persistent worker's call imports it, not _auth): its list of
+    # clouds and aliases must be the one resolve_auth resolves.
+    assert CLOUD_NAMES == tuple(CLOUDS)
+    assert AUTH_ARGSPEC['cloud_environment']['choices'] == list(CLOUDS) + list(CLOUD_ALIASES)
+    assert all(CLOUD_ALIASES[alias] in CLOUDS for alias in CLOUD_ALIASES)
+
+
+def test_with_auth_options_adds_the_shared_options_and_refuses_a_clash():
+    spec = with_auth_options({'name': {'type': 'str'}})
+    assert set(spec) == set(AUTH_ARGSPEC) | {'name'} and 'name' not in AUTH_ARGSPEC
+    with pytest.raises(ValueError, match='options defined twice: tenant_id'):
+        with_auth_options({'tenant_id': {'type': 'str'}})

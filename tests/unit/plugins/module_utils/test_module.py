@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from ansible_collections.oidc_federation.azure.plugins.module_utils import _module as module_utils
-from ansible_collections.oidc_federation.azure.plugins.module_utils._auth import AUTH_ARGSPEC
+from ansible_collections.oidc_federation.azure.plugins.module_utils._auth_spec import AUTH_ARGSPEC
 from ansible_collections.oidc_federation.azure.plugins.module_utils._errors import (
     AzureApiError,
     MissingLibraryError,
@@ -304,6 +304,39 @@ def test_module_checks_run_after_ansible_validation(run_module):
 
     code, result = run_module(make_main(None, checks=[no_dots]), {'name': 'a.b', 'auth_source': 'cli'})
     assert code == 1 and result['msg'] == 'name must not contain dots' and result['name'] == 'a.b'
+
+
+def test_an_ansible_module_built_with_the_same_options_is_adopted_and_another_refused(run_module):
+    """gitlab_oidc_projects builds its AnsibleModule first (to offer the call to a persistent worker) and hands it to
+    AzureModule, which must use it (one parse, one invocation log) and refuse one built with other options."""
+    from ansible.module_utils.basic import AnsibleModule
+    from ansible_collections.oidc_federation.azure.plugins.module_utils._auth_spec import with_auth_options
+
+    spec = {'name': {'type': 'str', 'required': True}}
+
+    async def core(module, clients):
+        return module.result(False, same=module.ansible is built[0], name=module.params['name'])
+
+    built = []
+
+    def main():
+        built.append(AnsibleModule(argument_spec=with_auth_options(spec), supports_check_mode=True))
+        AzureModule(spec, ansible_module=built[0]).run(core, clients_factory=FakeClients)
+
+    code, result = run_module(main, {'name': 'x', 'auth_source': 'cli'})
+    assert code == 0 and result['same'] is True and result['name'] == 'x', result
+
+    def other():
+        module = AnsibleModule(argument_spec=with_auth_options(dict(spec, extra={'type': 'str'})))
+        AzureModule(spec, ansible_module=module)
+
+    def constrained():
+        module = AnsibleModule(argument_spec=with_auth_options(spec))
+        AzureModule(spec, ansible_module=module, mutually_exclusive=[('name', 'tenant_id')])
+
+    for wrong in (other, constrained):
+        with pytest.raises(ValueError, match='other options or constraints'):
+            run_module(wrong, {'name': 'x', 'auth_source': 'cli'})
 
 
 # --- gather_limited -------------------------------------------------------------------------------------------------

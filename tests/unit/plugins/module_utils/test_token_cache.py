@@ -18,10 +18,11 @@ import time
 
 import pytest
 
-from ansible_collections.oidc_federation.azure.plugins.module_utils import _token_cache
+from ansible_collections.oidc_federation.azure.plugins.module_utils import _private_files, _token_cache
 from ansible_collections.oidc_federation.azure.plugins.module_utils._auth import resolve_auth
 from ansible_collections.oidc_federation.azure.plugins.module_utils._clients import Clients
 from ansible_collections.oidc_federation.azure.plugins.module_utils._errors import ValidationError, redact
+from ansible_collections.oidc_federation.azure.plugins.module_utils._private_files import default_cache_dir
 from ansible_collections.oidc_federation.azure.plugins.module_utils._token_cache import (
     MIN_REMAINING,
     AccessToken,
@@ -29,7 +30,6 @@ from ansible_collections.oidc_federation.azure.plugins.module_utils._token_cache
     TokenCache,
     TokenCacheError,
     cache_key,
-    default_cache_dir,
     fingerprint,
     key_for,
 )
@@ -549,27 +549,27 @@ def test_tokens_never_appear_in_reprs_warnings_or_logs(tmp_path, caplog):
 
 
 def test_the_shared_private_directory_and_lock_file_helpers(tmp_path):
-    """make_private_dir/private_dir_problem/try_flock serve the token cache and the persistent workers alike."""
+    """_private_files: make_private_dir/private_dir_problem/try_flock serve the token cache and the persistent workers alike."""
     made = tmp_path / 'a' / 'b' / 'private'
-    st = _token_cache.make_private_dir(str(made))
-    assert _token_cache.private_dir_problem(st) is None and stat.S_IMODE(st.st_mode) == 0o700
+    st = _private_files.make_private_dir(str(made))
+    assert _private_files.private_dir_problem(st) is None and stat.S_IMODE(st.st_mode) == 0o700
     assert stat.S_IMODE(os.stat(made.parent).st_mode) == 0o700          # missing parents are private too
-    assert _token_cache.make_private_dir(str(made)).st_ino == st.st_ino  # an existing one is kept
+    assert _private_files.make_private_dir(str(made)).st_ino == st.st_ino  # an existing one is kept
     os.chmod(made, 0o750)
-    assert 'open to group or others' in _token_cache.private_dir_problem(_token_cache.make_private_dir(str(made)))
+    assert 'open to group or others' in _private_files.private_dir_problem(_private_files.make_private_dir(str(made)))
     os.chmod(made, 0o700)
     link = tmp_path / 'link'
     link.symlink_to(made)
-    assert _token_cache.private_dir_problem(_token_cache.make_private_dir(str(link))) == 'is a symbolic link'
+    assert _private_files.private_dir_problem(_private_files.make_private_dir(str(link))) == 'is a symbolic link'
 
-    held = _token_cache.try_flock(str(made / 'x.lock'))
-    assert held is not None and _token_cache.try_flock(str(made / 'x.lock')) is None   # taken: no wait, None
+    held = _private_files.try_flock(str(made / 'x.lock'))
+    assert held is not None and _private_files.try_flock(str(made / 'x.lock')) is None   # taken: no wait, None
     assert stat.S_IMODE(os.stat(made / 'x.lock').st_mode) == 0o600
     dir_fd = os.open(made, os.O_RDONLY)
     try:
-        assert _token_cache.try_flock('x.lock', dir_fd=dir_fd) is None                  # the same file, by its handle
+        assert _private_files.try_flock('x.lock', dir_fd=dir_fd) is None                  # the same file, by its handle
         os.close(held)
-        again = _token_cache.try_flock('x.lock', dir_fd=dir_fd)
+        again = _private_files.try_flock('x.lock', dir_fd=dir_fd)
         assert again is not None
         os.close(again)
     finally:
@@ -577,4 +577,4 @@ def test_the_shared_private_directory_and_lock_file_helpers(tmp_path):
     (made / 'elsewhere').write_text('')
     (made / 'y.lock').symlink_to(made / 'elsewhere')
     with pytest.raises(OSError):                                                          # never through a link
-        _token_cache.try_flock(str(made / 'y.lock'))
+        _private_files.try_flock(str(made / 'y.lock'))

@@ -19,6 +19,7 @@ import zipfile
 import pytest
 
 from ansible_collections.oidc_federation.azure.plugins.module_utils import _worker
+from ansible_collections.oidc_federation.azure.plugins.module_utils._errors import ValidationError
 from ansible_collections.oidc_federation.azure.plugins.module_utils._module import DetachedModule
 
 
@@ -231,7 +232,7 @@ def test_the_first_module_process_starts_the_worker_and_the_worker_goes_away(sho
 def test_the_module_process_runs_the_core_itself_when_no_worker_can_take_it(monkeypatch, tmp_path):
     class Module:
         params = {'x': 1}
-        check_mode = diff_mode = False
+        check_mode = _diff = False
 
         def __init__(self):
             self.warnings = []
@@ -270,6 +271,30 @@ def test_a_detached_module_collects_warnings_and_gives_plain_data():
     detached = DetachedModule({}, check_mode=False, diff_mode=False, auth=False)
     asyncio.run(detached.run_async(failing))
     assert detached.answer() == {'failed': True, 'result': {'msg': 'no good', 'error': {'code': 'X'}}, 'warnings': []}
+
+
+def test_a_detached_module_runs_the_module_checks_and_the_auth_checks_before_the_core():
+    """The module process of a worker's call only parses the options: the worker's DetachedModule runs the checks
+    AzureModule would (the module's and the auth checks); a failure is the outcome and the core never runs."""
+    ran = []
+
+    async def core(module, clients):
+        ran.append(True)
+        return module.result(False)
+
+    def positive(params):
+        if params['count'] < 1:
+            raise ValidationError('count: must be at least 1. Fix: use 1 or more (not secret-value-1234).', field='count')
+
+    good = {'count': 1, 'auth_source': 'cli', 'cloud_environment': 'AzurePublicCloud'}
+    for params, message in ((dict(good, count=0), 'count: must be at least 1'),
+                            (dict(good, tenant_id='not a tenant!'), 'tenant_id')):
+        detached = DetachedModule(params, check_mode=False, diff_mode=False, checks=[positive])
+        assert detached.outcome is not None  # failed at once: run_async is never called
+        answer = detached.answer()
+        assert answer['failed'] is True and message in answer['result']['msg'], answer
+    assert ran == []
+    assert DetachedModule(good, check_mode=False, diff_mode=False, checks=[positive]).outcome is None
 
 
 def _dead_socket(path):
