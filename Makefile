@@ -51,9 +51,9 @@ e2e: collection azcli ## end to end: onboard the example projects on the sandbox
 	$(PY) -m pytest -q -p no:cacheprovider tests/e2e
 
 .PHONY: bench
-bench: collection ## benchmark onboarding N projects (BENCH_PROJECTS=100 BENCH_STRATEGY=per_host|bulk BENCH_QUOTAS=off|on); prints JSON
+bench: collection ## benchmark onboarding N projects (BENCH_PROJECTS=100 BENCH_STRATEGY=per_host|bulk BENCH_QUOTAS=off|on BENCH_REPEAT=1); prints JSON
 	$(PY) benchmarks/bench_onboard.py --projects $${BENCH_PROJECTS:-100} --strategy $${BENCH_STRATEGY:-per_host} \
-		--quotas $${BENCH_QUOTAS:-off}
+		--quotas $${BENCH_QUOTAS:-off} --repeat $${BENCH_REPEAT:-1}
 
 .PHONY: sanity
 sanity: collection ## ansible-test sanity, offline, no ignore file

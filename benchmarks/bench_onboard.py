@@ -5,7 +5,7 @@ Usage (``make bench`` runs it with ``--projects ${BENCH_PROJECTS:-100} --strateg
 --quotas ${BENCH_QUOTAS:-off}``)::
 
     .venv/bin/python benchmarks/bench_onboard.py --projects 100 [--strategy per_host|bulk] [--quotas on|off]
-        [--forks 5] [--keep] [--output FILE]
+        [--forks 5] [--repeat 1] [--keep] [--output FILE]
 
 In a temporary directory it starts its own sandbox (``python -m oidc_sandbox start``), writes an inventory of N
 projects with varied trust and roles, then measures, in one go:
@@ -21,6 +21,13 @@ projects with varied trust and roles, then measures, in one go:
    of them (it costs a host far more than a ``set_fact``): what a play that keeps the automatic validation pays
    Ansible at least. The sample playbooks import the role with ``rolespec_validate: false`` (the role validates
    every host in one task of its own), so the runs above have no such task.
+
+``--repeat K`` measures the four runs K times in turn, the sandbox reset to its empty tenant (and a new token cache
+directory) before each round, so each first run is paired with floors measured a minute later, not ten: the
+top-level figures are then medians over the rounds (each ratio the median of the rounds' own ratios) and
+``repeats`` lists every round's; the detailed figures of each run (``first_run``, ``rerun``, ...) are those of the
+first round. On a machine whose speed drifts from one minute to the next (shared CPUs), one round's ratio moves by
++-0.2; the rounds show by how much.
 
 ``--strategy`` sets the role's ``gitlab_oidc_strategy``. ``--quotas on`` makes the sandbox enforce Graph's published
 identity and access limits (token buckets: 3,000 writes per 150 s per app and tenant, resource units per 10 s for a
@@ -392,12 +399,11 @@ def measure(args: argparse.Namespace, workdir: Path) -> tuple[dict[str, Any], li
         interpreter = harness.write_rss_interpreter(workdir / "python-rss", workdir / "rss.log")
         inventory = workdir / "inventory.yml"
         write_inventory(inventory, args.projects, sandbox.env, interpreter, workdir / "report", args.strategy)
-        if args.quotas == "on":
-            sandbox.set_faults(QUOTA_FAULTS)
         env = harness.ansible_env(sandbox.env, workdir, ANSIBLE_CALLBACK_PLUGINS=str(TASK_TIMES_PLUGIN_DIR),
-                                  ANSIBLE_CALLBACKS_ENABLED=TASK_TIMES_CALLBACK,
-                                  AZURE_TOKEN_CACHE_DIR=str(workdir / "token-cache"))
+                                  ANSIBLE_CALLBACKS_ENABLED=TASK_TIMES_CALLBACK)
         timeout = 600 + 30 * args.projects
+
+        round_env = dict(env)
 
         def run(name: str, playbook: Path, with_stats: bool) -> tuple[harness.PlaybookRun, dict[str, Any], list[dict[str, Any]]]:
             """One measured run: (its result, its figures, the RSS records of its module processes)."""
@@ -408,7 +414,7 @@ def measure(args: argparse.Namespace, workdir: Path) -> tuple[dict[str, Any], li
             log(f"{name}: {args.projects} project(s), forks {args.forks} ...")
             times_file = workdir / f"{name}.task-times.json"
             with WorkerWatch(workdir) as workers:
-                result = harness.run_playbook(playbook, inventory, env=dict(env, BENCH_TASK_TIMES_FILE=str(times_file)),
+                result = harness.run_playbook(playbook, inventory, env=dict(round_env, BENCH_TASK_TIMES_FILE=str(times_file)),
                                               cwd=workdir, forks=args.forks, timeout=timeout)
             (workdir / f"{name}.log").write_text(harness.redact(result.output, secrets), encoding="utf-8")
             stats = sandbox.stats() if with_stats else None
@@ -428,30 +434,44 @@ def measure(args: argparse.Namespace, workdir: Path) -> tuple[dict[str, Any], li
                                 + result.tail(40, secrets))
             return result, summary, records
 
-        first, first_summary, first_records = run("first_run", ONBOARD, True)
-        _, rerun_summary, _ = run("rerun", ONBOARD, True)
-        rerun_writes = rerun_summary.get("requests", {}).get("writes")
-        if rerun_writes != 0:
-            problems.append(f"the re-run made {rerun_writes} write(s); it must make none")
-        if rerun_summary["changed_hosts"]:
-            problems.append(f"the re-run reported changes on {rerun_summary['changed_hosts']} host(s)")
+        def one_round(index: int) -> dict[str, dict[str, Any]]:
+            """The four runs of round ``index`` (0: the sandbox as started; later rounds reset it first)."""
+            if index:
+                log(f"round {index + 1} of {args.repeat}: the sandbox reset to its empty tenant")
+                sandbox.control("POST", "reset")
+            if args.quotas == "on":
+                sandbox.set_faults(QUOTA_FAULTS)
+            round_env["AZURE_TOKEN_CACHE_DIR"] = str(workdir / f"token-cache-{index + 1}")
+            first, first_summary, first_records = run("first_run", ONBOARD, True)
+            _, rerun_summary, _ = run("rerun", ONBOARD, True)
+            rerun_writes = rerun_summary.get("requests", {}).get("writes")
+            if rerun_writes != 0:
+                problems.append(f"the re-run made {rerun_writes} write(s); it must make none")
+            if rerun_summary["changed_hosts"]:
+                problems.append(f"the re-run reported changes on {rerun_summary['changed_hosts']} host(s)")
 
-        module_tasks, run_once_modules = module_tasks_of(first_records, args.projects)
-        controller_tasks = max(0, round(tasks_per_host(first) - run_once_modules / args.projects) - module_tasks)
-        floor_playbook = workdir / "floor.yml"
-        write_floor_playbook(floor_playbook, module_tasks, controller_tasks, run_once_modules)
-        _, floor_summary, _ = run("floor", floor_playbook, False)
-        floor_summary["tasks_per_host"] = {"module": module_tasks, "controller": controller_tasks,
-                                           "module_once_per_play": run_once_modules,
-                                           "module_used": "ansible.builtin.ping",
-                                           "controller_task_used": "ansible.builtin.set_fact"}
-        role_floor_playbook = write_role_floor(workdir, module_tasks, controller_tasks, run_once_modules)
-        _, role_floor_summary, _ = run("floor_role", role_floor_playbook, False)
+            module_tasks, run_once_modules = module_tasks_of(first_records, args.projects)
+            controller_tasks = max(0, round(tasks_per_host(first) - run_once_modules / args.projects) - module_tasks)
+            floor_playbook = workdir / "floor.yml"
+            write_floor_playbook(floor_playbook, module_tasks, controller_tasks, run_once_modules)
+            _, floor_summary, _ = run("floor", floor_playbook, False)
+            floor_summary["tasks_per_host"] = {"module": module_tasks, "controller": controller_tasks,
+                                               "module_once_per_play": run_once_modules,
+                                               "module_used": "ansible.builtin.ping",
+                                               "controller_task_used": "ansible.builtin.set_fact"}
+            role_floor_playbook = write_role_floor(workdir, module_tasks, controller_tasks, run_once_modules)
+            _, role_floor_summary, _ = run("floor_role", role_floor_playbook, False)
+            return {"first_run": first_summary, "rerun": rerun_summary, "floor": floor_summary,
+                    "floor_role_validation": role_floor_summary}
+
+        rounds = [one_round(index) for index in range(args.repeat)]
     finally:
         sandbox.stop()
 
-    floor_wall = max(float(floor_summary["wall_s"]), 1e-9)
-    role_floor_wall = max(float(role_floor_summary["wall_s"]), 1e-9)
+    first_summary, rerun_summary = rounds[0]["first_run"], rounds[0]["rerun"]
+    floor_summary, role_floor_summary = rounds[0]["floor"], rounds[0]["floor_role_validation"]
+    rerun_writes = max(int(r["rerun"].get("requests", {}).get("writes") or 0) for r in rounds)
+    repeats = [round_figures(r) for r in rounds]
     writes = int(first_summary.get("graph_writes", 0))
     floor_sustained, floor_burst = quota_floor(writes)
     result = {
@@ -462,31 +482,52 @@ def measure(args: argparse.Namespace, workdir: Path) -> tuple[dict[str, Any], li
         "forks": args.forks,
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                     "ansible_core": ansible_core_version(), "load_avg_1m_at_end": round(os.getloadavg()[0], 2)},
+        "repeat": args.repeat,
         "first_run": first_summary,
         "rerun": rerun_summary,
         "floor": floor_summary,
-        "ratio_first_run_to_floor": round(first_summary["wall_s"] / floor_wall, 2),
-        "ratio_rerun_to_floor": round(rerun_summary["wall_s"] / floor_wall, 2),
+        "ratio_first_run_to_floor": median_of(repeats, "ratio_first_run_to_floor"),
+        "ratio_rerun_to_floor": median_of(repeats, "ratio_rerun_to_floor"),
         # The same floor with the role's automatic argument validation as one of its controller tasks: what a play
         # that applies the role with roles: (Ansible validating every host in a task of its own) pays at least.
         "floor_role_validation": role_floor_summary,
-        "ratio_first_run_to_floor_role_validation": round(first_summary["wall_s"] / role_floor_wall, 2),
-        "ratio_rerun_to_floor_role_validation": round(rerun_summary["wall_s"] / role_floor_wall, 2),
-        "first_run_s": first_summary["wall_s"],
-        "rerun_s": rerun_summary["wall_s"],
+        "ratio_first_run_to_floor_role_validation": median_of(repeats, "ratio_first_run_to_floor_role_validation"),
+        "ratio_rerun_to_floor_role_validation": median_of(repeats, "ratio_rerun_to_floor_role_validation"),
+        "first_run_s": median_of(repeats, "first_run_s"),
+        "rerun_s": median_of(repeats, "rerun_s"),
         "writes": writes,
         "quota_floor_s": floor_sustained,
         "quota_floor_burst_s": floor_burst,
-        "ratio_first_run_to_quota_floor": round(first_summary["wall_s"] / floor_sustained, 2) if floor_sustained else None,
-        "ratio_first_run_to_quota_floor_burst": (round(first_summary["wall_s"] / floor_burst, 2) if floor_burst else None),
+        "ratio_first_run_to_quota_floor": (median_of(repeats, "first_run_s", floor_sustained) if floor_sustained else None),
+        "ratio_first_run_to_quota_floor_burst": (median_of(repeats, "first_run_s", floor_burst) if floor_burst else None),
         "throttled_first_run": first_summary.get("requests", {}).get("throttled"),
-        "throttled": first_summary.get("requests", {}).get("throttled"),
-        "module_peak_rss_mb": max(first_summary["peak_module_rss_mib"], rerun_summary["peak_module_rss_mib"]),
+        "throttled": max(int(r["first_run"].get("requests", {}).get("throttled") or 0) for r in rounds),
+        "module_peak_rss_mb": max(max(r["first_run"]["peak_module_rss_mib"], r["rerun"]["peak_module_rss_mib"]) for r in rounds),
         "rerun_writes": rerun_writes,
         "rerun_zero_writes": rerun_writes == 0,
+        # every round's own figures (one round without --repeat), and in how many the re-run took no longer
+        "repeats": repeats,
+        "rerun_no_slower_rounds": sum(1 for r in repeats if r["rerun_s"] <= r["first_run_s"]),
         "ok": not problems,
     }
     return result, problems
+
+
+def round_figures(runs: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The headline figures of one round: wall times and each run's ratio to that round's floors."""
+    first, rerun = float(runs["first_run"]["wall_s"]), float(runs["rerun"]["wall_s"])
+    floor = max(float(runs["floor"]["wall_s"]), 1e-9)
+    role_floor = max(float(runs["floor_role_validation"]["wall_s"]), 1e-9)
+    return {"first_run_s": first, "rerun_s": rerun, "floor_s": round(floor, 2), "floor_role_validation_s": round(role_floor, 2),
+            "ratio_first_run_to_floor": round(first / floor, 2), "ratio_rerun_to_floor": round(rerun / floor, 2),
+            "ratio_first_run_to_floor_role_validation": round(first / role_floor, 2),
+            "ratio_rerun_to_floor_role_validation": round(rerun / role_floor, 2),
+            "graph_writes": int(runs["first_run"].get("graph_writes", 0))}
+
+
+def median_of(repeats: list[dict[str, Any]], key: str, divisor: float = 1.0) -> float:
+    """The median over the rounds of ``key`` (divided by ``divisor``), rounded to 2 places."""
+    return round(statistics.median(float(r[key]) for r in repeats) / divisor, 2)
 
 
 def ansible_core_version() -> str:
@@ -506,6 +547,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="the role's gitlab_oidc_strategy (default per_host)")
     parser.add_argument("--quotas", choices=("on", "off"), default="off",
                         help="on: the sandbox enforces Graph's published identity write quotas (default off)")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="measure the four runs this many times in turn, the sandbox reset before each round; "
+                             "the top-level figures are then medians over the rounds (default 1)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (logs, inventory, report)")
     parser.add_argument("--output", type=Path, help="also write the JSON result to this file")
     args = parser.parse_args(argv)
@@ -513,6 +557,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--projects must be at least 1")
     if args.forks < 1:
         parser.error("--forks must be at least 1")
+    if args.repeat < 1:
+        parser.error("--repeat must be at least 1")
     return args
 
 
