@@ -62,7 +62,7 @@ def inventory_plugin_doc() -> dict:
 
 
 def test_credential_is_the_builtin_azure_type_and_its_variables_are_read() -> None:
-    env_read = {var for names in module_utils_constant("_auth.py", "ENV_VARS").values() for var in names}
+    env_read = {var for names in module_utils_constant("_auth_spec.py", "ENV_VARS").values() for var in names}
     azure = [c for c in CONFIG["controller_credentials"] if c["credential_type"] not in by_name(
         "controller_credential_types")]
     assert azure
