@@ -6,7 +6,7 @@ from __future__ import annotations
 
 
 class ModuleDocFragment:
-    """Shared authentication and connection options (plugins/module_utils/_auth.py AUTH_ARGSPEC)."""
+    """Shared authentication and connection options (plugins/module_utils/_auth_spec.py AUTH_ARGSPEC)."""
 
     DOCUMENTATION = r'''
 options:
