@@ -45,6 +45,7 @@ from ansible_collections.oidc_federation.azure.plugins.module_utils._errors impo
 from ansible_collections.oidc_federation.azure.plugins.module_utils._final import exit_with, final_result
 
 if TYPE_CHECKING:  # pragma: no cover - a module process that hands its call to a persistent worker never needs it
+    from ansible_collections.oidc_federation.azure.plugins.module_utils._auth import AuthSettings
     from ansible_collections.oidc_federation.azure.plugins.module_utils._clients import Clients
 
 _LIST_CONSTRAINTS = ('mutually_exclusive', 'required_together', 'required_one_of', 'required_if')
@@ -106,16 +107,24 @@ class ArgumentSpec:
 AUTH_SPEC = ArgumentSpec(AUTH_ARGSPEC, **AUTH_CONSTRAINTS)
 
 
-def _kwargs_of(ansible_module: AnsibleModule) -> dict:
-    """The spec and constraints an ``AnsibleModule`` was built with, as ``ArgumentSpec.ansible_kwargs`` gives them."""
-    kwargs = {'argument_spec': ansible_module.argument_spec}
-    for name in _LIST_CONSTRAINTS:
-        if getattr(ansible_module, name, None):
-            kwargs[name] = [list(x) for x in getattr(ansible_module, name)]
-    if getattr(ansible_module, 'required_by', None):
-        kwargs['required_by'] = {k: list(v) if isinstance(v, (list, tuple)) else [v]
-                                 for k, v in ansible_module.required_by.items()}
-    return kwargs
+def _spec_of(ansible_module: AnsibleModule) -> ArgumentSpec:
+    """The options and constraints an ``AnsibleModule`` was built with, as an ``ArgumentSpec`` (so normalised alike)."""
+    constraints = {name: getattr(ansible_module, name, None) or () for name in _LIST_CONSTRAINTS}
+    return ArgumentSpec(ansible_module.argument_spec, required_by=getattr(ansible_module, 'required_by', None),
+                        **constraints)
+
+
+def _with_auth(spec: ArgumentSpec, auth: bool) -> ArgumentSpec:
+    """``spec`` with the shared auth options and their checks first (``auth``), else ``spec``."""
+    return AUTH_SPEC.merge(spec) if auth else spec
+
+
+def _checked_auth(spec: ArgumentSpec, params: Mapping[str, Any], auth: bool,
+                  environ: Optional[Mapping[str, str]]) -> Optional['AuthSettings']:
+    """Run ``spec``'s checks on the parsed ``params``, then resolve the auth settings (None without ``auth``);
+    ``ValidationError`` for the first problem. What ``AzureModule`` and ``DetachedModule`` do before any request."""
+    spec.run_checks(params)
+    return resolve_auth(params, environ) if auth else None
 
 
 class _Finish(BaseException):
@@ -151,12 +160,11 @@ class AzureModule:
         spec = spec.merge(ArgumentSpec(mutually_exclusive=mutually_exclusive, required_together=required_together,
                                        required_one_of=required_one_of, required_if=required_if,
                                        required_by=required_by, checks=checks))
-        if auth:
-            spec = AUTH_SPEC.merge(spec)
+        spec = _with_auth(spec, auth)
         self.spec = spec
         if ansible_module is None:
             ansible_module = spec.create_ansible_module(supports_check_mode=supports_check_mode)
-        elif spec.ansible_kwargs() != _kwargs_of(ansible_module):
+        elif spec.ansible_kwargs() != _spec_of(ansible_module).ansible_kwargs():
             raise ValueError('the AnsibleModule given was built with other options or constraints than this spec')
         self.ansible = ansible_module
         self.params = self.ansible.params
@@ -165,9 +173,7 @@ class AzureModule:
         self._running = False
         problem = None
         try:
-            spec.run_checks(self.params)
-            if auth:
-                self.auth = resolve_auth(self.params, environ)
+            self.auth = _checked_auth(spec, self.params, auth, environ)
         except ValidationError as exc:
             problem = exc
         if problem is not None:
@@ -276,9 +282,7 @@ class DetachedModule(AzureModule):
     def __init__(self, params: Mapping[str, Any], *, check_mode: bool, diff_mode: bool, auth: bool = True,
                  checks: Iterable[Callable[[Mapping[str, Any]], None]] = (),
                  environ: Optional[Mapping[str, str]] = None) -> None:  # pylint: disable=super-init-not-called
-        spec = ArgumentSpec(checks=checks)
-        if auth:
-            spec = AUTH_SPEC.merge(spec)
+        spec = _with_auth(ArgumentSpec(checks=checks), auth)
         self.spec = spec
         self.ansible = None
         self.params = dict(params)
@@ -290,9 +294,7 @@ class DetachedModule(AzureModule):
         self._diff_mode = bool(diff_mode)
         self._running = False
         try:
-            spec.run_checks(self.params)
-            if auth:
-                self.auth = resolve_auth(self.params, environ)
+            self.auth = _checked_auth(spec, self.params, auth, environ)
         except ValidationError as exc:
             self.outcome = _Finish(True, dict(exc.extra, msg=redact(str(exc))))
 
