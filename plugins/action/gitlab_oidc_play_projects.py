@@ -42,6 +42,7 @@ class ActionModule(ControllerAction):
         'argument_spec_file': {'type': 'path'},
         'argument_spec_entry_point': {'type': 'str', 'default': 'main'},
         'describe': {'type': 'bool', 'default': True},
+        'calls': {'type': 'str', 'default': 'one', 'choices': ['one', 'per_host']},
     }
     CONSTRAINTS = {'mutually_exclusive': [('variable', 'variable_prefix')],
                    'required_one_of': [('variable', 'variable_prefix')],
@@ -76,14 +77,15 @@ class ActionModule(ControllerAction):
         del tmp
         task_vars = task_vars or {}
         args = self._args()
-        variable, prefix, describe = args.get('variable'), args.get('variable_prefix'), args['describe']
+        variable, prefix, describe, calls = args.get('variable'), args.get('variable_prefix'), args['describe'], args['calls']
         fields = variable_fields() if prefix is not None else ()
         spec = self._role_spec(args['argument_spec_file'], args['argument_spec_entry_point']) if args.get('argument_spec_file') else {}
         validator = ArgumentSpecValidator(spec) if args.get('argument_spec_file') else None
         # with one call for the play (bulk), the options that are not a project's fields are that call's settings,
-        # taken from the host that runs it (this task's host): if they are invalid there, no project can be reconciled
+        # taken from the host that runs it (this task's host): if they are invalid there, no project can be reconciled.
+        # With a call per host (per_host), each host's settings are its own, and fail that host only.
         settings = None
-        if validator is not None and describe and prefix is not None:
+        if validator is not None and describe and prefix is not None and calls == 'one':
             settings = ArgumentSpecValidator({option: spec[option] for option in spec
                                               if not option.startswith(prefix) or option[len(prefix):] not in fields})
         # the variables each host's values are read from: the spec's options, then the project's other fields
@@ -105,6 +107,7 @@ class ActionModule(ControllerAction):
         play_hosts = batch or hosts
         play_hosts_all = list(task_vars.get('ansible_play_hosts_all') or play_hosts)
         projects = []
+        described_hosts = []
         failed = {}
         invalid_settings = []
         for name in hosts:
@@ -138,10 +141,14 @@ class ActionModule(ControllerAction):
                 else:
                     project = templar.template(host_vars[variable])
                 projects.append(project)
+                described_hosts.append(name)
             except AnsibleError as exc:
                 failed[name] = 'the variables of project {0} cannot be resolved: {1}'.format(name, exc)
         result['changed'] = False
         result['projects'] = projects
+        if describe:
+            # where each host's project is, for a task of each host (one call per host): one lookup, no search
+            result['project_index'] = {host_name: position for position, host_name in enumerate(described_hosts)}
         result['failed_hosts'] = failed
         if invalid_settings:
             result.update(failed=True, msg='The settings of this run, taken from host {0} (the one that makes the call '

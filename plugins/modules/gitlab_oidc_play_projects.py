@@ -16,7 +16,11 @@ description:
     C(<prefix><field>) variables, as the P(oidc_federation.azure.gitlab_oidc#role) role does), each with that host's
     variables as one of its own tasks would see them (inventory, play, role defaults and vars, facts), and returns
     them as a list for one
-    M(oidc_federation.azure.gitlab_oidc_projects) call.
+    M(oidc_federation.azure.gitlab_oidc_projects) call, or, with O(calls=per_host), for a call per host that takes its
+    own project from the list (RV(project_index)).
+  - Describing every project in this one task costs less than templating a composite of the project's fields in a task
+    of every host, which compiles that template again for every host (about 4 ms of CPU each in every forked worker); the
+    role's C(per_host) strategy reads its projects from here for that reason.
   - Run it once for the play (C(run_once)). It replaces a C(set_fact) on every host followed by
     C(hostvars) lookups - at 1,000 hosts that is 1,000 forked worker processes, about 20 seconds, against a few seconds here
     (docs/benchmarks.md). The role's C(bulk) strategy uses it.
@@ -32,11 +36,12 @@ description:
   - A host whose variables cannot be resolved (an undefined variable, a failing lookup) or are invalid does not stop
     the others. With O(results_dir) its failure is written there as that project's result, for
     M(oidc_federation.azure.gitlab_oidc_result) to report on its host; without it the task fails and names the hosts.
-  - 'One exception: with O(variable_prefix), O(argument_spec_file) and O(describe=true), the options of the spec that
-    are not a project''s fields are the settings of the one M(oidc_federation.azure.gitlab_oidc_projects) call that
-    follows (concurrency, pacing, report, ...), taken from the host the task runs on (the first of the batch with
-    C(run_once)). If that host''s settings are invalid, the task fails, and so every host: no project could be
-    reconciled with them.'
+  - 'One exception: with O(variable_prefix), O(argument_spec_file), O(describe=true) and O(calls=one), the options of
+    the spec that are not a project''s fields are the settings of the one M(oidc_federation.azure.gitlab_oidc_projects)
+    call that follows (concurrency, pacing, report, ...), taken from the host the task runs on (the first of the batch
+    with C(run_once)). If that host''s settings are invalid, the task fails, and so every host: no project could be
+    reconciled with them. With O(calls=per_host), every host''s settings are its own, and invalid ones fail that host
+    only.'
 options:
   variable:
     description:
@@ -82,10 +87,20 @@ options:
     default: main
   describe:
     description:
-      - Return the projects (V(true)), or only validate the hosts and return no project (V(false), for a play that
-        runs one call per host, like the role's C(per_host) strategy). V(false) requires O(argument_spec_file).
+      - Return the projects (V(true)), or only validate the hosts and return no project (V(false), for a play whose
+        tasks of each host build their own project). V(false) requires O(argument_spec_file).
     type: bool
     default: true
+  calls:
+    description:
+      - How the projects are reconciled after this task. V(one) - one M(oidc_federation.azure.gitlab_oidc_projects) call
+        for the play, with every project (the role's C(bulk) strategy). V(per_host) - a call per host, each with its own
+        project, C(projects[project_index[inventory_hostname]]) of the registered result (the role's C(per_host)
+        strategy).
+      - It decides whose settings the validation holds the run to (see the description).
+    type: str
+    choices: [one, per_host]
+    default: one
 author:
   - oidc_federation.azure contributors (@oidc-federation)
 attributes:
@@ -153,6 +168,23 @@ EXAMPLES = r'''
   register: checked
   run_once: true
 
+- name: In a role - validate and describe every host for a call per host (the role's per_host strategy)
+  oidc_federation.azure.gitlab_oidc_play_projects:
+    argument_spec_file: "{{ role_path }}/meta/argument_specs.yml"
+    variable_prefix: gitlab_oidc_
+    calls: per_host
+    results_dir: "{{ results.path }}"
+  register: each
+  run_once: true
+
+- name: Reconcile each host's own project
+  oidc_federation.azure.gitlab_oidc_projects:
+    projects: "{{ [each.projects[each.project_index[inventory_hostname]]] }}"
+    continue_on_error: true
+    results_dir: "{{ results.path }}"
+  delegate_to: localhost
+  when: inventory_hostname not in each.failed_hosts
+
 - name: Only the hosts of one group, in the group's order
   oidc_federation.azure.gitlab_oidc_play_projects:
     variable: my_project
@@ -167,6 +199,15 @@ projects:
   returned: always
   type: list
   elements: raw
+project_index:
+  description:
+    - The position of each host's project in RV(projects), by host name. A task of each host takes its own project as
+      C(described.projects[described.project_index[inventory_hostname]]) - one lookup, where a search of the list
+      would cost every host a pass over every project.
+    - The hosts of RV(failed_hosts) have none.
+  returned: when O(describe=true)
+  type: dict
+  sample: {"mygroup/web-app": 0, "mygroup/api": 1}
 failed_hosts:
   description: The hosts that could not be resolved or whose variables are invalid, with the reason.
   returned: always

@@ -14,6 +14,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+from ansible_collections.oidc_federation.azure.plugins.module_utils._project_options import PROJECT_OPTIONS
+
 ROOT = Path(__file__).resolve().parents[4]
 
 INVENTORY = textwrap.dedent('''\
@@ -142,21 +144,27 @@ AGREE_INVENTORY = textwrap.dedent('''\
           gitlab_oidc_gitlab_token: a-secret-token
     ''')
 AGREE_TASKS = textwrap.dedent('''\
-    - name: The role's composite (per_host's project)
-      oidc_federation.azure.gitlab_oidc_play_projects:
-        variable: __gitlab_oidc_project
-      register: composite
-      run_once: true
-
-    - name: Field by field (bulk's project)
+    - name: Field by field, for one call (bulk)
       oidc_federation.azure.gitlab_oidc_play_projects:
         variable_prefix: gitlab_oidc_
-      register: fields
+      register: one
       run_once: true
 
-    - name: Keep both
+    - name: Field by field, for a call per host (per_host)
+      oidc_federation.azure.gitlab_oidc_play_projects:
+        variable_prefix: gitlab_oidc_
+        calls: per_host
+      register: each
+      run_once: true
+
+    - name: Each host takes its own project, as the role's per_host task does
+      ansible.builtin.set_fact:
+        own: "{{ each.projects[each.project_index[inventory_hostname]] }}"
+
+    - name: Keep them
       ansible.builtin.copy:
-        content: "{{ {'composite': composite.projects, 'fields': fields.projects} | to_json }}"
+        content: "{{ {'one': one.projects, 'each': each.projects, 'index': each.project_index,
+                      'own': ansible_play_hosts | map('extract', hostvars, 'own') | list} | to_json }}"
         dest: "{{ out }}"
         mode: "0600"
       run_once: true
@@ -178,9 +186,10 @@ def _real_role(tmp_path, name, tasks, spec_text=None):
         (role / relative).write_text(text, encoding='utf-8')
 
 
-def test_field_by_field_agrees_with_the_roles_composite(tmp_path):
-    """bulk (variable_prefix) and per_host (the role's __gitlab_oidc_project) describe the same project, from the
-    real role's defaults and vars, with overrides, templates and a lookup; the GitLab token is in neither."""
+def test_both_strategies_get_every_field_of_the_project(tmp_path):
+    """bulk (calls=one) and per_host (calls=per_host, each host its own project through project_index) get the same
+    projects, from the real role's defaults and vars, with overrides, templates and a lookup: every field of the
+    module's projects option but the secrets (the GitLab token is in none)."""
     _real_role(tmp_path, 'agree', AGREE_TASKS)
     (tmp_path / 'inventory.yml').write_text(AGREE_INVENTORY.format(python=sys.executable), encoding='utf-8')
     (tmp_path / 'play.yml').write_text('- hosts: all\n  gather_facts: false\n  roles: [agree]\n', encoding='utf-8')
@@ -192,10 +201,16 @@ def test_field_by_field_agrees_with_the_roles_composite(tmp_path):
                                env=env, capture_output=True, text=True, timeout=240, check=False, cwd=tmp_path)
     assert completed.returncode == 0, completed.stdout + completed.stderr
     both = json.loads(out.read_text(encoding='utf-8'))
-    assert both['fields'] == both['composite']
-    tuned = both['fields'][1]
+    assert both['each'] == both['one'] == both['own']
+    assert both['index'] == {'group/plain': 0, 'group/tuned': 1}
+    plain, tuned = both['one']
+    # every field the module takes, but the secrets, from the role's defaults (so the module's defaults never apply)
+    expected_fields = {'key'} | {name for name, spec in PROJECT_OPTIONS.items() if not spec.get('no_log')}
+    assert set(plain) == set(tuned) == expected_fields
+    assert plain['project_path'] == 'group/plain' and plain['state'] == 'present' and plain['issuer'] == 'https://gitlab.com'
     assert tuned['key'] == 'group/tuned' and tuned['project_path'] == 'group/tuned' and tuned['project_id'] == 42
     assert tuned['branches'] == ['main', 'develop'] and tuned['subscription_id'] == 'sub-from-env'
+    assert tuned['any_ref'] == 'yes'  # as the variable holds it: the module converts the types
     assert tuned['role_assignments'] == [{'role': 'Reader', 'scope': '/subscriptions/s/resourceGroups/rg'}]
     assert 'a-secret-token' not in out.read_text(encoding='utf-8')
 
@@ -230,6 +245,7 @@ VALIDATE_TASKS = textwrap.dedent('''\
         argument_spec_file: "{{ role_path }}/meta/argument_specs.yml"
         variable_prefix: gitlab_oidc_
         describe: "{{ describe | default(false) }}"
+        calls: "{{ calls | default('one') }}"
         results_dir: "{{ results.path }}"
       register: described
       run_once: true
@@ -292,7 +308,7 @@ def test_validation_agrees_with_ansibles_automatic_role_validation(tmp_path):
             expected[line[len('fatal: ['):line.index(']')]] = json.loads(line[line.index(' => ') + 4:])['msg']
     assert sorted(expected) == ['group/bad-bool', 'group/bad-choice', 'group/bad-list', 'group/bad-setting'], expected
 
-    for options in ((), ('-e', 'describe=true')):
+    for options in ((), ('-e', 'describe=true'), ('-e', 'describe=true', '-e', 'calls=per_host')):
         completed, kept = _play(tmp_path, IMPORTED, VALIDATE_INVENTORY, *options)
         assert completed.returncode == 0, completed.stdout + completed.stderr
         assert 'Validating arguments against arg spec' not in completed.stdout
@@ -305,8 +321,9 @@ def test_validation_agrees_with_ansibles_automatic_role_validation(tmp_path):
             assert [p['key'] for p in described['projects']] == ['group/good']
             assert described['projects'][0]['branches'] == ['main', 'develop']
             assert described['projects'][0]['subscription_id'] == 'sub-from-env'
-        else:  # validation only (per_host)
-            assert described['projects'] == []
+            assert described['project_index'] == {'group/good': 0}
+        else:  # validation only
+            assert described['projects'] == [] and 'project_index' not in described
 
 
 def test_invalid_settings_of_the_host_that_runs_the_call_fail_the_run(tmp_path):
@@ -324,10 +341,13 @@ def test_invalid_settings_of_the_host_that_runs_the_call_fail_the_run(tmp_path):
     assert 'gitlab_oidc_graph_pacing' in message and 'gitlab_oidc_concurrency' not in message and 'Fix:' in message
     recap = {line.split()[0]: line for line in completed.stdout.splitlines() if ' : ok=' in line}
     assert all('failed=1' in line for line in recap.values()), recap
-    # validation only (per_host): each host runs its own call, so the same host fails alone
-    completed, kept = _play(tmp_path, IMPORTED, inventory)
-    assert completed.returncode == 0, completed.stdout + completed.stderr
-    assert 'gitlab_oidc_graph_pacing' in kept['described']['failed_hosts']['group/first']
+    # a call per host (per_host), or validation only: each host runs its own call, so the same host fails alone
+    for options in (('-e', 'describe=true', '-e', 'calls=per_host'), ()):
+        completed, kept = _play(tmp_path, IMPORTED, inventory, *options)
+        assert completed.returncode == 0, completed.stdout + completed.stderr
+        assert 'gitlab_oidc_graph_pacing' in kept['described']['failed_hosts']['group/first']
+        if options:
+            assert [p['key'] for p in kept['described']['projects']] == ['group/good']
 
 
 def test_a_no_log_value_never_reaches_a_validation_message(tmp_path):
