@@ -115,6 +115,18 @@ def load_sdk(module_name: str) -> Any:
         raise MissingLibraryError(PACKAGES.get(module_name, module_name.split('.')[0]), traceback.format_exc()) from None
 
 
+def preload_sdks() -> None:
+    """Import the SDK modules that the clients of a run load as they are first used (every one in ``PACKAGES`` but
+    ``msgraph``, whose ``GraphServiceClient`` no module run uses), for a process that serves runs later (the persistent
+    worker). A missing one is left to the run that needs it, which reports it (``MissingLibraryError``)."""
+    for name in PACKAGES:
+        if name != 'msgraph':
+            try:
+                load_sdk(name)
+            except MissingLibraryError:
+                pass
+
+
 def quiet_sdk_loggers() -> None:
     """Attach a NullHandler to the SDK loggers (idempotent)."""
     for name in SDK_LOGGERS:

@@ -25,6 +25,8 @@ Graph pacer for all of them.
   (``SO_PEERCRED`` where the system has it).
 * The first module process that finds no worker starts one (under a lock, so concurrent processes start one),
   from a private copy of its own module payload; the worker exits after ``IDLE_TIMEOUT`` seconds without requests.
+  As soon as its socket takes connections it imports the module core and the SDKs (about a second), so a worker
+  started ahead of its calls (``prestart``: the module's ``prestart_worker``) has them ready when they come.
 * A request whose module process goes away (killed, timed out) is cancelled in the worker, as the module process
   would have been. A module process that cannot reach a worker, or loses it before the worker took its request,
   runs the core itself; one that loses it after that runs it again itself (every write is keyed, so this converges)
@@ -304,6 +306,18 @@ class WorkerClient:
             except (OSError, EOFError, ValueError) as exc:
                 raise WorkerError('the worker stopped while running the request: {0}'.format(exc), taken=True) from None
 
+    def start(self) -> str:
+        """Start the worker ahead of its first request: ``'running'`` when one already takes connections, ``'started'``
+        when this call started one. It waits for the worker's socket (a fraction of a second, so that no other module process
+        starts a second worker meanwhile), not for its imports, which the worker makes on its own at once (``preload``
+        of the modules it runs) while the caller goes on."""
+        sock = self._connect()
+        state = 'running'
+        if sock is None:
+            sock, state = self._start_and_connect(), 'started'
+        sock.close()  # a connection closed before any request: the worker drops it
+        return state
+
     def _connect(self) -> Optional[socket.socket]:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
@@ -359,6 +373,16 @@ class WorkerClient:
                 cwd=os.getcwd())
 
 
+def prestart(token_cache_dir: Optional[str]) -> dict:
+    """Start the worker of this module process ahead of the calls that will use it: ``{'worker': 'running' | 'started'}``,
+    or ``{'worker': 'unavailable', 'reason': ...}`` when none can be used (those calls will run in their own module
+    processes, as they would anyway)."""
+    try:
+        return {'worker': WorkerClient(workers_dir(token_cache_dir)).start()}
+    except WorkerError as exc:
+        return {'worker': 'unavailable', 'reason': str(exc)}
+
+
 def run_in_worker(module: Any, module_name: str, token_cache_dir: Optional[str]) -> Optional[dict]:
     """Run the call of ``module`` (the module process's ``AnsibleModule``: its options parsed, nothing else done)
     on the worker, which runs the module's checks and its core: the final result (``_final.final_result``: ``failed``,
@@ -378,8 +402,21 @@ def run_in_worker(module: Any, module_name: str, token_cache_dir: Optional[str])
 # --- the worker's side --------------------------------------------------------------------------------------------
 
 # The modules a worker runs, and where their core is (each module's file defines ``CHECKS``, ``core`` and
-# ``clients_factory``).
+# ``clients_factory``, and may define ``preload``: import now what its calls will need).
 MODULES = {'gitlab_oidc_projects': 'ansible_collections.oidc_federation.azure.plugins.modules.gitlab_oidc_projects'}
+
+
+def preload_modules() -> None:
+    """Import what the first request would (each module's core and its SDKs: the module's ``preload``) as soon as the
+    socket takes connections, so that a worker started ahead of its calls (``prestart``) has them ready; requests that
+    come meanwhile wait in the socket's backlog. An import that fails here is left to the request, which reports it."""
+    for name in MODULES.values():
+        try:
+            preload = getattr(importlib.import_module(name), 'preload', None)
+            if preload is not None:
+                preload()
+        except Exception:  # pylint: disable=broad-exception-caught
+            pass
 
 
 def _peer_uid(sock: socket.socket) -> Optional[int]:
@@ -395,6 +432,7 @@ class Worker:
 
     def __init__(self, socket_path: str, idle_timeout: float, *,
                  runner: Optional[Callable[[dict, dict], Any]] = None) -> None:
+        self.preload = runner is None  # a stand-in runner (tests) needs nothing imported
         self.socket_path = socket_path
         self.idle_timeout = idle_timeout
         self.active = 0
@@ -410,6 +448,8 @@ class Worker:
         os.chmod(self.socket_path, 0o600)
         inode = os.stat(self.socket_path).st_ino
         try:
+            if self.preload:
+                preload_modules()
             while self.active or time.monotonic() - self.last < self.idle_timeout:
                 await asyncio.sleep(min(1.0, self.idle_timeout / 4))
         finally:

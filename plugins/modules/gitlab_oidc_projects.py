@@ -342,6 +342,18 @@ options:
         itself, with a warning (every write is keyed, so this converges).
     type: bool
     default: false
+  prestart_worker:
+    description:
+      - Only start the persistent worker of the calls that follow (if none is running for this user, module version,
+        Python, working directory and environment) and return at once, without reading or writing anything. The worker
+        imports the SDKs (about a second of CPU) while the play goes on, instead of while the first calls wait for it.
+        The role's C(per_host) strategy does this a few tasks before its calls.
+      - Requires O(persistent_worker=true) and O(projects=[]); run it with the same O(token_cache_dir) and environment
+        as the calls (it starts their worker only then). RV(worker) says what happened; when no worker can be used,
+        a warning says why, and the calls run in their own module processes as they would anyway.
+      - It changes nothing the module manages, so it runs the same in check mode.
+    type: bool
+    default: false
   results_dir:
     description:
       - Also write each project's entry of RV(projects) to C(<results_dir>/<sha256 of the key>.json) (mode 0600), and
@@ -466,6 +478,12 @@ EXAMPLES = r'''
     continue_on_error: true
     results_dir: "{{ results_dir.path }}"
 
+- name: Start the persistent worker of the calls below, so that it loads the SDKs while the play goes on
+  oidc_federation.azure.gitlab_oidc_projects:
+    projects: []
+    persistent_worker: true
+    prestart_worker: true
+
 - name: Many calls of one project each (a loop, or the role's per_host strategy) share one persistent worker
   oidc_federation.azure.gitlab_oidc_projects:
     projects:
@@ -528,6 +546,17 @@ summary:
   returned: always
   type: dict
   sample: {projects: 2, changed: 1, failed: 0}
+worker:
+  description:
+    - With O(prestart_worker=true), what happened - V(started) (this call started the worker), V(running) (one was
+      running already) or V(unavailable) (none can be used here, see the warning and RV(reason)).
+  returned: with O(prestart_worker=true)
+  type: str
+  sample: started
+reason:
+  description: Why no worker can be used.
+  returned: when RV(worker=unavailable)
+  type: str
 '''
 
 from typing import TYPE_CHECKING, Optional  # noqa: E402
@@ -554,6 +583,7 @@ ARGUMENT_SPEC = dict(
     graph_pacing=dict(type='bool', default=True),
     graph_tenant_size=dict(type='str', default='S', choices=['S', 'M', 'L']),
     persistent_worker=dict(type='bool', default=False),
+    prestart_worker=dict(type='bool', default=False),
     results_dir=dict(type='path'),
     gitlab_url=dict(type='str'),
     gitlab_token=dict(type='str', no_log=True, fallback=(env_fallback, ['GITLAB_TOKEN', 'GITLAB_PRIVATE_TOKEN'])),
@@ -669,9 +699,37 @@ def clients_factory(params: dict, shared: Optional[dict] = None):
 CHECKS = (check_params,)
 
 
+def preload() -> None:
+    """What a persistent worker imports as it starts, before its first call (``_worker.preload_modules``): the module
+    core that ``core`` and ``clients_factory`` import, and the SDKs their clients load."""
+    from ansible_collections.oidc_federation.azure.plugins.module_utils import _clients, _module, _onboarding, _pacing, _results  # noqa: F401
+    _clients.preload_sdks()
+
+
+def prestart_problem(params: dict) -> Optional[str]:
+    """Why ``prestart_worker`` cannot be honoured with these options, or None."""
+    if not params['persistent_worker']:
+        return ('prestart_worker: starts the persistent worker, so it needs persistent_worker=true. Fix: set '
+                'persistent_worker: true, or leave out prestart_worker.')
+    if params['projects']:
+        return ('prestart_worker: starts the worker and reconciles nothing, so projects must be empty. Fix: give '
+                'projects: [] in a task of its own, before the calls that use the worker.')
+    return None
+
+
 def main() -> None:
     """Module entry point."""
     ansible_module = AnsibleModule(argument_spec=with_auth_options(ARGUMENT_SPEC), supports_check_mode=True)
+    if ansible_module.params['prestart_worker']:
+        problem = prestart_problem(ansible_module.params)
+        if problem:
+            ansible_module.fail_json(msg=problem)
+        from ansible_collections.oidc_federation.azure.plugins.module_utils._worker import prestart
+        started = prestart(ansible_module.params.get('token_cache_dir'))
+        if started['worker'] == 'unavailable':
+            ansible_module.warn('persistent_worker: no worker could be started ({0}); each call will run in its own module '
+                                'process'.format(started['reason']))
+        ansible_module.exit_json(changed=False, projects={}, summary={'projects': 0, 'changed': 0, 'failed': 0}, **started)
     if ansible_module.params['persistent_worker']:
         from ansible_collections.oidc_federation.azure.plugins.module_utils._worker import run_in_worker
         final = run_in_worker(ansible_module, 'gitlab_oidc_projects', ansible_module.params.get('token_cache_dir'))

@@ -229,6 +229,64 @@ def test_the_first_module_process_starts_the_worker_and_the_worker_goes_away(sho
         time.sleep(0.1)
 
 
+def test_start_starts_the_worker_once_without_a_request(short_dir):
+    """``start`` (prestart_worker) starts the worker and returns once its socket takes connections; the next process
+    finds it running, and the requests go to it."""
+    client = _worker.WorkerClient(os.path.join(short_dir, 'workers'), idle_timeout=2.0)
+    assert client.start() == 'started' and os.path.exists(client.socket_path)
+    inode = os.stat(client.socket_path).st_ino
+    assert _worker.WorkerClient(os.path.join(short_dir, 'workers'), idle_timeout=2.0).start() == 'running'
+    assert os.stat(client.socket_path).st_ino == inode  # no second worker
+    with pytest.raises(_worker.WorkerError, match='did not take the request'):
+        client.call({'module': 'not_a_module', 'params': {}})  # refused by that worker: it did not restart
+    assert os.stat(client.socket_path).st_ino == inode
+    deadline = time.monotonic() + 15
+    while os.path.exists(client.socket_path):
+        assert time.monotonic() < deadline, 'the worker did not exit when idle'
+        time.sleep(0.1)
+
+
+def test_prestart_says_when_no_worker_can_be_used(tmp_path):
+    answer = _worker.prestart(str(tmp_path / ('x' * 80)))
+    assert answer['worker'] == 'unavailable' and 'too long for a Unix socket' in answer['reason'], answer
+
+
+def test_a_worker_imports_its_modules_as_soon_as_it_listens(monkeypatch, tmp_path):
+    """A real worker (no stand-in runner) preloads the modules it runs when its socket is up, before any request;
+    one with a stand-in runner (tests) does not."""
+    seen = []
+    monkeypatch.setattr(_worker, 'preload_modules', lambda: seen.append(os.path.exists(str(tmp_path / 'w.sock'))))
+    asyncio.run(_worker.Worker(str(tmp_path / 'w.sock'), 0.2).serve())
+    assert seen == [True]
+
+    async def runner(request, shared):
+        return {}
+
+    asyncio.run(_worker.Worker(str(tmp_path / 'w.sock'), 0.2, runner=runner).serve())
+    assert seen == [True]
+
+
+def test_preloading_calls_each_modules_preload_and_leaves_failures_to_the_requests(monkeypatch):
+    import sys
+    import types
+    calls = []
+    fine = types.ModuleType('oidc_test_fine_module')
+    fine.preload = lambda: calls.append('fine')
+    broken = types.ModuleType('oidc_test_broken_module')
+
+    def fail():
+        calls.append('broken')
+        raise ImportError('no such SDK')
+
+    broken.preload = fail
+    monkeypatch.setitem(sys.modules, fine.__name__, fine)
+    monkeypatch.setitem(sys.modules, broken.__name__, broken)
+    monkeypatch.setattr(_worker, 'MODULES', {'a': broken.__name__, 'b': 'oidc_test_module_that_does_not_exist',
+                                             'c': fine.__name__})
+    _worker.preload_modules()
+    assert calls == ['broken', 'fine']
+
+
 def test_the_module_process_runs_the_core_itself_when_no_worker_can_take_it(monkeypatch, tmp_path):
     class Module:
         params = {'x': 1}

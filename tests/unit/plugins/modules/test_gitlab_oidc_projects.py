@@ -490,10 +490,7 @@ def test_many_projects_read_and_write_through_batches_and_match_the_per_project_
 
 
 def test_the_persistent_worker_runs_the_call_as_the_module_process_would(run_module, clean_sandbox):
-    import os
-    import signal
     import pathlib
-    import shutil
     import tempfile
     sb = clean_sandbox
     cache = pathlib.Path(tempfile.mkdtemp(prefix='wk-', dir='/tmp'))  # a Unix socket path must stay short
@@ -529,14 +526,73 @@ def test_the_persistent_worker_runs_the_call_as_the_module_process_would(run_mod
             assert here[0] == there[0] == 1 and there[1]['failed'] and there[1]['msg'] == here[1]['msg'], (here, there)
             assert writes(sb) == 0
     finally:
-        for pid in os.listdir('/proc'):
-            try:
-                with open('/proc/{0}/cmdline'.format(pid), 'rb') as handle:
-                    if str(cache).encode() in handle.read():
-                        os.kill(int(pid), signal.SIGTERM)
-            except (OSError, ValueError):
-                pass
-        shutil.rmtree(cache, ignore_errors=True)
+        _stop_workers(cache)
+
+
+def _stop_workers(cache):
+    """Stop the workers started under the token cache directory ``cache`` (their command line names it), remove it."""
+    import os
+    import shutil
+    import signal
+    for pid in os.listdir('/proc'):
+        try:
+            with open('/proc/{0}/cmdline'.format(pid), 'rb') as handle:
+                if str(cache).encode() in handle.read():
+                    os.kill(int(pid), signal.SIGTERM)
+        except (OSError, ValueError):
+            pass
+    shutil.rmtree(cache, ignore_errors=True)
+
+
+def test_preload_imports_the_core_and_the_sdks_a_run_loads():
+    """What a persistent worker imports as it starts (gitlab_oidc_projects.preload), in a fresh interpreter: the module
+    core and the SDKs a run's clients load, not msgraph's GraphServiceClient, which no run uses."""
+    import subprocess
+    code = ('import json, sys\n'
+            'from ansible_collections.oidc_federation.azure.plugins.modules import gitlab_oidc_projects\n'
+            'gitlab_oidc_projects.preload()\n'
+            'print(json.dumps(sorted(sys.modules)))\n')
+    proc = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True)
+    loaded = set(json.loads(proc.stdout))
+    core = 'ansible_collections.oidc_federation.azure.plugins.module_utils.'
+    assert {core + name for name in ('_module', '_onboarding', '_clients', '_pacing', '_results')} <= loaded
+    assert {'azure.identity.aio', 'aiohttp', 'kiota_http.httpx_request_adapter', 'azure.mgmt.authorization.aio'} <= loaded
+    assert 'msgraph.graph_service_client' not in loaded
+
+
+def untouched(sb):
+    """No request to Entra ID, Graph, ARM or GitLab since the last reset (the sandbox's own control API aside)."""
+    counts = stats(sb)
+    return set(counts['by_service']) <= {'control'} and counts['tokens_issued'] == 0
+
+
+def test_prestart_worker_starts_the_worker_that_the_calls_then_use(run_module, clean_sandbox):
+    """prestart_worker starts the worker and returns, reading and writing nothing; the next prestart finds it
+    running, and the calls run on it (one socket); it refuses a call that has projects or no persistent_worker."""
+    import pathlib
+    import tempfile
+    sb = clean_sandbox
+    cache = pathlib.Path(tempfile.mkdtemp(prefix='wk-', dir='/tmp'))  # a Unix socket path must stay short
+    worker = dict(persistent_worker=True, token_cache_dir=str(cache))
+    try:
+        reset_stats(sb)
+        started = ok(run_module, sb, projects=[], prestart_worker=True, **worker)
+        assert started['worker'] == 'started' and not started['changed'] and started['summary']['projects'] == 0, started
+        sockets = list((cache / 'workers').glob('*.sock'))
+        assert len(sockets) == 1, sockets
+        assert ok(run_module, sb, projects=[], prestart_worker=True, check=True, **worker)['worker'] == 'running'
+        assert untouched(sb), stats(sb)['by_route']
+        done = ok(run_module, sb, projects=projects(sb)[:2], **worker)
+        assert done['summary'] == {'projects': 2, 'changed': 2, 'failed': 0}
+        assert list((cache / 'workers').glob('*.sock')) == sockets  # the worker it started ran the call
+        reset_stats(sb)
+        for bad_args, field in ((dict(projects=projects(sb)[:1], **worker), 'projects must be empty'),
+                                (dict(projects=[], token_cache_dir=str(cache)), 'needs persistent_worker=true')):
+            code, failed = run(run_module, sb, prestart_worker=True, **bad_args)
+            assert code == 1 and failed['failed'] and field in failed['msg'] and 'Fix:' in failed['msg'], failed
+        assert untouched(sb), stats(sb)['by_route']
+    finally:
+        _stop_workers(cache)
 
 
 def test_the_module_process_of_a_worker_call_does_not_import_the_module_core(tmp_path):
