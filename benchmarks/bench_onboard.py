@@ -39,7 +39,9 @@ A persistent worker (the role's ``gitlab_oidc_persistent_worker`` with ``per_hos
 cache directory; its CPU time and peak RSS are sampled from /proc every second during each run (``workers``; its
 peak counts in ``peak_module_rss_mib``), and it is stopped after the run, so every run starts its own.
 
-For each run: wall time, Graph/ARM requests per project split into reads and writes, access tokens issued, and the
+For each run: wall time, CPU time (``cpu_s``: ansible-playbook's tree, the workers, the sandbox; each round also
+gives its CPU ratios to the floor, which the drifting speed of a shared machine moves much less than the wall-time
+ratios), Graph/ARM requests per project split into reads and writes, access tokens issued, and the
 peak RSS of a module process (every module runs under an ``ansible_python_interpreter`` wrapper that records
 ``getrusage(RUSAGE_SELF).ru_maxrss`` at exit), and the wall time of each task (``task_wall_s``, from the callback in
 ``benchmarks/callback_plugins/``).  Timings are printed, never asserted; the exit code is 1 only when
@@ -51,6 +53,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import shlex
 import shutil
 import statistics
@@ -145,6 +148,15 @@ class Sandbox:
         response = self.http.request(method, f"/_sandbox/{path}")
         response.raise_for_status()
         return response.json()
+
+    def cpu_s(self) -> float:
+        """CPU seconds (user + system) the sandbox process has used so far, from /proc; 0.0 where it cannot be read."""
+        try:
+            pid = int((self.state_dir / "pid").read_text().strip())
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        except (OSError, ValueError, IndexError):
+            return 0.0
 
     def reset_stats(self) -> None:
         self.control("POST", "stats/reset")
@@ -413,14 +425,22 @@ def measure(args: argparse.Namespace, workdir: Path) -> tuple[dict[str, Any], li
                 sandbox.reset_stats()
             log(f"{name}: {args.projects} project(s), forks {args.forks} ...")
             times_file = workdir / f"{name}.task-times.json"
+            children, sandbox_cpu = resource.getrusage(resource.RUSAGE_CHILDREN), sandbox.cpu_s()
             with WorkerWatch(workdir) as workers:
                 result = harness.run_playbook(playbook, inventory, env=dict(round_env, BENCH_TASK_TIMES_FILE=str(times_file)),
                                               cwd=workdir, forks=args.forks, timeout=timeout)
+            children_after, sandbox_cpu = resource.getrusage(resource.RUSAGE_CHILDREN), sandbox.cpu_s() - sandbox_cpu
             (workdir / f"{name}.log").write_text(harness.redact(result.output, secrets), encoding="utf-8")
             stats = sandbox.stats() if with_stats else None
             records = harness.read_rss_log(rss_log)
             summary = run_summary(result, stats, args.projects, records)
             summary["workers"] = workers.figures()
+            # CPU of the whole run on this machine: ansible-playbook with its forks and module processes, the
+            # persistent workers, and the sandbox (the services' side, which a real tenant would not run here)
+            ansible_cpu = (children_after.ru_utime - children.ru_utime) + (children_after.ru_stime - children.ru_stime)
+            workers_cpu = sum(w["cpu_s"] for w in summary["workers"])
+            summary["cpu_s"] = {"ansible": round(ansible_cpu, 2), "workers": round(workers_cpu, 2),
+                                "sandbox": round(sandbox_cpu, 2), "total": round(ansible_cpu + workers_cpu + sandbox_cpu, 2)}
             if summary["workers"]:
                 summary["peak_module_rss_mib"] = max([summary["peak_module_rss_mib"]]
                                                      + [w["peak_rss_mib"] for w in summary["workers"]])
@@ -508,6 +528,10 @@ def measure(args: argparse.Namespace, workdir: Path) -> tuple[dict[str, Any], li
         # every round's own figures (one round without --repeat), and in how many the re-run took no longer
         "repeats": repeats,
         "rerun_no_slower_rounds": sum(1 for r in repeats if r["rerun_s"] <= r["first_run_s"]),
+        # the medians of the CPU figures, and in how many rounds the re-run used no more CPU than the first run
+        "cpu_ratio_first_run_to_floor": median_of(repeats, "cpu_ratio_first_run_to_floor"),
+        "cpu_ratio_rerun_to_floor": median_of(repeats, "cpu_ratio_rerun_to_floor"),
+        "rerun_no_more_cpu_rounds": sum(1 for r in repeats if r["cpu_rerun_s"] <= r["cpu_first_run_s"]),
         "ok": not problems,
     }
     return result, problems
@@ -522,7 +546,18 @@ def round_figures(runs: dict[str, dict[str, Any]]) -> dict[str, Any]:
             "ratio_first_run_to_floor": round(first / floor, 2), "ratio_rerun_to_floor": round(rerun / floor, 2),
             "ratio_first_run_to_floor_role_validation": round(first / role_floor, 2),
             "ratio_rerun_to_floor_role_validation": round(rerun / role_floor, 2),
-            "graph_writes": int(runs["first_run"].get("graph_writes", 0))}
+            "graph_writes": int(runs["first_run"].get("graph_writes", 0)),
+            # the same ratios in CPU seconds (every process of the run, the sandbox's included), which the speed of a
+            # shared machine moves far less than wall time
+            "cpu_first_run_s": cpu_total(runs["first_run"]), "cpu_rerun_s": cpu_total(runs["rerun"]),
+            "cpu_floor_s": cpu_total(runs["floor"]),
+            "cpu_ratio_first_run_to_floor": round(cpu_total(runs["first_run"]) / max(cpu_total(runs["floor"]), 1e-9), 2),
+            "cpu_ratio_rerun_to_floor": round(cpu_total(runs["rerun"]) / max(cpu_total(runs["floor"]), 1e-9), 2)}
+
+
+def cpu_total(summary: dict[str, Any]) -> float:
+    """A run's CPU seconds, every process included (0.0 when not measured)."""
+    return float(summary.get("cpu_s", {}).get("total", 0.0))
 
 
 def median_of(repeats: list[dict[str, Any]], key: str, divisor: float = 1.0) -> float:

@@ -70,6 +70,16 @@ def test_bench_prints_figures_and_the_rerun_writes_nothing(tmp_path):
     ratios = sorted(r["ratio_first_run_to_floor"] for r in result["repeats"])
     assert result["ratio_first_run_to_floor"] == round((ratios[0] + ratios[1]) / 2, 2)
     assert 0 <= result["rerun_no_slower_rounds"] <= 2
+    # CPU of each run: ansible-playbook's tree, the workers and the sandbox; the floor has no worker, and writes
+    # nothing to the sandbox beyond its (few) control requests
+    for name in ("first_run", "rerun", "floor"):
+        cpu = result[name]["cpu_s"]
+        assert cpu["ansible"] > 0 and cpu["total"] == round(cpu["ansible"] + cpu["workers"] + cpu["sandbox"], 2), (name, cpu)
+    assert result["first_run"]["cpu_s"]["workers"] > 0 and result["first_run"]["cpu_s"]["sandbox"] > 0
+    assert result["floor"]["cpu_s"]["workers"] == 0
+    for figures in result["repeats"]:
+        assert figures["cpu_ratio_first_run_to_floor"] == round(figures["cpu_first_run_s"] / figures["cpu_floor_s"], 2), figures
+    assert result["cpu_ratio_first_run_to_floor"] > 0 and 0 <= result["rerun_no_more_cpu_rounds"] <= 2
     # the sandbox's secrets never reach the output
     assert "SECRET" not in completed.stdout and "client_secret" not in completed.stdout
 
