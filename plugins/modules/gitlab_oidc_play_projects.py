@@ -18,9 +18,10 @@ description:
     them as a list for one
     M(oidc_federation.azure.gitlab_oidc_projects) call, or, with O(calls=per_host), for a call per host that takes its
     own project from the list (RV(project_index)).
-  - Describing every project in this one task costs less than templating a composite of the project's fields in a task
-    of every host, which compiles that template again for every host (about 4 ms of CPU each in every forked worker); the
-    role's C(per_host) strategy reads its projects from here for that reason.
+  - The role's two strategies both take their projects from here (C(bulk) all of them, C(per_host) each host its own),
+    so a project is built by one piece of code whichever the strategy. Each task of a host that reads its project from
+    the registered result costs about what templating the project field by field in that task would (measured at
+    1,000 hosts; docs/benchmarks.md).
   - Run it once for the play (C(run_once)). It replaces a C(set_fact) on every host followed by
     C(hostvars) lookups - at 1,000 hosts that is 1,000 forked worker processes, about 20 seconds, against a few seconds here
     (docs/benchmarks.md). The role's C(bulk) strategy uses it.
