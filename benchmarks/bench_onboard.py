@@ -152,9 +152,7 @@ class Sandbox:
     def cpu_s(self) -> float:
         """CPU seconds (user + system) the sandbox process has used so far, from /proc; 0.0 where it cannot be read."""
         try:
-            pid = int((self.state_dir / "pid").read_text().strip())
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+            return process_cpu_s(Path("/proc") / (self.state_dir / "pid").read_text().strip())
         except (OSError, ValueError, IndexError):
             return 0.0
 
@@ -284,11 +282,16 @@ def rss_summary(records: list[dict[str, Any]]) -> dict[str, Any]:
 WORKER_MARK = "_worker import serve_forever"
 
 
+def process_cpu_s(proc_dir: Path) -> float:
+    """CPU seconds (user + system) of the process whose /proc directory is ``proc_dir``, from its ``stat``."""
+    fields = (proc_dir / "stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def worker_processes(workdir: Path) -> dict[int, dict[str, Any]]:
     """The persistent workers of this benchmark (their socket lies under ``workdir``): pid -> CPU seconds and peak
     RSS so far, read from /proc."""
     found: dict[int, dict[str, Any]] = {}
-    ticks = os.sysconf("SC_CLK_TCK")
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -296,9 +299,8 @@ def worker_processes(workdir: Path) -> dict[int, dict[str, Any]]:
             cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode("utf-8", "replace")
             if WORKER_MARK not in cmdline or str(workdir) not in cmdline:
                 continue
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
             status = dict(line.split(":", 1) for line in (entry / "status").read_text().splitlines() if ":" in line)
-            found[int(entry.name)] = {"cpu_s": round((int(fields[11]) + int(fields[12])) / ticks, 2),
+            found[int(entry.name)] = {"cpu_s": round(process_cpu_s(entry), 2),
                                       "peak_rss_mib": round(int(status["VmHWM"].split()[0]) / 1024, 1)}
         except (OSError, ValueError, KeyError, IndexError):
             continue
@@ -542,17 +544,16 @@ def round_figures(runs: dict[str, dict[str, Any]]) -> dict[str, Any]:
     first, rerun = float(runs["first_run"]["wall_s"]), float(runs["rerun"]["wall_s"])
     floor = max(float(runs["floor"]["wall_s"]), 1e-9)
     role_floor = max(float(runs["floor_role_validation"]["wall_s"]), 1e-9)
+    cpu_first, cpu_rerun, cpu_floor = (cpu_total(runs[name]) for name in ("first_run", "rerun", "floor"))
     return {"first_run_s": first, "rerun_s": rerun, "floor_s": round(floor, 2), "floor_role_validation_s": round(role_floor, 2),
             "ratio_first_run_to_floor": round(first / floor, 2), "ratio_rerun_to_floor": round(rerun / floor, 2),
             "ratio_first_run_to_floor_role_validation": round(first / role_floor, 2),
             "ratio_rerun_to_floor_role_validation": round(rerun / role_floor, 2),
             "graph_writes": int(runs["first_run"].get("graph_writes", 0)),
-            # the same ratios in CPU seconds (every process of the run, the sandbox's included), which the speed of a
-            # shared machine moves far less than wall time
-            "cpu_first_run_s": cpu_total(runs["first_run"]), "cpu_rerun_s": cpu_total(runs["rerun"]),
-            "cpu_floor_s": cpu_total(runs["floor"]),
-            "cpu_ratio_first_run_to_floor": round(cpu_total(runs["first_run"]) / max(cpu_total(runs["floor"]), 1e-9), 2),
-            "cpu_ratio_rerun_to_floor": round(cpu_total(runs["rerun"]) / max(cpu_total(runs["floor"]), 1e-9), 2)}
+            # the same ratios in CPU seconds (every process of the run, the sandbox's included)
+            "cpu_first_run_s": cpu_first, "cpu_rerun_s": cpu_rerun, "cpu_floor_s": cpu_floor,
+            "cpu_ratio_first_run_to_floor": round(cpu_first / max(cpu_floor, 1e-9), 2),
+            "cpu_ratio_rerun_to_floor": round(cpu_rerun / max(cpu_floor, 1e-9), 2)}
 
 
 def cpu_total(summary: dict[str, Any]) -> float:
