@@ -107,7 +107,7 @@ class ActionModule(ControllerAction):
         play_hosts = batch or hosts
         play_hosts_all = list(task_vars.get('ansible_play_hosts_all') or play_hosts)
         projects = []
-        described_hosts = []
+        project_index = {}  # host -> position of its project in projects
         failed = {}
         invalid_settings = []
         for name in hosts:
@@ -140,15 +140,15 @@ class ActionModule(ControllerAction):
                     raise AnsibleError('{0} is not defined'.format(variable))
                 else:
                     project = templar.template(host_vars[variable])
+                project_index[name] = len(projects)
                 projects.append(project)
-                described_hosts.append(name)
             except AnsibleError as exc:
                 failed[name] = 'the variables of project {0} cannot be resolved: {1}'.format(name, exc)
         result['changed'] = False
         result['projects'] = projects
         if describe:
             # where each host's project is, for a task of each host (one call per host): one lookup, no search
-            result['project_index'] = {host_name: position for position, host_name in enumerate(described_hosts)}
+            result['project_index'] = project_index
         result['failed_hosts'] = failed
         if invalid_settings:
             result.update(failed=True, msg='The settings of this run, taken from host {0} (the one that makes the call '
