@@ -159,6 +159,11 @@ def managed_state(state: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def app_complete(app: dict[str, Any]) -> bool:
+    """Whether an application of ``managed_state`` has all it needs: its service principal, credentials and roles."""
+    return bool(app["service_principal"] and app["credentials"] and app["roles"])
+
+
 def orphans(state: dict[str, Any], baseline: dict[str, Any]) -> list[str]:
     """What runs could have left behind half-made, compared with the ``baseline`` state: service principals without
     their application, credentials of missing applications, role assignments of missing principals."""

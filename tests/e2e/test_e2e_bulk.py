@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 import yaml
 
-from e2e_support import (INVENTORY, ONBOARD, OFFBOARD, REPO, azure_writes, harness, kill_9_run_when, managed_state, orphans,
+from e2e_support import (INVENTORY, ONBOARD, OFFBOARD, REPO, app_complete, azure_writes, harness, kill_9_run_when, managed_state, orphans,
                          reset_stats, secrets_of, state_of, stats_of)
 
 sys.path.insert(0, str(REPO / "benchmarks"))
@@ -177,7 +177,7 @@ def test_bulk_with_throttling_errors_and_replication_lag_converges(sandbox, tmp_
     assert stats["throttled"] > 0 and stats["errors_5xx"] > 0, stats
     made = managed_state(state_of(sandbox))
     assert sorted(made) == expected_unique_names(hosts)
-    assert all(app["service_principal"] and app["credentials"] and app["roles"] for app in made.values()), made
+    assert all(map(app_complete, made.values())), made
     assert not orphans(state_of(sandbox), baseline)
     reset_stats(sandbox)
     again = run(ONBOARD, inventory, env, tmp_path, gitlab_oidc_strategy="bulk")
@@ -206,14 +206,13 @@ def test_kill_9_in_the_middle_then_rerun_converges(sandbox, tmp_path, strategy, 
     # Killed halfway: something was written and something was not. Counting applications alone is not enough: a bulk
     # call creates them in $batch requests of 20, and a batch the killed process had already sent may still complete in
     # the service, so every application may exist while service principals, credentials or roles do not yet.
-    complete = len(halfway) == len(hosts) and all(app["service_principal"] and app["credentials"] and app["roles"]
-                                                  for app in halfway.values())
+    complete = len(halfway) == len(hosts) and all(map(app_complete, halfway.values()))
     assert halfway and not complete, "not killed halfway: %d of %d applications, all complete" % (len(halfway), len(hosts))
     again = run(ONBOARD, inventory, env, tmp_path, gitlab_oidc_strategy=strategy)
     expect_ok(again, env)
     made = managed_state(state_of(sandbox))
     assert sorted(made) == expected_unique_names(hosts)
-    assert all(app["service_principal"] and app["credentials"] and app["roles"] for app in made.values()), made
+    assert all(map(app_complete, made.values())), made
     assert not orphans(state_of(sandbox), baseline)
     names = [a["uniqueName"] for a in state_of(sandbox)["applications"] if a.get("uniqueName")]
     assert len(names) == len(set(names))

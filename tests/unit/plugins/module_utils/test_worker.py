@@ -57,6 +57,14 @@ def client(short_dir):
     return _worker.WorkerClient(os.path.join(short_dir, 'workers'))
 
 
+def _wait_for_idle_exit(socket_path, timeout=15.0):
+    """Wait until the worker behind ``socket_path`` has exited (idle) and removed its socket."""
+    deadline = time.monotonic() + timeout
+    while os.path.exists(socket_path):
+        assert time.monotonic() < deadline, 'the worker did not exit when idle'
+        time.sleep(0.1)
+
+
 def test_the_key_ignores_volatile_variables_and_follows_the_rest():
     environ = {'PATH': '/bin', 'HTTPS_PROXY': 'http://proxy:3128', '_': '/usr/bin/python', 'SHLVL': '2'}
     key = _worker.worker_key('digest', ['/a'], environ)
@@ -223,10 +231,7 @@ def test_the_first_module_process_starts_the_worker_and_the_worker_goes_away(sho
     assert os.path.exists(client.socket_path)
     again = _worker.WorkerClient(os.path.join(short_dir, 'workers'), idle_timeout=1.0)
     assert again.key == client.key and again._connect() is not None  # the same worker serves the next process
-    deadline = time.monotonic() + 15
-    while os.path.exists(client.socket_path):
-        assert time.monotonic() < deadline, 'the worker did not exit when idle'
-        time.sleep(0.1)
+    _wait_for_idle_exit(client.socket_path)
 
 
 def test_start_starts_the_worker_once_without_a_request(short_dir):
@@ -240,10 +245,7 @@ def test_start_starts_the_worker_once_without_a_request(short_dir):
     with pytest.raises(_worker.WorkerError, match='did not take the request'):
         client.call({'module': 'not_a_module', 'params': {}})  # refused by that worker: it did not restart
     assert os.stat(client.socket_path).st_ino == inode
-    deadline = time.monotonic() + 15
-    while os.path.exists(client.socket_path):
-        assert time.monotonic() < deadline, 'the worker did not exit when idle'
-        time.sleep(0.1)
+    _wait_for_idle_exit(client.socket_path)
 
 
 def test_prestart_says_when_no_worker_can_be_used(tmp_path):
