@@ -16,12 +16,14 @@ import time
 
 _RSS_LOG = "@RSS_LOG@"
 _CURRENT = {"module": "unknown"}
-_FQN = re.compile(r"""^module_fqn=['"]([\w.]+)['"],?$""", re.M)
+# The module's import name, as AnsiballZ writes it: ``module_fqn='...'`` (ansible-core 2.19) or
+# ``runpy.run_module(mod_name='...'`` (2.17 and 2.18).
+_FQN = re.compile(r"""^module_fqn=['"]([\w.]+)['"],?$|runpy\.run_module\(mod_name=['"]([\w.]+)['"]""", re.M)
 
 
 def _module_name(source: str) -> str:
     match = _FQN.search(source)
-    return match.group(1) if match else "unknown"
+    return (match.group(1) or match.group(2)) if match else "unknown"
 
 
 def _record(module: str, started: float, code: object) -> None:
