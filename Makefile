@@ -66,6 +66,11 @@ lint: collection ## all linters and packaging checks: changelog, ansible-lint, d
 .PHONY: test
 test: units sandbox-tests integration e2e lint ## everything CI runs (lint includes sanity)
 
+.PHONY: compat
+compat: ## sanity, integration and e2e on another ansible-core (CORE=2.17.14; venv .venv-core-<CORE>; not part of test)
+	@test -n "$(CORE)" || { echo "make compat: give CORE=<ansible-core version>, e.g. make compat CORE=2.17.14" >&2; exit 2; }
+	bash scripts/compat.sh $(CORE) $(COMPAT_STEPS)
+
 .PHONY: sandbox
 sandbox: venv ## run the sandbox in the foreground (writes .sandbox/env)
 	$(PY) -m oidc_sandbox serve

@@ -5,7 +5,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
-PY=$root/.venv/bin/python
+# TEST_VENV: the virtualenv whose ansible-test and ansible-core run (default .venv; see scripts/compat.sh).
+test_venv=${TEST_VENV:-$root/.venv}
+PY=$test_venv/bin/python
 export PYTHONPATH="$root/sandbox${PYTHONPATH:+:$PYTHONPATH}"
 mkdir -p "$root/.build"
 state=$(mktemp -d "$root/.build/integration-sandbox.XXXXXX")
@@ -38,7 +40,7 @@ git init -q . && git add -A >/dev/null && git -c user.email=ci@localhost -c user
 log=$work/integration.log
 # Run at -vvv and keep the output: no secret or token may appear in it, even at that verbosity.
 set +e
-PATH="$root/.venv/bin:$PATH" ansible-test integration --local --python 3.11 --color no -vvv "$@" >"$log" 2>&1
+PATH="$test_venv/bin:$PATH" ansible-test integration --local --python 3.11 --color no -vvv "$@" >"$log" 2>&1
 rc=$?
 set -e
 grep -E '^(PLAY RECAP|[^ ]+ +: ok=)|Running .* integration test' "$log" || true

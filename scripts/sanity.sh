@@ -5,7 +5,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
-PY=.venv/bin/python
+# TEST_VENV: the virtualenv whose ansible-test runs (default .venv; scripts/compat.sh gives another ansible-core).
+test_venv=${TEST_VENV:-$root/.venv}
+PY=$test_venv/bin/python
 bash scripts/ansible-test-pip-shim.sh "$PY" >/dev/null
 # ansible-test's shellcheck test silently skips when the command is missing: install it where we can (root + apt).
 if ! command -v shellcheck >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
@@ -22,4 +24,4 @@ dest=$work/ansible_collections/oidc_federation/azure
 bash scripts/stage-files.sh "$dest" 'sandbox/*' 'scripts/*' 'docs/dev/*' 'requirements/*' '.ci/*' 'benchmarks/*' Makefile
 cd "$dest"
 git init -q . && git add -A >/dev/null && git -c user.email=ci@localhost -c user.name=ci commit -qm sanity >/dev/null
-PATH="$root/.venv/bin:$PATH" ansible-test sanity --venv --python 3.11 --color no "$@"
+PATH="$test_venv/bin:$PATH" ansible-test sanity --venv --python 3.11 --color no "$@"
