@@ -19,19 +19,10 @@ for step in "${steps[@]}"; do
 done
 
 venv=$root/.venv-core-$core
-requirements=$venv/requirements.txt
-if [ ! -x "$venv/bin/python" ]; then
-  "${PYTHON:-python3}" -m venv "$venv"
-fi
-sed -E "s/^ansible-core==.*/ansible-core==$core/" requirements/dev.txt > "$requirements.new"
-if ! cmp -s "$requirements.new" "$requirements" || [ ! -f "$venv/.stamp" ]; then
-  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip
-  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$requirements.new"
-  mv "$requirements.new" "$requirements"
-  touch "$venv/.stamp"
-else
-  rm -f "$requirements.new"
-fi
+mkdir -p "$root/.build"
+requirements=$root/.build/requirements-dev-ansible-core-$core.txt
+sed -E "s/^ansible-core==.*/ansible-core==$core/" requirements/dev.txt > "$requirements"
+bash scripts/requirements-venv.sh "$venv" "$requirements"
 actual=$("$venv/bin/python" -c 'from ansible.release import __version__; print(__version__)')
 [ "$actual" = "$core" ] || { echo "compat: $venv has ansible-core $actual, not $core" >&2; exit 1; }
 
