@@ -20,7 +20,7 @@ done
 
 venv=$root/.venv-core-$core
 mkdir -p "$root/.build"
-requirements=$root/.build/requirements-dev-ansible-core-$core.txt
+requirements=$root/.build/dev-ansible-core-$core.txt
 sed -E "s/^ansible-core==.*/ansible-core==$core/" requirements/dev.txt > "$requirements"
 bash scripts/requirements-venv.sh "$venv" "$requirements"
 actual=$("$venv/bin/python" -c 'from ansible.release import __version__; print(__version__)')
