@@ -6,8 +6,8 @@
 * :func:`run_playbook`: runs ``ansible-playbook`` and returns a :class:`PlaybookRun` (exit code, output, wall time,
   parsed ``PLAY RECAP``).
 * :func:`parse_recap`: ``PLAY RECAP`` lines -> ``{host: {"ok": n, "changed": n, ...}}``.
-* :func:`write_rss_interpreter`: an ``ansible_python_interpreter`` that runs each module in-process and appends
-  the module process's peak RSS (``getrusage(RUSAGE_SELF).ru_maxrss``) to a log; :func:`read_rss_log` reads it.
+* :func:`rss_site_env`: the environment that makes each module process append its peak RSS
+  (``getrusage(RUSAGE_SELF).ru_maxrss``) to a log (``rss_site/sitecustomize.py``); :func:`read_rss_log` reads it.
 
 No secret is ever printed: output kept for error messages is passed through :func:`redact`.
 """
@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Iterable, Mapping
 
 REPO = Path(__file__).resolve().parents[1]
-RSS_WRAPPER_SOURCE = Path(__file__).resolve().parent / "module_rss_wrapper.py"
+RSS_SITE_DIR = Path(__file__).resolve().parent / "rss_site"
 
 # Environment variables of the caller that must not reach the playbook (the sandbox's env file sets its own).
 _DROPPED_PREFIXES = ("AZURE_", "ARM_", "MSI_", "IDENTITY_", "SANDBOX_", "GITLAB_", "ANSIBLE_", "ACTIONS_ID_TOKEN_")
@@ -162,19 +162,12 @@ def run_playbook(playbook: Path | str, inventory: Path | str, *, env: Mapping[st
     return PlaybookRun(args, completed.returncode, completed.stdout, wall, parse_recap(completed.stdout))
 
 
-def write_rss_interpreter(path: Path, log: Path, python: str | None = None) -> Path:
-    """Write an executable ``ansible_python_interpreter`` at ``path`` that logs each module's peak RSS to ``log``.
-
-    It is ``module_rss_wrapper.py`` with a shebang for ``python`` (default: this interpreter) and the log path
-    filled in; a module runs in the wrapper's own process, so the figure is the module process's peak RSS.
+def rss_site_env(log: Path) -> dict[str, str]:
+    """Environment that makes every module process of an ``ansible-playbook`` run on this machine log its peak RSS
+    to ``log``: ``rss_site/sitecustomize.py`` first on ``PYTHONPATH`` (before the collection root), and the log's path
+    in ``BENCH_RSS_LOG``. The modules still run under the interpreter Ansible chooses for them.
     """
-    source = RSS_WRAPPER_SOURCE.read_text(encoding="utf-8")
-    if '"@RSS_LOG@"' not in source:
-        raise HarnessError(f"{RSS_WRAPPER_SOURCE} lost its _RSS_LOG placeholder")
-    source = source.replace('"@RSS_LOG@"', repr(str(log)), 1)
-    path.write_text(f"#!{python or sys.executable}\n{source}", encoding="utf-8")
-    path.chmod(0o755)
-    return path
+    return {"PYTHONPATH": os.pathsep.join([str(RSS_SITE_DIR), str(collections_root())]), "BENCH_RSS_LOG": str(log)}
 
 
 def read_rss_log(log: Path) -> list[dict[str, object]]:

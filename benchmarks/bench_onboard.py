@@ -42,8 +42,8 @@ peak counts in ``peak_module_rss_mib``), and it is stopped after the run, so eve
 For each run: wall time, CPU time (``cpu_s``: ansible-playbook's tree, the workers, the sandbox; each round also
 gives its CPU ratios to the floor, which the drifting speed of a shared machine moves much less than the wall-time
 ratios), Graph/ARM requests per project split into reads and writes, access tokens issued, and the
-peak RSS of a module process (every module runs under an ``ansible_python_interpreter`` wrapper that records
-``getrusage(RUSAGE_SELF).ru_maxrss`` at exit), and the wall time of each task (``task_wall_s``, from the callback in
+peak RSS of a module process (``benchmarks/rss_site/sitecustomize.py``, first on the run's ``PYTHONPATH``, records
+``getrusage(RUSAGE_SELF).ru_maxrss`` as each module process exits), and the wall time of each task (``task_wall_s``, from the callback in
 ``benchmarks/callback_plugins/``).  Timings are printed, never asserted; the exit code is 1 only when
 a run fails, or when the re-run changes or writes anything.  See docs/benchmarks.md.
 """
@@ -188,14 +188,14 @@ def project_path(index: int) -> str:
     return f"bench/group-{index // 10:03d}/project-{index:04d}"
 
 
-def write_inventory(path: Path, projects: int, sandbox_env: dict[str, str], interpreter: Path,
-                    report_dir: Path, strategy: str = "per_host") -> None:
+def write_inventory(path: Path, projects: int, sandbox_env: dict[str, str], report_dir: Path,
+                    strategy: str = "per_host") -> None:
     """An inventory of ``projects`` GitLab projects on the sandbox's gitlab.com stand-in (group gitlab_projects)."""
     issuer = sandbox_env["SANDBOX_GITLAB_ISSUER"]
     inventory = {"all": {
         "vars": {
             "ansible_connection": "local",
-            "ansible_python_interpreter": str(interpreter),
+            "ansible_python_interpreter": "{{ ansible_playbook_python }}",
             "gitlab_oidc_issuer": issuer,
             "gitlab_oidc_gitlab_issuers": [issuer],
             "gitlab_oidc_role_assignments": [{"role": "Reader"}],
@@ -203,8 +203,9 @@ def write_inventory(path: Path, projects: int, sandbox_env: dict[str, str], inte
             "gitlab_oidc_strategy": strategy,
         },
         "hosts": {
-            # The role delegates its tasks to localhost: declare it, so that its modules run under the RSS wrapper.
-            "localhost": {"ansible_connection": "local", "ansible_python_interpreter": str(interpreter)},
+            # The role delegates its tasks to localhost: its modules run in ansible-playbook's own Python, as with the
+            # implicit localhost (and as the controller-side calls of gitlab_oidc_projects require).
+            "localhost": {"ansible_connection": "local", "ansible_python_interpreter": "{{ ansible_playbook_python }}"},
         },
         "children": {"gitlab_projects": {"hosts": {project_path(i): project_vars(i) for i in range(projects)}}},
     }}
@@ -410,11 +411,10 @@ def measure(args: argparse.Namespace, workdir: Path) -> tuple[dict[str, Any], li
     problems: list[str] = []
     secrets = [value for name, value in sandbox.env.items() if "SECRET" in name]
     try:
-        interpreter = harness.write_rss_interpreter(workdir / "python-rss", workdir / "rss.log")
         inventory = workdir / "inventory.yml"
-        write_inventory(inventory, args.projects, sandbox.env, interpreter, workdir / "report", args.strategy)
+        write_inventory(inventory, args.projects, sandbox.env, workdir / "report", args.strategy)
         env = harness.ansible_env(sandbox.env, workdir, ANSIBLE_CALLBACK_PLUGINS=str(TASK_TIMES_PLUGIN_DIR),
-                                  ANSIBLE_CALLBACKS_ENABLED=TASK_TIMES_CALLBACK)
+                                  ANSIBLE_CALLBACKS_ENABLED=TASK_TIMES_CALLBACK, **harness.rss_site_env(workdir / "rss.log"))
         timeout = 600 + 30 * args.projects
 
         round_env = dict(env)

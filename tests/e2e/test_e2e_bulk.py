@@ -57,7 +57,7 @@ def expect_ok(result: harness.PlaybookRun, env: dict[str, str]) -> None:
 
 def generated_inventory(path: Path, projects: int, sandbox: Any) -> list[str]:
     """The benchmark's projects (varied trust, sub claims and roles) as an inventory; returns their paths."""
-    bench_onboard.write_inventory(path, projects, sandbox.env, Path(sys.executable), path.parent / "report")
+    bench_onboard.write_inventory(path, projects, sandbox.env, path.parent / "report")
     data = yaml.safe_load(path.read_text(encoding="utf-8"))
     del data["all"]["hosts"]["localhost"]
     data["all"]["vars"]["ansible_python_interpreter"] = sys.executable
