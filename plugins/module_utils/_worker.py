@@ -33,6 +33,10 @@ Graph pacer for all of them.
   and says so in a warning.
 * The worker writes nothing to logs or files besides the socket and the payload copy; secrets travel only over
   the private socket, and every message is redacted as in the module process.
+* The module's action plugin (``plugins/action/gitlab_oidc_projects.py``) can ask too, with no module process, when
+  the task runs on the controller in ansible-playbook's own Python: it imports this file from the installed
+  collection (no payload: the worker gets the collection's root, ``source_root()``, on its path) and calls
+  ``ask_worker`` and ``prestart`` as a module process would.
 
 Imports only the standard library and ``_private_files`` (the module core is imported by the worker when a request
 arrives).
@@ -113,6 +117,16 @@ def payload_archive() -> Optional[str]:
     """The zip this code was imported from (AnsiballZ's payload), or None when it comes from a directory."""
     archive = getattr(globals().get('__loader__'), 'archive', None)
     return archive if isinstance(archive, str) and os.path.isfile(archive) else None
+
+
+def source_root() -> Optional[str]:
+    """The directory that holds ``ansible_collections`` when this code is imported from an installed collection (a
+    controller action imports it so, through Ansible's collection loader rather than ``sys.path``), else None."""
+    here = os.path.abspath(globals().get('__file__') or '')
+    parts = here.split(os.sep)
+    if parts[-6:-1] != ['ansible_collections', 'oidc_federation', 'azure', 'plugins', 'module_utils']:
+        return None
+    return os.sep.join(parts[:-6]) or os.sep
 
 
 def _umask() -> int:
@@ -272,7 +286,11 @@ class WorkerClient:
         archive = payload_archive()
         self._archive = archive
         self._digest = _archive_digest(archive) if archive else 'source'
-        self._search_path = [p for p in sys.path if p != archive] if archive else list(sys.path)
+        if archive:
+            self._search_path = [p for p in sys.path if p != archive]
+        else:  # from the installed collection: the worker needs its root on its path to import the same code
+            root = source_root()
+            self._search_path = ([root] if root and root not in sys.path else []) + list(sys.path)
         self.key = worker_key(self._digest, self._search_path)
         self.socket_path = os.path.join(self.directory, self.key + '.sock')
         if len(self.socket_path.encode('utf-8', 'surrogateescape')) > 100:
@@ -383,20 +401,32 @@ def prestart(token_cache_dir: Optional[str]) -> dict:
         return {'worker': 'unavailable', 'reason': str(exc)}
 
 
-def run_in_worker(module: Any, module_name: str, token_cache_dir: Optional[str]) -> Optional[dict]:
-    """Run the call of ``module`` (the module process's ``AnsibleModule``: its options parsed, nothing else done)
-    on the worker, which runs the module's checks and its core: the final result (``_final.final_result``: ``failed``,
-    ``result``, ``warnings``), or None when the module process must run the call itself (no worker could take the
-    request; a warning says so when the worker stopped after it took it)."""
+def ask_worker(module_name: str, params: dict, check_mode: bool, diff_mode: bool,
+               token_cache_dir: Optional[str]) -> tuple:
+    """Run a call of ``module_name`` with its parsed ``params`` on the worker, which runs the module's checks and its
+    core: ``(final, None)`` with the final result (``_final.final_result``: ``failed``, ``result``, ``warnings``), or
+    ``(None, warning)`` when the caller must run the call another way (no worker could take the request; ``warning``
+    is None then, or says that the worker stopped after it took the request)."""
     try:
         client = WorkerClient(workers_dir(token_cache_dir))
-        return client.call({'module': module_name, 'params': module.params, 'check_mode': bool(module.check_mode),
-                            'diff_mode': bool(getattr(module, '_diff', False))})
+        return client.call({'module': module_name, 'params': params, 'check_mode': bool(check_mode),
+                            'diff_mode': bool(diff_mode)}), None
     except WorkerError as exc:
         if exc.taken:
-            module.warn('persistent_worker: {0}; the module ran the request itself (writes are keyed, so this '
-                        'converges)'.format(exc))
-        return None
+            return None, ('persistent_worker: {0}; the module ran the request itself (writes are keyed, so this '
+                          'converges)'.format(exc))
+        return None, None
+
+
+def run_in_worker(module: Any, module_name: str, token_cache_dir: Optional[str]) -> Optional[dict]:
+    """Run the call of ``module`` (the module process's ``AnsibleModule``: its options parsed, nothing else done)
+    on the worker (``ask_worker``): the final result, or None when the module process must run the call itself (a
+    warning says so when the worker stopped after it took the request)."""
+    final, warning = ask_worker(module_name, module.params, bool(module.check_mode), bool(getattr(module, '_diff', False)),
+                                token_cache_dir)
+    if warning:
+        module.warn(warning)
+    return final
 
 
 # --- the worker's side --------------------------------------------------------------------------------------------

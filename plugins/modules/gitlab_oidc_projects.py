@@ -330,6 +330,13 @@ options:
         cost of a module process (its SDK imports); one call with many projects gains nothing.
       - The module process only parses the options; the worker checks them as the module would (the same failures
         and messages, before any request) and runs the call.
+      - When the task runs on the controller itself - the C(local) connection (as for a task delegated to C(localhost)), no
+        C(become), no C(async), no C(environment) for the task, and C(ansible_python_interpreter) of that host is
+        ansible-playbook's own Python (C(ansible_playbook_python), as for the implicit localhost and in the role's
+        sample inventory) - there is no module process at all. The module's action plugin validates the options
+        against this module's argument spec on the controller (the same defaults, environment fallbacks and error
+        messages) and hands the call to the worker of ansible-playbook's Python, which then needs the Python
+        requirements of this collection. Every other task, and a call no worker can take, runs the module as usual.
       - Calls with the same Azure settings that start within a minute of each other share their clients in the
         worker (connections, access tokens, and the role definitions, scope checks and operator identity read once
         per run, as the projects of one call share them); reads that failed are never kept, and each call reports
@@ -347,7 +354,8 @@ options:
       - Only start the persistent worker of the calls that follow (if none is running for this user, module version,
         Python, working directory and environment) and return at once, without reading or writing anything. The worker
         imports the SDKs (about a second of CPU) while the play goes on, instead of while the first calls wait for it.
-        The role's C(per_host) strategy does this a few tasks before its calls.
+        The role's C(per_host) strategy does this a few tasks before its calls. From the controller (see
+        O(persistent_worker)) it starts the worker of ansible-playbook's Python, which the calls from the controller use.
       - Requires O(persistent_worker=true) and O(projects=[]); run it with the same O(token_cache_dir) and environment
         as the calls (it starts their worker only then). RV(worker) says what happened; when no worker can be used,
         a warning says why, and the calls run in their own module processes as they would anyway.

@@ -100,6 +100,43 @@ def test_per_host_and_bulk_leave_identical_state(sandbox, tmp_path):
     assert managed_state(state_of(sandbox)) == {}
 
 
+MODULE_FILE = re.compile(r"Using module file \S+/gitlab_oidc_projects\.py")
+
+
+def test_per_host_calls_from_the_controller_and_from_module_processes_leave_identical_state(sandbox, tmp_path):
+    """per_host's calls go from the controller straight to the persistent worker when localhost's Python is
+    ansible-playbook's own (the example inventory: ``{{ ansible_playbook_python }}``): no module process per project.
+    Given another interpreter (here a script that runs the same Python), each call runs in a module process, which
+    hands it to a worker of its own: the same projects, the same state, and a re-run that writes nothing either way."""
+    env = harness.ansible_env(sandbox.env, tmp_path)
+    sandbox.reset()
+    controller = run(ONBOARD, INVENTORY, env, tmp_path, "-vvv", gitlab_oidc_strategy="per_host")
+    expect_ok(controller, env)
+    assert not MODULE_FILE.search(controller.output), "a module process ran a call"
+    assert "Using module file" in controller.output  # -vvv shows the modules that ran (the results directory's)
+    from_controller = managed_state(state_of(sandbox))
+    assert len(from_controller) == 6
+
+    other_python = tmp_path / "python-via-script"
+    other_python.write_text('#!/bin/sh\nexec "%s" "$@"\n' % sys.executable, encoding="utf-8")
+    other_python.chmod(0o755)
+    sandbox.reset()
+    modules = run(ONBOARD, INVENTORY, env, tmp_path, "-vvv", gitlab_oidc_strategy="per_host",
+                  ansible_python_interpreter=str(other_python))
+    expect_ok(modules, env)
+    assert len(MODULE_FILE.findall(modules.output)) == 1 + 7  # the worker's start, then one call per project
+    assert managed_state(state_of(sandbox)) == from_controller
+    assert modules.hosts_with("changed") == controller.hosts_with("changed"), (modules.recap, controller.recap)
+
+    reset_stats(sandbox)
+    again = run(ONBOARD, INVENTORY, env, tmp_path, gitlab_oidc_strategy="per_host")
+    expect_ok(again, env)
+    assert azure_writes(stats_of(sandbox)) == 0 and not [h for h in again.hosts_with("changed") if h != "localhost"]
+    for result in (controller, modules):
+        for secret in secrets_of(env):
+            assert secret not in result.output
+
+
 @pytest.mark.parametrize("strategy", ["bulk", "per_host"])
 def test_a_failing_project_fails_its_host_only(sandbox, tmp_path, strategy):
     """Three bad projects among good ones, each failing its own host only: one refused by the module, one whose

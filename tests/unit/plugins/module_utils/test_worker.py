@@ -11,6 +11,7 @@ import asyncio
 import os
 import shutil
 import socket
+import sys
 import tempfile
 import threading
 import time
@@ -245,6 +246,23 @@ def test_start_starts_the_worker_once_without_a_request(short_dir):
     with pytest.raises(_worker.WorkerError, match='did not take the request'):
         client.call({'module': 'not_a_module', 'params': {}})  # refused by that worker: it did not restart
     assert os.stat(client.socket_path).st_ino == inode
+    _wait_for_idle_exit(client.socket_path)
+
+
+def test_a_worker_started_from_the_installed_collection_imports_it_from_there(short_dir, monkeypatch):
+    """A controller action imports the collection through Ansible's loader, not ``sys.path``: the worker it starts
+    gets the collection's root (the directory holding ``ansible_collections``) on its path, and runs the module core
+    from it."""
+    root = _worker.source_root()
+    assert root and os.path.isfile(os.path.join(root, 'ansible_collections', 'oidc_federation', 'azure', 'plugins',
+                                                'module_utils', '_worker.py'))
+    monkeypatch.setattr(sys, 'path', [p for p in sys.path if os.path.abspath(p or '.') != root])
+    monkeypatch.delenv('PYTHONPATH', raising=False)
+    client = _worker.WorkerClient(os.path.join(short_dir, 'workers'), idle_timeout=2.0)
+    assert client._search_path[0] == root
+    assert client.start() == 'started'
+    answer = client.call({'module': 'gitlab_oidc_projects', 'params': {}}, timeout=30)
+    assert answer['failed'] is True and answer['result']['msg'], answer  # the module's own checks ran (and refused)
     _wait_for_idle_exit(client.socket_path)
 
 
