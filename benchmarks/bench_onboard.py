@@ -21,8 +21,13 @@ projects with varied trust and roles, then measures, in one go:
    of them (it costs a host far more than a ``set_fact``): what a play that keeps the automatic validation pays
    Ansible at least. The sample playbooks import the role with ``rolespec_validate: false`` (the role validates
    every host in one task of its own), so the runs above have no such task.
+5. ``floor_task_list``: the floor of the task list as written, each task whose action is a module with code a
+   ``ping`` (per host or once), also one that an action plugin ran without a module process (``per_host``'s calls
+   from the controller, which ``floor`` counts as the ``set_fact`` they cost), so ``ratio_*_to_floor_task_list`` is
+   the run against what Ansible needs to run those module tasks as modules. Run only when its shape differs from
+   ``floor``'s (else ``same_as: floor``).
 
-``--repeat K`` measures the four runs K times in turn, the sandbox reset to its empty tenant (and a new token cache
+``--repeat K`` measures the runs K times in turn, the sandbox reset to its empty tenant (and a new token cache
 directory) before each round, so each first run is paired with floors measured a minute later, not ten: the
 top-level figures are then medians over the rounds (each ratio the median of the rounds' own ratios) and
 ``repeats`` lists every round's; the detailed figures of each run (``first_run``, ``rerun``, ...) are those of the
@@ -250,6 +255,23 @@ def write_role_floor(workdir: Path, module_tasks: int, controller_tasks: int, ru
     return path
 
 
+def floor_shape(first: harness.PlaybookRun, projects: int, module: int, once: int) -> dict[str, Any]:
+    """The tasks of a floor for a run (``first``) with ``module`` module tasks per host and ``once`` once per play:
+    the rest of each host's tasks (its recap) as controller tasks."""
+    controller = max(0, round(tasks_per_host(first) - once / projects) - module)
+    return {"module": module, "controller": controller, "module_once_per_play": once,
+            "module_used": "ansible.builtin.ping", "controller_task_used": "ansible.builtin.set_fact"}
+
+
+def module_tasks_listed(tasks: list[dict[str, Any]], projects: int) -> tuple[int, int]:
+    """(module tasks per host, module tasks once per play) of a run's task list (``task_wall_s``): the tasks whose
+    action is a module with code (``module``), whether or not they ran a module process; a task that ran on every
+    project counts per host, one that ran on fewer (``run_once``) once for the play."""
+    per_host = sum(1 for t in tasks if t.get("module") and int(t.get("hosts", 0)) >= projects)
+    once = sum(1 for t in tasks if t.get("module") and 0 < int(t.get("hosts", 0)) < projects)
+    return per_host, once
+
+
 def module_tasks_of(records: list[dict[str, Any]], projects: int) -> tuple[int, int]:
     """(module processes per host, module processes once per play) of a run: a module that ran for every project
     ran per host (per_host: the collection's module; bulk: none), the others once for the play (report, bulk call)."""
@@ -457,7 +479,7 @@ def measure(args: argparse.Namespace, workdir: Path) -> tuple[dict[str, Any], li
             return result, summary, records
 
         def one_round(index: int) -> dict[str, dict[str, Any]]:
-            """The four runs of round ``index`` (0: the sandbox as started; later rounds reset it first)."""
+            """The runs of round ``index`` (0: the sandbox as started; later rounds reset it first)."""
             if index:
                 log(f"round {index + 1} of {args.repeat}: the sandbox reset to its empty tenant")
                 sandbox.control("POST", "reset")
@@ -472,19 +494,25 @@ def measure(args: argparse.Namespace, workdir: Path) -> tuple[dict[str, Any], li
             if rerun_summary["changed_hosts"]:
                 problems.append(f"the re-run reported changes on {rerun_summary['changed_hosts']} host(s)")
 
-            module_tasks, run_once_modules = module_tasks_of(first_records, args.projects)
-            controller_tasks = max(0, round(tasks_per_host(first) - run_once_modules / args.projects) - module_tasks)
+            shape = floor_shape(first, args.projects, *module_tasks_of(first_records, args.projects))
             floor_playbook = workdir / "floor.yml"
-            write_floor_playbook(floor_playbook, module_tasks, controller_tasks, run_once_modules)
+            write_floor_playbook(floor_playbook, shape["module"], shape["controller"], shape["module_once_per_play"])
             _, floor_summary, _ = run("floor", floor_playbook, False)
-            floor_summary["tasks_per_host"] = {"module": module_tasks, "controller": controller_tasks,
-                                               "module_once_per_play": run_once_modules,
-                                               "module_used": "ansible.builtin.ping",
-                                               "controller_task_used": "ansible.builtin.set_fact"}
-            role_floor_playbook = write_role_floor(workdir, module_tasks, controller_tasks, run_once_modules)
+            floor_summary["tasks_per_host"] = shape
+            role_floor_playbook = write_role_floor(workdir, shape["module"], shape["controller"], shape["module_once_per_play"])
             _, role_floor_summary, _ = run("floor_role", role_floor_playbook, False)
+            # The floor of the task list: each module task as a module task (ping), also one whose action plugin ran
+            # it without a module process (per_host's calls from the controller); the same as `floor` otherwise.
+            listed = floor_shape(first, args.projects, *module_tasks_listed(first_summary["task_wall_s"], args.projects))
+            if listed == shape:
+                list_summary = dict(floor_summary, same_as="floor")
+            else:
+                list_playbook = workdir / "floor_task_list.yml"
+                write_floor_playbook(list_playbook, listed["module"], listed["controller"], listed["module_once_per_play"])
+                _, list_summary, _ = run("floor_task_list", list_playbook, False)
+                list_summary["tasks_per_host"] = listed
             return {"first_run": first_summary, "rerun": rerun_summary, "floor": floor_summary,
-                    "floor_role_validation": role_floor_summary}
+                    "floor_role_validation": role_floor_summary, "floor_task_list": list_summary}
 
         rounds = [one_round(index) for index in range(args.repeat)]
     finally:
@@ -515,6 +543,11 @@ def measure(args: argparse.Namespace, workdir: Path) -> tuple[dict[str, Any], li
         "floor_role_validation": role_floor_summary,
         "ratio_first_run_to_floor_role_validation": median_of(repeats, "ratio_first_run_to_floor_role_validation"),
         "ratio_rerun_to_floor_role_validation": median_of(repeats, "ratio_rerun_to_floor_role_validation"),
+        # The floor of the task list as written: every module task a ping, also those an action plugin ran without a
+        # module process (per_host's calls from the controller), which `floor` counts as the set_fact they cost.
+        "floor_task_list": rounds[0]["floor_task_list"],
+        "ratio_first_run_to_floor_task_list": median_of(repeats, "ratio_first_run_to_floor_task_list"),
+        "ratio_rerun_to_floor_task_list": median_of(repeats, "ratio_rerun_to_floor_task_list"),
         "first_run_s": median_of(repeats, "first_run_s"),
         "rerun_s": median_of(repeats, "rerun_s"),
         "writes": writes,
@@ -544,11 +577,15 @@ def round_figures(runs: dict[str, dict[str, Any]]) -> dict[str, Any]:
     first, rerun = float(runs["first_run"]["wall_s"]), float(runs["rerun"]["wall_s"])
     floor = max(float(runs["floor"]["wall_s"]), 1e-9)
     role_floor = max(float(runs["floor_role_validation"]["wall_s"]), 1e-9)
+    list_floor = max(float(runs["floor_task_list"]["wall_s"]), 1e-9)
     cpu_first, cpu_rerun, cpu_floor = (cpu_total(runs[name]) for name in ("first_run", "rerun", "floor"))
     return {"first_run_s": first, "rerun_s": rerun, "floor_s": round(floor, 2), "floor_role_validation_s": round(role_floor, 2),
             "ratio_first_run_to_floor": round(first / floor, 2), "ratio_rerun_to_floor": round(rerun / floor, 2),
             "ratio_first_run_to_floor_role_validation": round(first / role_floor, 2),
             "ratio_rerun_to_floor_role_validation": round(rerun / role_floor, 2),
+            "floor_task_list_s": round(list_floor, 2),
+            "ratio_first_run_to_floor_task_list": round(first / list_floor, 2),
+            "ratio_rerun_to_floor_task_list": round(rerun / list_floor, 2),
             "graph_writes": int(runs["first_run"].get("graph_writes", 0)),
             # the same ratios in CPU seconds (every process of the run, the sandbox's included)
             "cpu_first_run_s": cpu_first, "cpu_rerun_s": cpu_rerun, "cpu_floor_s": cpu_floor,
@@ -584,7 +621,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--quotas", choices=("on", "off"), default="off",
                         help="on: the sandbox enforces Graph's published identity write quotas (default off)")
     parser.add_argument("--repeat", type=int, default=1,
-                        help="measure the four runs this many times in turn, the sandbox reset before each round; "
+                        help="measure the runs this many times in turn, the sandbox reset before each round; "
                              "the top-level figures are then medians over the rounds (default 1)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (logs, inventory, report)")
     parser.add_argument("--output", type=Path, help="also write the JSON result to this file")

@@ -49,9 +49,25 @@ def test_bench_prints_figures_and_the_rerun_writes_nothing(tmp_path):
     assert set(result["floor"]["by_module"]) == {"ansible.modules.ping"}, result["floor"]["by_module"]
     for name in ("first_run", "rerun", "floor"):
         tasks = result[name]["task_wall_s"]
-        assert tasks and all(set(t) == {"task", "wall_s"} and t["wall_s"] >= 0 for t in tasks), (name, tasks)
-    reconcile = [t["task"] for t in first["task_wall_s"] if "Reconcile the project" in t["task"]]
+        assert tasks and all(set(t) == {"task", "wall_s", "action", "module", "hosts"} and t["wall_s"] >= 0
+                             for t in tasks), (name, tasks)
+    reconcile = [t for t in first["task_wall_s"] if "Reconcile the project" in t["task"]]
     assert len(reconcile) == 1, first["task_wall_s"]
+    # the task list: the reconciliation is a module task on every host (run from the controller, no module process),
+    # the outcome a controller action; the worker's start, the results directory and its clean-up modules run once
+    assert reconcile[0]["action"] == "oidc_federation.azure.gitlab_oidc_projects" and reconcile[0]["module"] is True
+    assert reconcile[0]["hosts"] == 3, reconcile
+    outcome = [t for t in first["task_wall_s"] if t["action"] == "oidc_federation.azure.gitlab_oidc_result"]
+    assert len(outcome) == 1 and outcome[0]["module"] is False and outcome[0]["hosts"] == 3, outcome
+    # so the task list's floor has a ping per host for it (the process floor has none) and three pings once
+    listed = result["floor_task_list"]
+    assert listed["returncode"] == 0 and listed["hosts"] == 3 and "same_as" not in listed, listed
+    assert listed["tasks_per_host"]["module"] == 1 and listed["tasks_per_host"]["module_once_per_play"] == 3, listed
+    assert listed["tasks_per_host"]["controller"] < result["floor"]["tasks_per_host"]["controller"], listed
+    assert listed["module_processes"] == 3 * 1 + 3, listed
+    assert result["ratio_first_run_to_floor_task_list"] > 0 and result["ratio_rerun_to_floor_task_list"] > 0
+    for figures in result["repeats"]:
+        assert figures["ratio_first_run_to_floor_task_list"] == round(figures["first_run_s"] / figures["floor_task_list_s"], 2)
     assert result["ratio_first_run_to_floor"] > 0 and result["ratio_rerun_to_floor"] > 0
     # per_host hands its calls to one persistent worker per run, sampled and stopped by the benchmark
     for name in ("first_run", "rerun"):
