@@ -25,7 +25,7 @@ from ansible.module_utils.parsing.convert_bool import boolean
 from ansible.plugins.action.normal import ActionModule as NormalAction
 
 from ansible_collections.oidc_federation.azure.plugins.module_utils._auth_spec import with_auth_options
-from ansible_collections.oidc_federation.azure.plugins.module_utils._worker import ask_worker, prestart, source_root
+from ansible_collections.oidc_federation.azure.plugins.module_utils._worker import ask_worker, source_root
 from ansible_collections.oidc_federation.azure.plugins.modules import gitlab_oidc_projects as module_file
 
 MODULE = 'gitlab_oidc_projects'
@@ -45,9 +45,8 @@ class ActionModule(NormalAction):
                 msg = 'Unsupported parameters for ({0}) module: {1}'.format(MODULE, msg)
             return remove_values({'failed': True, 'msg': msg}, validation._no_log_values)
         params = validation.validated_parameters
-        warnings: list = []
         if params['prestart_worker']:
-            result = self._prestart(params)
+            final = module_file.prestart_final(params)
         else:
             final, warning = ask_worker(MODULE, params, bool(self._task.check_mode), bool(self._task.diff),
                                         params.get('token_cache_dir'))
@@ -56,26 +55,14 @@ class ActionModule(NormalAction):
                 if warning:
                     result['warnings'] = [warning] + list(result.get('warnings') or [])
                 return result
-            result = dict(final['result'])
-            warnings += list(final.get('warnings') or ())
-            if final['failed']:
-                result['failed'] = True
-        warnings += list(result.pop('warnings', None) or ())
+        # As _final.exit_with ends a module process: the final's warnings first, then the result's own.
+        result = dict(final['result'])
+        warnings = list(final.get('warnings') or ()) + list(result.pop('warnings', None) or ())
         if warnings:
             result['warnings'] = warnings
+        if final['failed']:
+            result['failed'] = True
         return remove_values(result, validation._no_log_values)
-
-    def _prestart(self, params):
-        """What the module does with ``prestart_worker``, for the worker of this Python."""
-        problem = module_file.prestart_problem(params)
-        if problem:
-            return {'failed': True, 'msg': problem}
-        started = prestart(params.get('token_cache_dir'))
-        result = dict(changed=False, projects={}, summary={'projects': 0, 'changed': 0, 'failed': 0}, **started)
-        if started['worker'] == 'unavailable':
-            result['warnings'] = ['persistent_worker: no worker could be started ({0}); each call will run in its own '
-                                  'module process'.format(started['reason'])]
-        return result
 
     def _on_controller(self, task_vars):
         """Whether this call can go to the worker from here: it asks for the persistent worker, and the module would run

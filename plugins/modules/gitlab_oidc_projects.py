@@ -725,19 +725,27 @@ def prestart_problem(params: dict) -> Optional[str]:
     return None
 
 
+def prestart_final(params: dict) -> dict:
+    """A ``prestart_worker`` call, done: its final result (``_final.final_result``'s form: ``failed``, ``result``,
+    ``warnings``), for the module process or the module's action on the controller (each starts its own worker)."""
+    problem = prestart_problem(params)
+    if problem:
+        return {'failed': True, 'result': {'msg': problem}, 'warnings': []}
+    from ansible_collections.oidc_federation.azure.plugins.module_utils._worker import prestart
+    started = prestart(params.get('token_cache_dir'))
+    warnings = []
+    if started['worker'] == 'unavailable':
+        warnings.append('persistent_worker: no worker could be started ({0}); each call will run in its own module '
+                        'process'.format(started['reason']))
+    return {'failed': False, 'warnings': warnings,
+            'result': dict(changed=False, projects={}, summary={'projects': 0, 'changed': 0, 'failed': 0}, **started)}
+
+
 def main() -> None:
     """Module entry point."""
     ansible_module = AnsibleModule(argument_spec=with_auth_options(ARGUMENT_SPEC), supports_check_mode=True)
     if ansible_module.params['prestart_worker']:
-        problem = prestart_problem(ansible_module.params)
-        if problem:
-            ansible_module.fail_json(msg=problem)
-        from ansible_collections.oidc_federation.azure.plugins.module_utils._worker import prestart
-        started = prestart(ansible_module.params.get('token_cache_dir'))
-        if started['worker'] == 'unavailable':
-            ansible_module.warn('persistent_worker: no worker could be started ({0}); each call will run in its own module '
-                                'process'.format(started['reason']))
-        ansible_module.exit_json(changed=False, projects={}, summary={'projects': 0, 'changed': 0, 'failed': 0}, **started)
+        exit_with(ansible_module, prestart_final(ansible_module.params))
     if ansible_module.params['persistent_worker']:
         from ansible_collections.oidc_federation.azure.plugins.module_utils._worker import run_in_worker
         final = run_in_worker(ansible_module, 'gitlab_oidc_projects', ansible_module.params.get('token_cache_dir'))

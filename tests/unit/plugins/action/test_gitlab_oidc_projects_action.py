@@ -18,6 +18,7 @@ from ansible.plugins.action.normal import ActionModule as NormalAction
 
 from ansible_collections.oidc_federation.azure.plugins.action import gitlab_oidc_projects as action_file
 from ansible_collections.oidc_federation.azure.plugins.action.gitlab_oidc_projects import ActionModule
+from ansible_collections.oidc_federation.azure.plugins.module_utils import _worker
 
 PROJECT = {'project_path': 'group/app', 'branches': ['main']}
 TOKEN = 'glpat-secret-value-1234'
@@ -154,13 +155,13 @@ def test_a_call_no_worker_takes_runs_the_module(installed, monkeypatch):
 
 def test_prestart_from_the_controller(installed, monkeypatch):
     started = []
-    monkeypatch.setattr(action_file, 'prestart', lambda directory: started.append(directory) or {'worker': 'started'})
+    monkeypatch.setattr(_worker, 'prestart', lambda directory: started.append(directory) or {'worker': 'started'})
     args = {'projects': [], 'persistent_worker': True, 'prestart_worker': True, 'token_cache_dir': '/run/cache'}
     result = _action(args).run(task_vars=_vars())
     assert result == {'changed': False, 'projects': {}, 'summary': {'projects': 0, 'changed': 0, 'failed': 0},
                       'worker': 'started'}
     assert started == ['/run/cache']
-    monkeypatch.setattr(action_file, 'prestart', lambda directory: {'worker': 'unavailable', 'reason': 'no locks'})
+    monkeypatch.setattr(_worker, 'prestart', lambda directory: {'worker': 'unavailable', 'reason': 'no locks'})
     result = _action(args).run(task_vars=_vars())
     assert result['worker'] == 'unavailable' and 'no worker could be started (no locks)' in result['warnings'][0]
     result = _action(dict(args, projects=[PROJECT])).run(task_vars=_vars())
