@@ -217,21 +217,26 @@ def write_inventory(path: Path, projects: int, sandbox_env: dict[str, str], repo
     path.write_text(yaml.safe_dump(inventory, sort_keys=False), encoding="utf-8")
 
 
-def write_floor_playbook(path: Path, module_tasks: int, controller_tasks: int, run_once_modules: int = 0) -> None:
-    """Ansible's floor: per host ``module_tasks`` x ping and ``controller_tasks`` x set_fact, then
-    ``run_once_modules`` x ping once for the play (as the role's report and bulk tasks run), nothing else."""
+def floor_tasks(shape: dict[str, Any], controller_tasks: int) -> list[dict[str, Any]]:
+    """The tasks of a floor of ``shape`` (``floor_shape``): per host ``module`` x ping and ``controller_tasks`` x
+    set_fact, then ``module_once_per_play`` x ping once for the play (as the role's report and bulk tasks run)."""
     tasks: list[dict[str, Any]] = [{"name": f"Module task {i + 1}", "ansible.builtin.ping": {}}
-                                   for i in range(module_tasks)]
+                                   for i in range(shape["module"])]
     tasks += [{"name": f"Controller task {i + 1}", "ansible.builtin.set_fact": {f"bench_floor_{i}": i}}
-              for i in range(controller_tasks)]
+              for i in range(max(0, controller_tasks))]
     tasks += [{"name": f"Once-per-play module task {i + 1}", "ansible.builtin.ping": {}, "run_once": True}
-              for i in range(run_once_modules)]
+              for i in range(shape["module_once_per_play"])]
+    return tasks
+
+
+def write_floor_playbook(path: Path, shape: dict[str, Any]) -> None:
+    """Ansible's floor: the tasks of ``shape`` (``floor_tasks``) in a play on every project, nothing else."""
     play = [{"name": "Ansible's floor for the same inventory and task count", "hosts": "gitlab_projects",
-             "gather_facts": False, "tasks": tasks}]
+             "gather_facts": False, "tasks": floor_tasks(shape, shape["controller"])}]
     path.write_text(yaml.safe_dump(play, sort_keys=False), encoding="utf-8")
 
 
-def write_role_floor(workdir: Path, module_tasks: int, controller_tasks: int, run_once_modules: int = 0) -> Path:
+def write_role_floor(workdir: Path, shape: dict[str, Any]) -> Path:
     """The floor again, its per-host tasks inside a role that carries the gitlab_oidc role's argument spec, defaults
     and vars, so Ansible prepends the same automatic argument validation to them (it replaces one ``set_fact``: the
     recap counts it as one of the controller tasks). Returns the playbook."""
@@ -240,12 +245,7 @@ def write_role_floor(workdir: Path, module_tasks: int, controller_tasks: int, ru
     for part in ("meta/argument_specs.yml", "defaults/main.yml", "vars/main.yml"):
         (role / part).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(source / part, role / part)
-    tasks: list[dict[str, Any]] = [{"name": f"Module task {i + 1}", "ansible.builtin.ping": {}}
-                                   for i in range(module_tasks)]
-    tasks += [{"name": f"Controller task {i + 1}", "ansible.builtin.set_fact": {f"bench_floor_{i}": i}}
-              for i in range(max(0, controller_tasks - 1))]
-    tasks += [{"name": f"Once-per-play module task {i + 1}", "ansible.builtin.ping": {}, "run_once": True}
-              for i in range(run_once_modules)]
+    tasks = floor_tasks(shape, shape["controller"] - 1)
     (role / "tasks").mkdir(parents=True, exist_ok=True)
     (role / "tasks" / "main.yml").write_text(yaml.safe_dump(tasks, sort_keys=False), encoding="utf-8")
     play = [{"name": "Ansible's floor with the role's argument validation", "hosts": "gitlab_projects",
@@ -496,10 +496,10 @@ def measure(args: argparse.Namespace, workdir: Path) -> tuple[dict[str, Any], li
 
             shape = floor_shape(first, args.projects, *module_tasks_of(first_records, args.projects))
             floor_playbook = workdir / "floor.yml"
-            write_floor_playbook(floor_playbook, shape["module"], shape["controller"], shape["module_once_per_play"])
+            write_floor_playbook(floor_playbook, shape)
             _, floor_summary, _ = run("floor", floor_playbook, False)
             floor_summary["tasks_per_host"] = shape
-            role_floor_playbook = write_role_floor(workdir, shape["module"], shape["controller"], shape["module_once_per_play"])
+            role_floor_playbook = write_role_floor(workdir, shape)
             _, role_floor_summary, _ = run("floor_role", role_floor_playbook, False)
             # The floor of the task list: each module task as a module task (ping), also one whose action plugin ran
             # it without a module process (per_host's calls from the controller); the same as `floor` otherwise.
@@ -508,7 +508,7 @@ def measure(args: argparse.Namespace, workdir: Path) -> tuple[dict[str, Any], li
                 list_summary = dict(floor_summary, same_as="floor")
             else:
                 list_playbook = workdir / "floor_task_list.yml"
-                write_floor_playbook(list_playbook, listed["module"], listed["controller"], listed["module_once_per_play"])
+                write_floor_playbook(list_playbook, listed)
                 _, list_summary, _ = run("floor_task_list", list_playbook, False)
                 list_summary["tasks_per_host"] = listed
             return {"first_run": first_summary, "rerun": rerun_summary, "floor": floor_summary,
