@@ -58,11 +58,7 @@ def expect_ok(result: harness.PlaybookRun, env: dict[str, str]) -> None:
 def generated_inventory(path: Path, projects: int, sandbox: Any) -> list[str]:
     """The benchmark's projects (varied trust, sub claims and roles) as an inventory; returns their paths."""
     bench_onboard.write_inventory(path, projects, sandbox.env, path.parent / "report")
-    data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    del data["all"]["hosts"]["localhost"]
-    data["all"]["vars"]["ansible_python_interpreter"] = sys.executable
-    path.write_text(yaml.safe_dump(data), encoding="utf-8")
-    return sorted(data["all"]["children"]["gitlab_projects"]["hosts"])
+    return sorted(bench_onboard.project_path(i) for i in range(projects))
 
 
 def expected_unique_names(hosts: list[str]) -> list[str]:
